@@ -1,0 +1,84 @@
+# Driftline: every entry point. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := scripts/stack.sh
+STAMP := $(VENV)/.installed
+
+# name:port of each service that `make up` starts, in start order
+SERVICES := ingestion:8001
+
+.PHONY: setup system-deps venv jars up infra topics services down clean demo test \
+	test-unit bench lint lock status
+
+setup: system-deps venv jars ## everything a fresh machine needs
+
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+jars:
+	$(STACK) jars
+
+lock: ## re-resolve requirements.lock from pyproject.toml's ranges
+	rm -rf /tmp/driftline-lock && python3 -m venv /tmp/driftline-lock
+	/tmp/driftline-lock/bin/pip install -q --upgrade pip
+	/tmp/driftline-lock/bin/pip install -q -e '.[dev]'
+	/tmp/driftline-lock/bin/pip freeze --exclude-editable | grep -v '^driftline' > requirements.lock
+
+infra: setup
+	$(STACK) infra
+
+topics: infra
+	$(PY) -m shared.topics
+
+services: topics
+	@for s in $(SERVICES); do $(STACK) service $${s%%:*} $${s##*:} || exit 1; done
+
+up: services ## Kafka, Redis and the services, in the background, healthy
+	@$(STACK) status
+
+down:
+	$(STACK) down
+
+clean:
+	$(STACK) clean
+
+status:
+	@$(STACK) status
+
+demo: up
+	$(PY) -m shared.demo
+
+test: infra ## the whole suite against the real Kafka and Redis
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+bench: infra
+	$(PY) -m benchmarks
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

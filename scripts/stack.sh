@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Runs Driftline's local stack without Docker: a real Kafka broker (KRaft, jars from
+# Maven Central), Debian's redis-server and the Python services. Every process we
+# start gets a pid file in .run/; `down` stops exactly those pids, never by name.
+#
+#   scripts/stack.sh jars               resolve the broker's jars once into .cache/
+#   scripts/stack.sh infra              start Kafka + Redis, wait until both answer
+#   scripts/stack.sh service NAME PORT  start `python -m services.NAME`, wait for /healthz
+#   scripts/stack.sh down               stop everything we started (data kept)
+#   scripts/stack.sh clean              down + delete local data
+#   scripts/stack.sh status             what is running
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KAFKA_VERSION="${KAFKA_VERSION:-3.9.1}"
+RUN_DIR="$ROOT/.run"
+DATA_DIR="$ROOT/.data"
+LIB_DIR="$ROOT/.cache/kafka-$KAFKA_VERSION/libs"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx1g}"
+WAIT_SECONDS="${WAIT_SECONDS:-90}"
+
+mkdir -p "$RUN_DIR" "$DATA_DIR"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+
+pid_alive() {  # pid_alive NAME -> 0 when .run/NAME.pid names a live process
+  local f="$RUN_DIR/$1.pid"
+  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+kafka_answers() { kcat -L -b 127.0.0.1:9092 -m 2 >/dev/null 2>&1; }
+redis_answers() { [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" == "PONG" ]]; }
+
+wait_for() {  # wait_for WHAT CHECK-COMMAND...
+  local what="$1"; shift
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until "$@"; do
+    if ((SECONDS > deadline)); then
+      log "$what did not become ready in ${WAIT_SECONDS}s; see $RUN_DIR/$what.log"
+      tail -n 30 "$RUN_DIR/$what.log" >&2 2>/dev/null || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+jars() {
+  if compgen -G "$LIB_DIR/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null; then
+    return 0
+  fi
+  log "resolving Kafka $KAFKA_VERSION jars from Maven Central (cached in ~/.m2)"
+  mkdir -p "$LIB_DIR"
+  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIB_DIR"
+}
+
+start_kafka() {
+  if pid_alive kafka; then log "kafka already running (pid $(cat "$RUN_DIR/kafka.pid"))"; return 0; fi
+  if kafka_answers; then log "a broker already answers on 127.0.0.1:9092; reusing it"; return 0; fi
+  jars
+  local kdir="$DATA_DIR/kafka" props="$DATA_DIR/kafka/server.properties"
+  mkdir -p "$kdir/logs"
+  sed "s#@DATA_DIR@#$kdir#" "$ROOT/scripts/kafka/server.properties.in" >"$props"
+  local java=(java -cp "$LIB_DIR/*" -Dkafka.logs.dir="$kdir"
+    -Dlog4j.configuration="file:$ROOT/scripts/kafka/log4j.properties")
+  if [[ ! -f "$kdir/logs/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid)"
+    "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" \
+      --ignore-formatted >"$RUN_DIR/kafka-format.log" 2>&1
+  fi
+  log "starting kafka $KAFKA_VERSION on 127.0.0.1:9092"
+  # shellcheck disable=SC2086
+  nohup "${java[@]}" $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true kafka.Kafka "$props" >"$RUN_DIR/kafka.log" 2>&1 &
+  echo $! >"$RUN_DIR/kafka.pid"
+  wait_for kafka kafka_answers
+  log "kafka is ready"
+}
+
+start_redis() {
+  if pid_alive redis; then log "redis already running (pid $(cat "$RUN_DIR/redis.pid"))"; return 0; fi
+  if redis_answers; then log "a redis already answers on 127.0.0.1:6379; reusing it"; return 0; fi
+  mkdir -p "$DATA_DIR/redis"
+  log "starting redis on 127.0.0.1:6379 (AOF on)"
+  nohup redis-server "$ROOT/scripts/redis.conf" --dir "$DATA_DIR/redis" \
+    >"$RUN_DIR/redis.log" 2>&1 &
+  echo $! >"$RUN_DIR/redis.pid"
+  wait_for redis redis_answers
+  log "redis is ready"
+}
+
+start_service() {  # start_service NAME PORT
+  local name="$1" port="$2"
+  if pid_alive "$name"; then log "$name already running"; return 0; fi
+  log "starting $name on 127.0.0.1:$port"
+  (cd "$ROOT" && nohup "$PYTHON" -m "services.$name" >"$RUN_DIR/$name.log" 2>&1 &
+    echo $! >"$RUN_DIR/$name.pid")
+  wait_for "$name" curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz"
+  log "$name is healthy"
+}
+
+stop_one() {  # stop_one NAME: TERM, wait, then KILL the pid we recorded
+  local f="$RUN_DIR/$1.pid" pid
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $1 (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+down() {
+  local f name
+  # services first, then the infrastructure they depend on
+  for f in "$RUN_DIR"/*.pid; do
+    [[ -e "$f" ]] || continue
+    name="$(basename "$f" .pid)"
+    [[ "$name" == kafka || "$name" == redis ]] || stop_one "$name"
+  done
+  stop_one kafka
+  stop_one redis
+}
+
+status() {
+  local f
+  for f in "$RUN_DIR"/*.pid; do
+    [[ -e "$f" ]] || continue
+    if kill -0 "$(cat "$f")" 2>/dev/null; then
+      echo "$(basename "$f" .pid): running (pid $(cat "$f"))"
+    else
+      echo "$(basename "$f" .pid): dead (stale pid file)"
+    fi
+  done
+}
+
+case "${1:-}" in
+  jars) jars ;;
+  infra) start_redis; start_kafka ;;
+  service) start_service "$2" "$3" ;;
+  down) down ;;
+  clean) down; rm -rf "$DATA_DIR" "$RUN_DIR" ;;
+  status) status ;;
+  *) echo "usage: $0 jars|infra|service NAME PORT|down|clean|status" >&2; exit 2 ;;
+esac

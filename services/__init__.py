@@ -1,0 +1,1 @@
+"""Driftline's five services, one package each: `python -m services.<name>`."""

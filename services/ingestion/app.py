@@ -1,0 +1,78 @@
+"""Bootstrap: wires Kafka, Redis and the handlers into the ingestion service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from shared.kafka import make_consumer, make_producer
+from shared.topics import Topics, ensure_topics
+from services.ingestion.api import router
+from services.ingestion.config import IngestionSettings
+from services.ingestion.consumer import IngestionWorker
+from services.ingestion.seen import RedisSeenStore
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the consumer stopped", exc_info=task.exception())
+
+
+def create_app(settings: IngestionSettings | None = None) -> FastAPI:
+    settings = settings or IngestionSettings()
+    topics = Topics(settings.topic_prefix)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bootstrap = settings.kafka_bootstrap_servers
+        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+        redis = Redis.from_url(settings.redis_url)
+        producer = make_producer(bootstrap, client_id="driftline-ingestion")
+        consumer = make_consumer(
+            topics.events_raw,
+            topics.labels_raw,
+            bootstrap_servers=bootstrap,
+            group_id=settings.group_id,
+            client_id="driftline-ingestion",
+        )
+        await producer.start()
+        await consumer.start()
+        worker = IngestionWorker(
+            consumer,
+            producer,
+            RedisSeenStore(redis, namespace=f"driftline:{settings.topic_prefix}ingest:seen"),
+            topics,
+            max_bytes=settings.max_message_bytes,
+            dedup_window_s=settings.dedup_window_s,
+            batch_size=settings.batch_size,
+        )
+        task = asyncio.create_task(worker.run(), name="ingestion-consumer")
+        task.add_done_callback(_log_crash)
+        app.state.settings = settings
+        app.state.topics = topics
+        app.state.producer = producer
+        app.state.worker = worker
+        app.state.worker_task = task
+        log.info("ingestion consuming %s, %s", topics.events_raw, topics.labels_raw)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await consumer.stop()
+            await producer.stop()
+            await redis.aclose()
+
+    app = FastAPI(title="Driftline ingestion", lifespan=lifespan)
+    app.include_router(router)
+    return app

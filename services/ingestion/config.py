@@ -1,0 +1,25 @@
+"""Ingestion settings, from the environment."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+from shared.validation import DEFAULT_MAX_BYTES
+
+__all__ = ["IngestionSettings"]
+
+
+class IngestionSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 8001
+    group_id: str = "driftline-ingestion"
+    # A second message with an event_id seen within this many seconds is a duplicate.
+    dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # Larger raw messages are dead-lettered with code too_large.
+    max_message_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024)
+    # Most items one POST may carry.
+    max_batch_items: int = Field(default=1000, ge=1)
+    # Largest POST body accepted (a batch of items).
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    batch_size: int = Field(default=500, ge=1)

@@ -1,0 +1,1 @@
+"""Driftline's common library: settings, messages, schemas, Kafka and Redis adapters."""

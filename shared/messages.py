@@ -1,0 +1,197 @@
+"""Typed, immutable records for every message on Driftline's topics.
+
+Each model mirrors a JSON Schema in `schemas/` (`SCHEMA_FILES` maps one to the
+other); `tests/unit/test_messages_schemas.py` checks that both accept and refuse
+the same documents. Models are strict: build them from JSON text with
+`Model.model_validate_json`, and write them with `to_json`.
+
+>>> e = Event.model_validate_json(
+...     b'{"event_id": "e1", "event_time": "2024-01-01T00:00:00Z", "features": {"x": 1.5}}'
+... )
+>>> e.entity_id is None, e.key()
+(True, 'global')
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "GLOBAL_KEY",
+    "SCHEMA_FILES",
+    "Alert",
+    "DeadLetter",
+    "DeadLetterSource",
+    "ErrorDetail",
+    "Event",
+    "FeatureVector",
+    "Label",
+    "Lineage",
+    "Message",
+    "ModelPublished",
+    "PartitionOffset",
+    "Prediction",
+]
+
+GLOBAL_KEY = "global"
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+FeatureValue = bool | int | float | Annotated[str, StringConstraints(max_length=4096)] | None
+LabelValue = bool | int | float | Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ErrorCode = Literal[
+    "empty",
+    "too_large",
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "unknown_field",
+    "wrong_type",
+    "invalid_value",
+    "duplicate",
+]
+
+
+class Message(BaseModel):
+    """Base of every message: strict, frozen, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def _key(entity_id: str | None) -> str:
+    return entity_id if entity_id is not None else GLOBAL_KEY
+
+
+class Event(Message):
+    """Something observed about an entity at `event_time`."""
+
+    event_id: Id
+    event_time: AwareDatetime
+    entity_id: Id | None = None
+    features: Annotated[
+        dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], FeatureValue],
+        Field(max_length=1000),
+    ]
+
+    def key(self) -> str:
+        return _key(self.entity_id)
+
+
+class Label(Message):
+    """The ground truth for an event; `label_time` defaults to the event's time."""
+
+    event_id: Id
+    label: LabelValue
+    label_time: AwareDatetime | None = None
+    entity_id: Id | None = None
+
+
+class ErrorDetail(Message):
+    """One problem with a message: machine-readable code, human message, field path."""
+
+    code: ErrorCode
+    message: str
+    field: str | None
+
+
+class DeadLetterSource(Message):
+    topic: Annotated[str, StringConstraints(min_length=1)]
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    timestamp_ms: int | None = None
+    key_b64: str | None = None
+
+
+class DeadLetter(Message):
+    """A refused raw message: its original bytes (base64), where it came from, why."""
+
+    source: DeadLetterSource
+    value_b64: str | None
+    value_size: Annotated[int, Field(ge=0)]
+    error: ErrorDetail
+    errors: Annotated[list[ErrorDetail], Field(min_length=1)]
+    failed_at: AwareDatetime
+
+
+class FeatureVector(Message):
+    """The model-ready features of one event, as of that event."""
+
+    event_id: Id
+    entity_id: Id | None
+    event_time: AwareDatetime
+    features: dict[Annotated[str, StringConstraints(min_length=1)], float | None]
+    feature_set_version: Annotated[str, StringConstraints(min_length=1)]
+
+    def key(self) -> str:
+        return _key(self.entity_id)
+
+
+class Prediction(Message):
+    """One model's answer for one event or request."""
+
+    prediction_id: Annotated[str, StringConstraints(min_length=1)]
+    event_id: Annotated[str, StringConstraints(min_length=1)] | None
+    entity_id: str | None = None
+    model: Annotated[str, StringConstraints(min_length=1)]
+    model_version: Annotated[str, StringConstraints(min_length=1)]
+    y_pred: bool | int | float | str | None
+    probabilities: dict[str, Annotated[float, Field(ge=0, le=1)]] | None
+    source: Literal["learner", "stream", "http"]
+    event_time: AwareDatetime | None = None
+    time: AwareDatetime
+
+    def key(self) -> str:
+        return _key(self.entity_id)
+
+
+class PartitionOffset(Message):
+    topic: Annotated[str, StringConstraints(min_length=1)]
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+
+
+class Lineage(Message):
+    """What a model version reflects: the next offsets to read on each input."""
+
+    offsets: list[PartitionOffset]
+    config_hash: str | None = None
+    n_learned: Annotated[int, Field(ge=0)] | None = None
+
+
+class ModelPublished(Message):
+    """A model version was checkpointed to the registry."""
+
+    name: Annotated[str, StringConstraints(min_length=1)]
+    version: Annotated[str, StringConstraints(min_length=1)]
+    lineage: Lineage
+    metrics: dict[str, float]
+    artifact_key: Annotated[str, StringConstraints(min_length=1)]
+    published_at: AwareDatetime
+
+
+class Alert(Message):
+    """Something an operator should know about (drift, quality, expiries)."""
+
+    alert_id: Annotated[str, StringConstraints(min_length=1)]
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+    subject: Annotated[str, StringConstraints(min_length=1)]
+    detector: Annotated[str, StringConstraints(min_length=1)]
+    severity: Literal["info", "warning", "critical"] | None = None
+    details: dict[str, object]
+    raised_at: AwareDatetime
+
+
+SCHEMA_FILES: dict[type[Message], str] = {
+    Event: "event.v1.json",
+    Label: "label.v1.json",
+    DeadLetter: "dead_letter.v1.json",
+    FeatureVector: "feature_vector.v1.json",
+    Prediction: "prediction.v1.json",
+    ModelPublished: "model_published.v1.json",
+    Alert: "alert.v1.json",
+}

@@ -1,0 +1,143 @@
+"""The topics of DESIGN.md, and the code that creates them with the admin client.
+
+`python -m shared.topics` creates every missing topic (partition counts from
+`TOPIC_PARTITIONS`, names prefixed by `TOPIC_PREFIX`). Existing topics are left as
+they are, so running it twice is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import CommonSettings
+
+__all__ = ["TOPICS", "TopicSpec", "Topics", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+DLQ_MAX_BYTES = 8 * 1024 * 1024  # a 4 MiB refused message, base64-encoded, fits
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its base name, and whether it keeps state (compacted)."""
+
+    name: str
+    compacted: bool = False
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("events.raw"),
+    TopicSpec("labels.raw"),
+    TopicSpec("events"),
+    TopicSpec("labels"),
+    TopicSpec("ingest.dlq", configs={"max.message.bytes": str(DLQ_MAX_BYTES)}),
+    TopicSpec("features"),
+    TopicSpec("predictions"),
+    TopicSpec("models", compacted=True),  # latest version per model name is state
+    TopicSpec("alerts"),
+)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names as a service sees them (with the configured prefix)."""
+
+    prefix: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def events_raw(self) -> str:
+        return self.name("events.raw")
+
+    @property
+    def labels_raw(self) -> str:
+        return self.name("labels.raw")
+
+    @property
+    def events(self) -> str:
+        return self.name("events")
+
+    @property
+    def labels(self) -> str:
+        return self.name("labels")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("ingest.dlq")
+
+    @property
+    def features(self) -> str:
+        return self.name("features")
+
+    @property
+    def predictions(self) -> str:
+        return self.name("predictions")
+
+    @property
+    def models(self) -> str:
+        return self.name("models")
+
+    @property
+    def alerts(self) -> str:
+        return self.name("alerts")
+
+
+def _new_topic(spec: TopicSpec, prefix: str, partitions: int) -> NewTopic:
+    configs = dict(spec.configs)
+    if spec.compacted:
+        configs["cleanup.policy"] = "compact"
+    return NewTopic(
+        name=f"{prefix}{spec.name}",
+        num_partitions=partitions,
+        replication_factor=1,
+        topic_configs=configs,
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str, prefix: str = "", partitions: int = 3
+) -> list[str]:
+    """Create every missing topic of `TOPICS`; return the names it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            _new_topic(spec, prefix, partitions)
+            for spec in TOPICS
+            if f"{prefix}{spec.name}" not in existing
+        ]
+        created = []
+        for topic in wanted:  # one by one: a concurrent creator only costs a retry
+            try:
+                await admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    settings = CommonSettings()
+    logging.basicConfig(level="INFO", format="%(message)s")
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_partitions
+        )
+    )
+    log.info("topics: created %s", ", ".join(created) if created else "none (all exist)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Turn raw bytes into a typed message, or into the reasons they are not one.
+
+`validate_raw` is the one gate every untrusted message passes (Kafka consumer and
+HTTP alike). It checks, in order: present, size, UTF-8, strict JSON (no NaN, no
+duplicate keys), a JSON object, then the message's JSON Schema. Each problem is an
+`ErrorDetail` with a machine-readable code, a message and the dotted field path.
+
+>>> from shared.messages import Event
+>>> result = validate_raw(Event, b'{"event_id": "e1", "features": {}}')
+>>> [(e.code, e.field) for e in result.errors]
+[('missing_field', 'event_time')]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.messages import SCHEMA_FILES, ErrorDetail, Message
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "SCHEMA_DIR",
+    "ValidationResult",
+    "check_document",
+    "decode_json",
+    "load_schema",
+    "schema_validator",
+    "validate_document",
+    "validate_raw",
+]
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+DEFAULT_MAX_BYTES = 256 * 1024
+
+M = TypeVar("M", bound=Message)
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_formats = FormatChecker(formats=())
+
+
+@_formats.checks("date-time", raises=ValueError)
+def _is_rfc3339(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.match(value):
+        return False
+    datetime.fromisoformat(value.replace("z", "Z"))  # raises on impossible dates
+    return True
+
+
+@dataclass(frozen=True)
+class ValidationResult(Generic[M]):
+    """Either `message` is set, or `errors` says why not (first error first)."""
+
+    message: M | None = None
+    errors: list[ErrorDetail] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.message is not None
+
+
+def load_schema(message_type: type[Message]) -> dict[str, Any]:
+    text = (SCHEMA_DIR / SCHEMA_FILES[message_type]).read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def schema_validator(message_type: type[Message]) -> Draft202012Validator:
+    schema = load_schema(message_type)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=_formats)
+
+
+def _error(code: str, message: str, path: str | None = None) -> ErrorDetail:
+    return ErrorDetail.model_validate({"code": code, "message": message, "field": path})
+
+
+def _dotted(parts: list[Any]) -> str | None:
+    return ".".join(str(p) for p in parts) if parts else None
+
+
+def _join(base: str | None, name: str) -> str:
+    return f"{base}.{name}" if base else name
+
+
+def _explain(err: ValidationError) -> list[ErrorDetail]:
+    """Map one JSON Schema error to our codes; one detail per offending field."""
+    path = _dotted(list(err.absolute_path))
+    instance = err.instance
+    if err.validator == "required" and isinstance(instance, dict):
+        return [
+            _error("missing_field", f"'{name}' is required", _join(path, name))
+            for name in err.validator_value
+            if name not in instance
+        ]
+    if err.validator == "additionalProperties" and err.validator_value is False:
+        allowed = set(err.schema.get("properties", {}))
+        return [
+            _error("unknown_field", f"'{name}' is not a field of this message", _join(path, name))
+            for name in instance
+            if name not in allowed
+        ]
+    if err.validator == "type" or (
+        err.validator == "anyOf" and all("type" in s for s in err.validator_value)
+    ):
+        expected = err.validator_value
+        if err.validator == "anyOf":
+            expected = [s["type"] for s in err.validator_value]
+        return [
+            _error(
+                "wrong_type",
+                f"expected {_type_words(expected)}, got {_json_type(instance)}",
+                path,
+            )
+        ]
+    if err.validator == "anyOf":  # right type somewhere, wrong value: say what failed
+        best = [_explain(sub) for sub in err.context if sub.validator != "type"]
+        if best:
+            return best[0]
+    return [_error("invalid_value", err.message[:300], path)]
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _type_words(expected: object) -> str:
+    if isinstance(expected, list):
+        flat = [t for e in expected for t in (e if isinstance(e, list) else [e])]
+        return " or ".join(str(t) for t in flat)
+    return str(expected)
+
+
+def check_document(message_type: type[Message], document: object) -> list[ErrorDetail]:
+    """Every schema problem of an already-parsed JSON document, ordered by field."""
+    errors = sorted(
+        schema_validator(message_type).iter_errors(document),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
+    return [detail for err in errors for detail in _explain(err)]
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"number {literal[:40]} is out of range")
+    return value
+
+
+def _parse(text: str) -> Any:
+    return json.loads(
+        text,
+        parse_constant=_reject_constant,
+        parse_float=_finite_float,
+        object_pairs_hook=_no_duplicate_keys,
+    )
+
+
+def decode_json(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Any, list[ErrorDetail]]:
+    """Strictly parse raw bytes as JSON: (document, []) or (None, [why not])."""
+    if raw is None or not raw.strip():
+        return None, [_error("empty", "the message has no value")]
+    if len(raw) > max_bytes:
+        return None, [_error("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [_error("invalid_utf8", f"not UTF-8: {exc.reason} at byte {exc.start}")]
+    try:
+        return _parse(text), []
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return None, [_error("invalid_json", f"not valid JSON: {reason}"[:300])]
+
+
+def validate_raw(
+    message_type: type[M], raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> ValidationResult[M]:
+    """Validate one raw message; never raises on bad input."""
+    document, errors = decode_json(raw, max_bytes)
+    if errors:
+        return ValidationResult(errors=errors)
+    if not isinstance(document, dict):
+        return ValidationResult(
+            errors=[_error("not_an_object", f"expected a JSON object, got {_json_type(document)}")]
+        )
+    return validate_document(message_type, document)
+
+
+def validate_document(message_type: type[M], document: object) -> ValidationResult[M]:
+    """Validate a parsed JSON document against the schema, then build the model."""
+    errors = check_document(message_type, document)
+    if errors:
+        return ValidationResult(errors=errors)
+    try:
+        message = message_type.model_validate_json(json.dumps(document))
+    except PydanticValidationError as exc:  # the schema allowed what the model refuses
+        return ValidationResult(
+            errors=[
+                _error("invalid_value", e["msg"], _dotted(list(e["loc"])))
+                for e in exc.errors()
+            ]
+        )
+    return ValidationResult(message=message)
