@@ -103,9 +103,7 @@ def _new_topic(spec: TopicSpec, prefix: str, partitions: int) -> NewTopic:
     )
 
 
-async def ensure_topics(
-    bootstrap_servers: str, prefix: str = "", partitions: int = 3
-) -> list[str]:
+async def ensure_topics(bootstrap_servers: str, prefix: str = "", partitions: int = 3) -> list[str]:
     """Create every missing topic of `TOPICS`; return the names it created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()

@@ -45,9 +45,7 @@ DEFAULT_MAX_BYTES = 256 * 1024
 
 M = TypeVar("M", bound=Message)
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _formats = FormatChecker(formats=())
 
 
@@ -101,26 +99,26 @@ def _join(base: str | None, name: str) -> str:
 def _explain(err: ValidationError) -> list[ErrorDetail]:
     """Map one JSON Schema error to our codes; one detail per offending field."""
     path = _dotted(list(err.absolute_path))
-    instance = err.instance
+    instance: Any = err.instance
+    value: Any = err.validator_value
+    schema: Any = err.schema
     if err.validator == "required" and isinstance(instance, dict):
         return [
             _error("missing_field", f"'{name}' is required", _join(path, name))
-            for name in err.validator_value
+            for name in value
             if name not in instance
         ]
-    if err.validator == "additionalProperties" and err.validator_value is False:
-        allowed = set(err.schema.get("properties", {}))
+    if err.validator == "additionalProperties" and value is False:
+        allowed = set(schema.get("properties", {}))
         return [
             _error("unknown_field", f"'{name}' is not a field of this message", _join(path, name))
             for name in instance
             if name not in allowed
         ]
-    if err.validator == "type" or (
-        err.validator == "anyOf" and all("type" in s for s in err.validator_value)
-    ):
-        expected = err.validator_value
+    if err.validator == "type" or (err.validator == "anyOf" and all("type" in s for s in value)):
+        expected = value
         if err.validator == "anyOf":
-            expected = [s["type"] for s in err.validator_value]
+            expected = [s["type"] for s in value]
         return [
             _error(
                 "wrong_type",
@@ -142,7 +140,8 @@ def _json_type(value: object) -> str:
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _type_words(expected: object) -> str:
@@ -190,7 +189,9 @@ def _parse(text: str) -> Any:
     )
 
 
-def decode_json(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Any, list[ErrorDetail]]:
+def decode_json(
+    raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[Any, list[ErrorDetail]]:
     """Strictly parse raw bytes as JSON: (document, []) or (None, [why not])."""
     if raw is None or not raw.strip():
         return None, [_error("empty", "the message has no value")]
@@ -231,8 +232,7 @@ def validate_document(message_type: type[M], document: object) -> ValidationResu
     except PydanticValidationError as exc:  # the schema allowed what the model refuses
         return ValidationResult(
             errors=[
-                _error("invalid_value", e["msg"], _dotted(list(e["loc"])))
-                for e in exc.errors()
+                _error("invalid_value", e["msg"], _dotted(list(e["loc"]))) for e in exc.errors()
             ]
         )
     return ValidationResult(message=message)

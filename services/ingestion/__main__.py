@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uvicorn
 
-from shared.logs import configure_logging
 from services.ingestion.app import create_app
 from services.ingestion.config import IngestionSettings
+from shared.logs import configure_logging
 
 
 def main() -> None:

@@ -15,18 +15,20 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.ingestion import metrics
+from services.ingestion.config import IngestionSettings
 from shared.messages import GLOBAL_KEY, Event, Label, Message
 from shared.topics import Topics
 from shared.validation import decode_json, validate_document
-from services.ingestion import metrics
-from services.ingestion.config import IngestionSettings
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 
-def _problem(index: int | None, code: str, message: str, field: str | None = None) -> dict[str, Any]:
+def _problem(
+    index: int | None, code: str, message: str, field: str | None = None
+) -> dict[str, Any]:
     return {"index": index, "field": field, "code": code, "message": message}
 
 

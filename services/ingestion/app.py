@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from shared.kafka import make_consumer, make_producer
-from shared.topics import Topics, ensure_topics
 from services.ingestion.api import router
 from services.ingestion.config import IngestionSettings
 from services.ingestion.consumer import IngestionWorker
 from services.ingestion.seen import RedisSeenStore
+from shared.kafka import make_consumer, make_producer
+from shared.topics import Topics, ensure_topics
 
 __all__ = ["create_app"]
 

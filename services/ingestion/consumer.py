@@ -16,10 +16,10 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from shared.topics import Topics
 from services.ingestion import metrics
 from services.ingestion.handlers import BatchPlan, RawRecord, plan_batch
 from services.ingestion.seen import SeenStore
+from shared.topics import Topics
 
 __all__ = ["IngestionWorker"]
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from services.ingestion.seen import SeenRecord, SeenStore
 from shared.clock import utcnow
 from shared.messages import GLOBAL_KEY, DeadLetter, ErrorDetail, Event, Label
 from shared.topics import Topics
-from shared.validation import DEFAULT_MAX_BYTES, validate_raw
-from services.ingestion.seen import SeenRecord, SeenStore
+from shared.validation import DEFAULT_MAX_BYTES, ValidationResult, validate_raw
 
 __all__ = ["BatchPlan", "Output", "RawRecord", "dead_letter", "plan_batch"]
 
@@ -106,16 +106,24 @@ async def plan_batch(
 ) -> BatchPlan:
     now = now or utcnow()
     plan = BatchPlan()
-    checked = []
+    checked: list[tuple[RawRecord, Kind, ValidationResult[Event] | ValidationResult[Label]]] = []
     for record in records:
         kind: Kind = "event" if record.topic == topics.events_raw else "label"
-        model = Event if kind == "event" else Label
-        checked.append((record, kind, validate_raw(model, record.value, max_bytes)))
+        result = (
+            validate_raw(Event, record.value, max_bytes)
+            if kind == "event"
+            else validate_raw(Label, record.value, max_bytes)
+        )
+        checked.append((record, kind, result))
 
     # One lookup for every id in the batch, plus each label's event (for its key).
     wanted = sorted(
         {_seen_key(kind, r.message.event_id) for _, kind, r in checked if r.message}
-        | {_seen_key("event", r.message.event_id) for _, kind, r in checked if kind == "label" and r.message}
+        | {
+            _seen_key("event", r.message.event_id)
+            for _, kind, r in checked
+            if kind == "label" and r.message
+        }
     )
     stored = dict(zip(wanted, await seen.lookup(wanted), strict=True))
 
@@ -134,7 +142,7 @@ async def plan_batch(
         )
 
     for record, kind, result in checked:
-        message = result.message
+        message: Event | Label | None = result.message
         if message is None:
             dlq(record, kind, result.errors, "dead_lettered")
             continue
@@ -163,6 +171,14 @@ async def plan_batch(
             out_key = entity or (record.key.decode(errors="replace") if record.key else GLOBAL_KEY)
         plan.remember[key] = SeenRecord(record.source, entity)
         plan.outputs.append(
-            Output(out_topic, out_key.encode(), message.to_json(), kind, "accepted", None, record.timestamp_ms)
+            Output(
+                out_topic,
+                out_key.encode(),
+                message.to_json(),
+                kind,
+                "accepted",
+                None,
+                record.timestamp_ms,
+            )
         )
     return plan

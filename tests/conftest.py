@@ -1,0 +1,64 @@
+"""Fixtures on the real stack: Kafka and Redis started through the Makefile (or reused),
+unique topic prefixes per test, and services run as real subprocesses.
+
+Factories in the style of Quix Streams' tests: `prefix` gives each test its own
+topics and consumer groups on the one shared broker; `service_factory` starts
+`python -m services.<name>` on a free port with that prefix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import BOOTSTRAP, REDIS_URL, ROOT, ServiceProcess
+
+
+def _kafka_answers() -> bool:
+    probe = subprocess.run(["kcat", "-L", "-b", BOOTSTRAP, "-m", "2"], capture_output=True)
+    return probe.returncode == 0
+
+
+def _redis_answers() -> bool:
+    probe = subprocess.run(["redis-cli", "-u", REDIS_URL, "ping"], capture_output=True, text=True)
+    return probe.stdout.strip() == "PONG"
+
+
+@pytest.fixture(scope="session")
+def stack() -> None:
+    """Kafka and Redis answering: reuse running ones, else `make infra`."""
+    if not (_kafka_answers() and _redis_answers()):
+        subprocess.run(["make", "-s", "infra"], cwd=ROOT, check=True)
+    assert _kafka_answers(), f"no Kafka broker answers on {BOOTSTRAP}"
+    assert _redis_answers(), f"no Redis answers on {REDIS_URL}"
+
+
+@pytest.fixture
+def prefix(stack: None) -> str:
+    """A topic prefix (and consumer group suffix) no other test uses."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def service_factory(prefix: str, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def make(name: str, **env: str) -> ServiceProcess:
+        base = {
+            "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+            "REDIS_URL": REDIS_URL,
+            "TOPIC_PREFIX": prefix,
+            "GROUP_ID": f"{prefix}{name}",
+            "LOG_LEVEL": "INFO",
+        }
+        service = ServiceProcess(name, {**base, **env}, tmp_path / f"{name}.log")
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
