@@ -95,8 +95,9 @@ start_service() {  # start_service NAME PORT
   local name="$1" port="$2"
   if pid_alive "$name"; then log "$name already running"; return 0; fi
   log "starting $name on 127.0.0.1:$port"
-  (cd "$ROOT" && nohup "$PYTHON" -m "services.$name" >"$RUN_DIR/$name.log" 2>&1 &
-    echo $! >"$RUN_DIR/$name.pid")
+  cd "$ROOT"
+  nohup "$PYTHON" -m "services.$name" >"$RUN_DIR/$name.log" 2>&1 &
+  echo $! >"$RUN_DIR/$name.pid"
   wait_for "$name" curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz"
   log "$name is healthy"
 }

@@ -16,7 +16,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.settings import CommonSettings
 
-__all__ = ["TOPICS", "TopicSpec", "Topics", "ensure_topics"]
+__all__ = ["TOPICS", "TopicSpec", "Topics", "ensure_topics", "partitions_of"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,17 @@ async def ensure_topics(bootstrap_servers: str, prefix: str = "", partitions: in
             except TopicAlreadyExistsError:
                 pass
         return created
+    finally:
+        await admin.close()
+
+
+async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+    """The partition numbers of an existing topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described["partitions"])
     finally:
         await admin.close()
 

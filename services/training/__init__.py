@@ -1,0 +1,1 @@
+"""Training: joins features with labels and runs River's test-then-train in event time."""

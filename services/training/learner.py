@@ -1,0 +1,255 @@
+"""Online learning in event time: River's progressive validation, fed piecemeal.
+
+`OnlineLearner` buffers feature vectors and labels as they arrive, from any number
+of partitions and in any order; `advance(watermark)` then replays everything up to
+the watermark in the order `river.stream.simulate_qa` would: by time, a label before
+features of the same time, and a label whose features are not processed yet waits
+and is learned right after their prediction. Every model predicts when an event's
+features come and, when its label comes, scores that same prediction and learns.
+So the scores equal `river.evaluate.progressive_val_score` on the same rows.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from river import linear_model
+>>> learner = OnlineLearner({"lr": linear_model.LogisticRegression()}, ttl=timedelta(hours=1))
+>>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
+>>> learner.add_label("e1", True, label_time=t0 + timedelta(seconds=5))
+>>> learner.add_features("e1", t0, {"x": 1.0})
+>>> [(type(r).__name__, r.y_pred) for r in learner.advance(t0)]
+[('PredictionMade', False)]
+>>> learner.advance(t0 + timedelta(seconds=5))
+[Learned(event_id='e1', model='lr', correct=False)]
+>>> learner.scores["lr"]
+Score(n_learned=1, n_scored=1, n_correct=0)
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from river import base
+
+__all__ = ["Learned", "LearnerOutput", "OnlineLearner", "PredictionMade", "Score"]
+
+# At equal times labels go first: simulate_qa reveals an answer due at t before the
+# question asked at t.
+_LABEL, _FEATURES = 0, 1
+
+_Timer = Literal["prediction", "label", "untimed", "forget"]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionMade:
+    """A model's prediction for an event, made when the event's features arrived."""
+
+    event_id: str
+    model: str
+    y_pred: Any
+    proba: dict[Any, float] | None  # classifiers only
+    event_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """A model scored its prediction for the event against the label, then learned it."""
+
+    event_id: str
+    model: str
+    correct: bool | None  # None for a regressor, or when the model could not predict yet
+
+
+LearnerOutput = PredictionMade | Learned
+
+
+@dataclass
+class Score:
+    """One model's progressive counts, as River's metric would count them.
+
+    Like `progressive_val_score`, a prediction of None (a classifier that has seen
+    no class yet) is learned from but not scored.
+    """
+
+    n_learned: int = 0
+    n_scored: int = 0
+    n_correct: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.n_correct / self.n_scored if self.n_scored else 0.0
+
+
+@dataclass(slots=True)
+class _Prediction:
+    event_time: datetime
+    x: dict[str, Any]
+    y_pred: dict[str, Any]  # model name -> prediction, scored when the label comes
+
+
+class OnlineLearner:
+    """Several named River models learning side by side from a features/labels join.
+
+    `ttl` bounds, in event time, how long a prediction waits for its label and a
+    label for its features (None: forever); it also bounds how long an `event_id` is
+    remembered for de-duplication after its event is done. The learner is picklable:
+    pickle it whole to checkpoint models, buffers and counters together.
+    """
+
+    def __init__(self, models: Mapping[str, Any], ttl: timedelta | None = None) -> None:
+        self.models = dict(models)
+        self.ttl = ttl
+        self.scores = {name: Score() for name in self.models}
+        self.duplicates = 0
+        self.expired_features = 0  # predictions whose label never came within ttl
+        self.expired_labels = 0  # labels whose features never came within ttl
+        self.late = 0  # items added at or before the time already processed
+        self.clock: datetime | None = None  # event time processed so far
+        self._classifiers = {n: isinstance(m, base.Classifier) for n, m in self.models.items()}
+        self._queue: list[tuple[datetime, int, int, str, Any]] = []  # (time, kind, seq, id, x|y)
+        self._seq = 0
+        self._predictions: dict[str, _Prediction] = {}  # predicted, waiting for the label
+        self._labels: dict[str, Any] = {}  # label processed, waiting for the features
+        self._untimed: dict[str, Any] = {}  # label without label_time, features not added yet
+        self._unscheduled: list[str] = []  # untimed labels added before any clock existed
+        self._seen_features: dict[str, datetime] = {}  # event_id -> event_time
+        self._seen_labels: set[str] = set()
+        self._timers: list[tuple[datetime, int, _Timer, str]] = []  # (since, seq, what, id)
+
+    # ---- input
+
+    def add_features(self, event_id: str, event_time: datetime, x: dict[str, Any]) -> None:
+        """Buffer an event's feature vector; the models predict on it at `event_time`."""
+        if event_id in self._seen_features:
+            self.duplicates += 1
+            return
+        self._seen_features[event_id] = event_time
+        self._push(event_time, _FEATURES, event_id, x)
+        if event_id in self._untimed:
+            self._push(event_time, _LABEL, event_id, self._untimed.pop(event_id))
+
+    def add_label(self, event_id: str, label: Any, label_time: datetime | None = None) -> None:
+        """Buffer a label; it arrives at `label_time`, or at its event's time if None."""
+        if event_id in self._seen_labels:
+            self.duplicates += 1
+            return
+        self._seen_labels.add(event_id)
+        if label_time is None:
+            label_time = self._seen_features.get(event_id)
+        if label_time is not None:
+            self._push(label_time, _LABEL, event_id, label)
+            return
+        self._untimed[event_id] = label  # its time is known once the features are added
+        if self.clock is None:
+            self._unscheduled.append(event_id)
+        else:
+            self._start_timer(self.clock, "untimed", event_id)
+
+    # ---- processing
+
+    def advance(self, watermark: datetime | None = None) -> list[LearnerOutput]:
+        """Process every buffered item with time <= `watermark`, in River's order.
+
+        The watermark promises that every item up to it has been added (for Kafka:
+        just below the smallest last-consumed time over all assigned partitions).
+        None flushes everything, as at the end of a stream.
+        """
+        out: list[LearnerOutput] = []
+        queue = self._queue
+        while queue and (watermark is None or queue[0][0] <= watermark):
+            time, kind, _, event_id, value = heapq.heappop(queue)
+            self._tick(time)
+            if kind == _FEATURES:
+                self._predict(event_id, time, value, out)
+            elif event_id in self._predictions:
+                self._learn(event_id, value, time, out)
+            else:
+                self._labels[event_id] = value
+                self._start_timer(time, "label", event_id)
+        if watermark is not None:
+            self._tick(watermark)
+        if self.clock is not None:
+            for event_id in self._unscheduled:
+                self._start_timer(self.clock, "untimed", event_id)
+            self._unscheduled.clear()
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Items added but not yet processed (beyond the watermark)."""
+        return len(self._queue)
+
+    @property
+    def awaiting_labels(self) -> int:
+        return len(self._predictions)
+
+    @property
+    def awaiting_features(self) -> int:
+        return len(self._labels) + len(self._untimed)
+
+    # ---- internals
+
+    def _push(self, time: datetime, kind: int, event_id: str, value: Any) -> None:
+        if self.clock is not None and time <= self.clock:
+            self.late += 1
+        self._seq += 1
+        heapq.heappush(self._queue, (time, kind, self._seq, event_id, value))
+
+    def _predict(self, event_id: str, time: datetime, x: dict[str, Any], out: list) -> None:
+        y_preds = {}
+        for name, model in self.models.items():
+            y_pred = model.predict_one(x)
+            proba = model.predict_proba_one(x) if self._classifiers[name] else None
+            y_preds[name] = y_pred
+            out.append(PredictionMade(event_id, name, y_pred, proba, time))
+        self._predictions[event_id] = _Prediction(time, x, y_preds)
+        if event_id in self._labels:
+            self._learn(event_id, self._labels.pop(event_id), time, out)
+        else:
+            self._start_timer(time, "prediction", event_id)
+
+    def _learn(self, event_id: str, y: Any, time: datetime, out: list) -> None:
+        prediction = self._predictions.pop(event_id)
+        for name, model in self.models.items():
+            y_pred, score = prediction.y_pred[name], self.scores[name]
+            correct: bool | None = None
+            if y_pred is not None:
+                score.n_scored += 1
+                if self._classifiers[name]:
+                    correct = y_pred == y
+                    score.n_correct += correct
+            model.learn_one(prediction.x, y)
+            score.n_learned += 1
+            out.append(Learned(event_id, name, correct))
+        self._start_timer(time, "forget", event_id)
+
+    def _tick(self, time: datetime) -> None:
+        """Move the clock forward (never back) and expire what waited longer than ttl."""
+        if self.clock is None or time > self.clock:
+            self.clock = time
+        if self.ttl is None:
+            return
+        horizon = self.clock - self.ttl
+        while self._timers and self._timers[0][0] < horizon:
+            _, _, what, event_id = heapq.heappop(self._timers)
+            if what == "forget":
+                self._seen_features.pop(event_id, None)
+                self._seen_labels.discard(event_id)
+                continue
+            if what == "prediction" and self._predictions.pop(event_id, None) is not None:
+                self.expired_features += 1
+            elif what == "label" and event_id in self._labels:
+                del self._labels[event_id]
+                self.expired_labels += 1
+            elif what == "untimed" and event_id in self._untimed:
+                del self._untimed[event_id]
+                self.expired_labels += 1
+            else:
+                continue  # stale timer: the item was joined in time
+            self._start_timer(self.clock, "forget", event_id)
+
+    def _start_timer(self, since: datetime, what: _Timer, event_id: str) -> None:
+        if self.ttl is not None:
+            self._seq += 1
+            heapq.heappush(self._timers, (since, self._seq, what, event_id))
