@@ -75,7 +75,7 @@ test: infra ## the whole suite against the real Kafka and Redis
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
-bench: infra
+bench: venv
 	$(PY) -m benchmarks
 
 lint: venv
