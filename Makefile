@@ -67,7 +67,7 @@ status:
 	@$(STACK) status
 
 demo: up
-	$(PY) -m shared.demo
+	$(PY) -m shared.demo_ingest
 
 test: infra ## the whole suite against the real Kafka and Redis
 	$(PY) -m pytest

@@ -1,103 +1,167 @@
-"""The ingestion demo: a handful of good and bad events, and where each one lands.
+"""`make demo`: replay a stream with an abrupt concept drift through the running stack,
+then print what happened: accuracy per model before and after the drift (what the
+learner scored, and what serving answered), the drift alerts and where they fired,
+and the throughput.
 
-Sends events over HTTP (`POST /events`) and straight to `events.raw` with a Kafka
-producer, then reads `events` and `ingest.dlq` and prints each outcome.
+Run with the stack up (`make up`): `python -m shared.demo [--n 10000]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import base64
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from collections import defaultdict
+from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from tqdm import tqdm
 
+from shared.pipeline import load_pipeline
+from shared.replay import ReplayPlan, plan_messages, replay, rows_from_source
 from shared.settings import CommonSettings
-from shared.topics import Topics, partitions_of
+from shared.topics import Topics, ensure_topics, partitions_of
 
-__all__ = ["run_ingestion_demo"]
+__all__ = ["main"]
+
+SERVING = "http://127.0.0.1:8000"
+MONITORING = "http://127.0.0.1:8002"
 
 
-def _event(event_id: str, entity: str, amount: float) -> dict[str, object]:
-    now = datetime.now(UTC).isoformat()
+async def _read_topic(bootstrap: str, topic: str, keep: str) -> list[dict[str, Any]]:
+    """Every message of `topic` whose event_id starts with `keep`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        found: list[dict[str, Any]] = []
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for messages in batch.values():
+                for m in messages:
+                    value = json.loads(m.value)
+                    if str(value.get("event_id") or "").startswith(keep):
+                        found.append(value)
+        return found
+    finally:
+        await consumer.stop()
+
+
+def _scored_n(summary: dict[str, Any], model: str) -> int:
+    for row in summary.get("models", []):
+        if row["model"] == model and row["source"] == "learner":
+            return int(row["n"])
+    return 0
+
+
+def _wait_for_learner(model: str, expected: int, timeout: float) -> float:
+    """Poll monitoring until the learner's predictions are all scored; return seconds."""
+    started = time.monotonic()
+    with tqdm(total=expected, desc="scored by monitoring", unit="ev") as bar:
+        while time.monotonic() - started < timeout:
+            summary = httpx.get(f"{MONITORING}/api/summary", timeout=10).json()
+            n = _scored_n(summary, model)
+            bar.update(n - bar.n)
+            if n >= expected:
+                break
+            time.sleep(1)
+    return time.monotonic() - started
+
+
+def _accuracy_split(
+    predictions: list[dict[str, Any]], labels: dict[str, Any], drift_at: int
+) -> dict[tuple[str, str], tuple[float, int, float, int]]:
+    """(model, source) -> (accuracy before, n before, accuracy after, n after)."""
+    tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for p in predictions:
+        event_id, y_pred = p["event_id"], p["y_pred"]
+        if event_id not in labels or y_pred is None:
+            continue
+        row = int(event_id.rsplit("-", 1)[1])
+        cell = tally[(p["model"], p["source"])]
+        offset = 0 if row < drift_at else 2
+        cell[offset] += int(y_pred == labels[event_id])
+        cell[offset + 1] += 1
     return {
-        "event_id": event_id,
-        "event_time": now,
-        "entity_id": entity,
-        "features": {"amount": amount},
+        key: (c[0] / max(c[1], 1), c[1], c[2] / max(c[3], 1), c[3])
+        for key, c in sorted(tally.items())
     }
 
 
-async def _end_offsets(
-    consumer: AIOKafkaConsumer, bootstrap: str, topic: str
-) -> dict[TopicPartition, int]:
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    return dict(await consumer.end_offsets(partitions))
-
-
-async def _read_from(
-    consumer: AIOKafkaConsumer, start: dict[TopicPartition, int], want: int, timeout: float
-) -> list[bytes]:
-    consumer.assign(list(start))
-    for tp, offset in start.items():
-        consumer.seek(tp, offset)
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while len(values) < want and time.monotonic() < deadline:
-        batch = await consumer.getmany(timeout_ms=500)
-        values += [m.value for messages in batch.values() for m in messages if m.value]
-    return values
-
-
-async def run_ingestion_demo(ingestion_url: str = "http://127.0.0.1:8001") -> None:
+async def _run(n: int, rate: float | None) -> None:
     settings = CommonSettings()
+    pipeline = load_pipeline(settings.pipeline_config)
     topics = Topics(settings.topic_prefix)
-    run = uuid.uuid4().hex[:6]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
     bootstrap = settings.kafka_bootstrap_servers
-    starts = {t: await _end_offsets(consumer, bootstrap, t) for t in (topics.events, topics.dlq)}
-
-    good = [_event(f"demo-{run}-{i}", f"customer-{i % 2}", 10.0 * i) for i in range(4)]
-    print(f"POST /events with {len(good)} good events ...")
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(f"{ingestion_url}/events", json=good)
-        print(f"  -> {answer.status_code} {answer.json()}")
-        broken = {"event_id": f"demo-{run}-bad", "features": {"amount": "ten", "tags": [1]}}
-        print("POST /events with a broken event ...")
-        answer = await http.post(f"{ingestion_url}/events", json=broken)
-        print(f"  -> {answer.status_code} {json.dumps(answer.json())}")
-
-    raw_bad = [b'{"event_id": "oops"', b"\xff\xfe not utf-8", json.dumps(good[0]).encode()]
+    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+    run = f"demo-{uuid.uuid4().hex[:6]}"
+    drift_at = n // 2
     print(
-        f"Producing {len(raw_bad)} bad messages straight to {topics.events_raw} (one is a duplicate) ..."
+        f"Replaying synth:agrawal-drift ({n} events, concept changes at event {drift_at}) as {run}-*"
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    for value in raw_bad:
-        await producer.send_and_wait(topics.events_raw, value, key=b"demo")
-    await producer.stop()
+    rows = rows_from_source("synth:agrawal-drift", n=n)
+    stats = await replay(
+        plan_messages(rows, ReplayPlan(run)),
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        rate=rate,
+        total=n,
+    )
+    champion = pipeline.models[0].name
+    waited = _wait_for_learner(champion, n, timeout=600)
+    answer = httpx.post(
+        f"{SERVING}/predict", json={"entity_id": "global", "features": {}}, timeout=10
+    )
+    await asyncio.sleep(2)  # let the last stream predictions reach the topic
 
-    accepted = await _read_from(consumer, starts[topics.events], len(good), 30)
-    letters = await _read_from(consumer, starts[topics.dlq], len(raw_bad), 30)
-    await consumer.stop()
-    print(f"\n{topics.events}: {len(accepted)} events")
-    for value in accepted:
-        event = json.loads(value)
-        print(f"  {event['event_id']}  entity={event['entity_id']}  features={event['features']}")
-    print(f"{topics.dlq}: {len(letters)} dead letters")
-    for value in letters:
-        letter = json.loads(value)
-        original = base64.b64decode(letter["value_b64"] or "")[:40]
-        error = letter["error"]
+    predictions = await _read_topic(bootstrap, topics.predictions, run)
+    labels = {m["event_id"]: m["label"] for m in await _read_topic(bootstrap, topics.labels, run)}
+    alerts = httpx.get(f"{MONITORING}/api/alerts", timeout=10).json()
+
+    print(f"\nAccuracy before / after the drift at event {drift_at} (learner = test-then-train,")
+    print("stream = served by the current published version):")
+    print(f"  {'model':<16}{'source':<9}{'before':>8}{'n':>7}{'after':>9}{'n':>7}")
+    for (model, source), (acc_b, n_b, acc_a, n_a) in _accuracy_split(
+        predictions, labels, drift_at
+    ).items():
+        print(f"  {model:<16}{source:<9}{acc_b:>8.3f}{n_b:>7}{acc_a:>9.3f}{n_a:>7}")
+
+    mine = [a for a in alerts if str(a.get("details", {}).get("event_id", "")).startswith(run)]
+    print(f"\nDrift alerts in this run: {len(mine)}")
+    for alert in mine:
+        event_id = str(alert["details"]["event_id"])
         print(
-            f"  {error['code']:<12} field={error['field']}  {error['message'][:60]}  original={original!r}"
+            f"  {alert['subject']:<24} {alert['detector']}: fired at event {event_id.rsplit('-', 1)[1]}"
         )
+    if answer.status_code == 200:
+        body = answer.json()
+        print(
+            f"\nPOST /predict -> {body['prediction']} from {body['model']} version {body['model_version']}"
+        )
+    else:
+        print(f"\nPOST /predict -> {answer.status_code} {answer.text}")
+    print(
+        f"\nThroughput: replayed at {stats.events_per_second:.0f} events/s; "
+        f"all {n} scored end to end after {stats.seconds + waited:.1f}s "
+        f"({n / (stats.seconds + waited):.0f} events/s through the whole loop)."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="events to replay")
+    parser.add_argument(
+        "--rate", type=float, help="events per second (default: as fast as possible)"
+    )
+    args = parser.parse_args()
+    asyncio.run(_run(args.n, args.rate))
 
 
 if __name__ == "__main__":
-    asyncio.run(run_ingestion_demo())
+    main()
