@@ -14,12 +14,22 @@ the same documents. Models are strict: build them from JSON text with
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 __all__ = [
     "GLOBAL_KEY",
+    "RFC3339",
     "SCHEMA_FILES",
     "Alert",
     "DeadLetter",
@@ -36,6 +46,20 @@ __all__ = [
 ]
 
 GLOBAL_KEY = "global"
+
+# RFC 3339 date-time, as JSON Schema's "date-time" format means it (offset required).
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if not RFC3339.match(value):
+        raise ValueError("not an RFC 3339 date-time with an offset")
+    return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 FeatureValue = bool | int | float | Annotated[str, StringConstraints(max_length=4096)] | None
@@ -71,7 +95,7 @@ class Event(Message):
     """Something observed about an entity at `event_time`."""
 
     event_id: Id
-    event_time: AwareDatetime
+    event_time: Time
     entity_id: Id | None = None
     features: Annotated[
         dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], FeatureValue],
@@ -87,7 +111,7 @@ class Label(Message):
 
     event_id: Id
     label: LabelValue
-    label_time: AwareDatetime | None = None
+    label_time: Time | None = None
     entity_id: Id | None = None
 
 
@@ -115,7 +139,7 @@ class DeadLetter(Message):
     value_size: Annotated[int, Field(ge=0)]
     error: ErrorDetail
     errors: Annotated[list[ErrorDetail], Field(min_length=1)]
-    failed_at: AwareDatetime
+    failed_at: Time
 
 
 class FeatureVector(Message):
@@ -123,7 +147,7 @@ class FeatureVector(Message):
 
     event_id: Id
     entity_id: Id | None
-    event_time: AwareDatetime
+    event_time: Time
     features: dict[Annotated[str, StringConstraints(min_length=1)], float | None]
     feature_set_version: Annotated[str, StringConstraints(min_length=1)]
 
@@ -142,8 +166,8 @@ class Prediction(Message):
     y_pred: bool | int | float | str | None
     probabilities: dict[str, Annotated[float, Field(ge=0, le=1)]] | None
     source: Literal["learner", "stream", "http"]
-    event_time: AwareDatetime | None = None
-    time: AwareDatetime
+    event_time: Time | None = None
+    time: Time
 
     def key(self) -> str:
         return _key(self.entity_id)
@@ -171,7 +195,7 @@ class ModelPublished(Message):
     lineage: Lineage
     metrics: dict[str, float]
     artifact_key: Annotated[str, StringConstraints(min_length=1)]
-    published_at: AwareDatetime
+    published_at: Time
 
 
 class Alert(Message):
@@ -183,7 +207,7 @@ class Alert(Message):
     detector: Annotated[str, StringConstraints(min_length=1)]
     severity: Literal["info", "warning", "critical"] | None = None
     details: dict[str, object]
-    raised_at: AwareDatetime
+    raised_at: Time
 
 
 SCHEMA_FILES: dict[type[Message], str] = {

@@ -26,7 +26,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.messages import SCHEMA_FILES, ErrorDetail, Message
+from shared.messages import RFC3339, SCHEMA_FILES, ErrorDetail, Message
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -53,7 +53,7 @@ _formats = FormatChecker(formats=())
 def _is_rfc3339(value: object) -> bool:
     if not isinstance(value, str):
         return True
-    if not _RFC3339.match(value):
+    if not RFC3339.match(value):
         return False
     datetime.fromisoformat(value.replace("z", "Z"))  # raises on impossible dates
     return True
@@ -223,16 +223,18 @@ def validate_raw(
 
 
 def validate_document(message_type: type[M], document: object) -> ValidationResult[M]:
-    """Validate a parsed JSON document against the schema, then build the model."""
-    errors = check_document(message_type, document)
-    if errors:
-        return ValidationResult(errors=errors)
+    """Validate a parsed JSON document: the typed model decides (fast), and when it
+    refuses, the JSON Schema explains why with our codes. The two agree on what they
+    accept (tests/unit/test_messages_schemas.py); if only the model objects, its
+    reason is reported as `invalid_value`."""
     try:
-        message = message_type.model_validate_json(json.dumps(document))
-    except PydanticValidationError as exc:  # the schema allowed what the model refuses
+        return ValidationResult(message=message_type.model_validate_json(json.dumps(document)))
+    except (PydanticValidationError, ValueError) as exc:
+        errors = check_document(message_type, document)
+        if errors or not isinstance(exc, PydanticValidationError):
+            return ValidationResult(errors=errors or [_error("invalid_value", str(exc)[:300])])
         return ValidationResult(
             errors=[
                 _error("invalid_value", e["msg"], _dotted(list(e["loc"]))) for e in exc.errors()
             ]
         )
-    return ValidationResult(message=message)
