@@ -1,0 +1,17 @@
+"""Monitoring: joins predictions with labels, live quality per model, drift alerts, dashboard.
+
+Choices, in short (details in each module's docstring):
+
+- **Join in event time** (`joiner`): a prediction waits for its label, a label for
+  its predictions, at most the pipeline's `labels.ttl` of *event* time; what waited
+  longer is counted as expired. Predictions are de-duplicated by `prediction_id`,
+  labels by `event_id`.
+- **Score in event-time order** (`monitor`): a join is scored once the watermark
+  passes its label's time, so metrics, history and drift alerts do not depend on how
+  partitions were interleaved.
+- **State is rebuilt, not checkpointed** (`consumer`): at start the service replays
+  `predictions` and `labels` from the beginning; alert ids are deterministic and the
+  alerts already on the topic are read first, so a restart publishes none twice.
+- **Drift** (`drift`): ADWIN per (model, source) on the error stream, alerting only
+  on a higher error, after a warm-up.
+"""

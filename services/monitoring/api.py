@@ -1,0 +1,79 @@
+"""HTTP entry points of monitoring: summary, alerts, health, Prometheus, dashboard."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.monitoring.consumer import MonitoringWorker
+from services.monitoring.dashboard import render_dashboard
+from services.monitoring.metrics import MonitoringMetrics
+from services.monitoring.monitor import Monitor
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _monitor(request: Request) -> Monitor:
+    monitor: Monitor = request.app.state.monitor
+    return monitor
+
+
+def _worker(request: Request) -> MonitoringWorker:
+    worker: MonitoringWorker = request.app.state.worker
+    return worker
+
+
+MonitorDep = Annotated[Monitor, Depends(_monitor)]
+WorkerDep = Annotated[MonitoringWorker, Depends(_worker)]
+
+
+def _summary(monitor: Monitor, worker: MonitoringWorker) -> dict[str, Any]:
+    return {**monitor.summary(), "replaying": worker.replaying, "consumed": worker.consumed}
+
+
+@router.get("/api/summary")
+async def summary(monitor: MonitorDep, worker: WorkerDep) -> dict[str, Any]:
+    """Quality per (model, source) and per version, cumulative and recent; counts."""
+    return _summary(monitor, worker)
+
+
+@router.get("/api/alerts")
+async def alerts(
+    monitor: MonitorDep, limit: Annotated[int, Query(ge=1, le=10000)] = 100
+) -> dict[str, Any]:
+    """The alerts raised (and found on the topic at start), newest first."""
+    recent = monitor.recent_alerts()
+    return {
+        "count": len(recent),
+        "alerts": [a.model_dump(mode="json") for a in recent[:limit]],
+    }
+
+
+@router.get("/healthz")
+async def healthz(request: Request, worker: WorkerDep) -> JSONResponse:
+    task = request.app.state.worker_task
+    idle = worker.seconds_since_poll()
+    healthy = not task.done() and idle < 30
+    body = {
+        "status": "ok" if healthy else "unhealthy",
+        "replaying": worker.replaying,
+        "consumer_idle_s": round(idle, 3),
+    }
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    metrics: MonitoringMetrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard(monitor: MonitorDep, worker: WorkerDep) -> HTMLResponse:
+    """The dashboard: summary table, rolling-quality chart with drift marks, alerts."""
+    return HTMLResponse(render_dashboard(monitor, replaying=worker.replaying))

@@ -1,0 +1,105 @@
+"""Bootstrap: wires Kafka, the pipeline config and the monitor into the service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer
+from fastapi import FastAPI
+
+from services.monitoring.api import router
+from services.monitoring.config import MonitoringSettings
+from services.monitoring.consumer import MonitoringWorker, read_alerts
+from services.monitoring.metrics import MonitoringMetrics
+from services.monitoring.monitor import Monitor
+from shared.kafka import make_producer
+from shared.pipeline import load_pipeline
+from shared.topics import Topics, ensure_topics
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "driftline-monitoring"
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the consumer stopped", exc_info=task.exception())
+
+
+def _consumer(bootstrap: str, group_id: str | None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=CLIENT_ID,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+
+
+def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
+    settings = settings or MonitoringSettings()
+    topics = Topics(settings.topic_prefix)
+    pipeline = load_pipeline(settings.pipeline_config)  # fails fast on a bad file
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bootstrap = settings.kafka_bootstrap_servers
+        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+        monitor = Monitor(
+            pipeline.task,
+            pipeline.labels.ttl,
+            window_size=settings.window_size,
+            drift_delta=settings.drift_delta,
+            drift_warmup=settings.drift_warmup,
+            drift_margin=settings.drift_margin,
+            history_every=settings.history_every,
+        )
+        alerts_reader = _consumer(bootstrap, None)
+        await alerts_reader.start()
+        try:
+            monitor.restore_alerts(await read_alerts(alerts_reader, bootstrap, topics.alerts))
+        finally:
+            await alerts_reader.stop()
+        metrics = MonitoringMetrics(monitor)
+        producer = make_producer(bootstrap, client_id=CLIENT_ID)
+        consumer = _consumer(bootstrap, settings.group_id)
+        await producer.start()
+        await consumer.start()
+        worker = MonitoringWorker(
+            consumer,
+            producer,
+            monitor,
+            topics,
+            metrics,
+            bootstrap_servers=bootstrap,
+            batch_size=settings.batch_size,
+            idle_s=settings.idle_partition_s,
+        )
+        await worker.start()
+        task = asyncio.create_task(worker.run(), name="monitoring-consumer")
+        task.add_done_callback(_log_crash)
+        app.state.settings = settings
+        app.state.pipeline = pipeline
+        app.state.monitor = monitor
+        app.state.metrics = metrics
+        app.state.worker = worker
+        app.state.worker_task = task
+        log.info("monitoring consuming %s, %s", topics.predictions, topics.labels)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await consumer.stop()
+            await producer.stop()
+
+    app = FastAPI(title="Driftline monitoring", lifespan=lifespan)
+    app.include_router(router)
+    return app

@@ -1,0 +1,29 @@
+"""Monitoring settings, from the environment."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+__all__ = ["MonitoringSettings"]
+
+
+class MonitoringSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 8002
+    group_id: str = "driftline-monitoring"
+    # Size of the recent window the `window` metrics are computed over (scored predictions).
+    window_size: int = Field(default=1000, ge=1)
+    # ADWIN's confidence: smaller detects fewer, surer changes.
+    drift_delta: float = Field(default=0.002, gt=0, lt=1)
+    # Scored predictions per (model, source) before a drift may raise an alert.
+    drift_warmup: int = Field(default=500, ge=0)
+    # How much higher the error must be after a detected change than before it.
+    drift_margin: float = Field(default=0.01, ge=0)
+    # One point of the dashboard's history per this many scored predictions.
+    history_every: int = Field(default=100, ge=1)
+    # A caught-up partition quiet this long no longer holds event time back (seconds).
+    idle_partition_s: float = Field(default=5.0, gt=0)
+    # Records per poll of the input topics.
+    batch_size: int = Field(default=2000, ge=1)

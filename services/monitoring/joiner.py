@@ -1,0 +1,194 @@
+"""Join predictions with labels by event_id, in event time, bounded by the label TTL.
+
+Whichever comes first waits: a prediction for its label, a label for its
+predictions (one per model and source, possibly arriving after the label). Time is
+*event time*, not the wall clock: a prediction waits from its `event_time` (or its
+`time` if it has none), a label from its `label_time` (or, without one, from its
+event's time if a prediction already told it, else from the clock at arrival).
+The clock is the watermark the caller passes to `advance`; anything that waited
+longer than `ttl` behind it expires. Event time makes a replay of the topics from
+the beginning give exactly the same joins and expiries as the first pass.
+
+Predictions are de-duplicated by `prediction_id`, labels by `event_id`; each id is
+remembered until `ttl` after it was resolved, so a re-delivery never counts twice.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from shared.messages import Label, Prediction
+>>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
+>>> joiner = Joiner(ttl=timedelta(hours=1))
+>>> p = Prediction(prediction_id="p1", event_id="e1", model="lr", model_version="1",
+...                y_pred=True, probabilities=None, source="learner", time=t0)
+>>> joiner.add_prediction(p), joiner.add_prediction(p), joiner.duplicate_predictions
+([], [], 1)
+>>> [(j.prediction.prediction_id, j.label) for j in joiner.add_label(Label(event_id="e1", label=1))]
+[('p1', 1)]
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from shared.messages import Label, Prediction
+
+__all__ = ["Joined", "Joiner", "prediction_time"]
+
+_Timer = Literal["prediction", "label", "forget_prediction", "forget_label"]
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """A prediction with its event's label."""
+
+    prediction: Prediction
+    label: Any
+    label_time: datetime | None
+
+
+@dataclass(slots=True)
+class _Label:
+    value: Any
+    label_time: datetime | None
+    since: datetime | None  # when its wait started (None: before any clock)
+    joined: int = 0
+
+
+@dataclass(slots=True)
+class _Event:
+    """What is known about one event_id: its label, and predictions waiting for it."""
+
+    label: _Label | None = None
+    waiting: dict[str, Prediction] = field(default_factory=dict)
+
+
+def prediction_time(prediction: Prediction) -> datetime:
+    """When a prediction starts waiting: its event's time, else when it was made."""
+    return prediction.event_time or prediction.time
+
+
+class Joiner:
+    """In-memory, event-time join of predictions and labels (no Kafka here)."""
+
+    def __init__(self, ttl: timedelta | None) -> None:
+        self.ttl = ttl
+        self.clock: datetime | None = None
+        self.duplicate_predictions = 0
+        self.duplicate_labels = 0
+        self.expired_labels = 0  # labels no prediction joined within ttl
+        self.without_event = 0  # predictions with no event_id (cannot be joined)
+        self._events: dict[str, _Event] = {}
+        self._seen_predictions: set[str] = set()
+        self._seen_labels: set[str] = set()
+        self._timers: list[tuple[datetime, int, _Timer, str, str]] = []
+        self._unscheduled: list[str] = []  # labels that came before any clock
+        self._seq = 0
+
+    # ---- input
+
+    def add_prediction(self, prediction: Prediction) -> list[Joined]:
+        """Add a prediction: joined now if its label is known, else it waits."""
+        pid, event_id = prediction.prediction_id, prediction.event_id
+        if pid in self._seen_predictions:
+            self.duplicate_predictions += 1
+            return []
+        if event_id is None:
+            self.without_event += 1
+            return []
+        self._seen_predictions.add(pid)
+        event = self._events.setdefault(event_id, _Event())
+        if event.label is not None:
+            event.label.joined += 1
+            since = self._latest(prediction_time(prediction), event.label.since)
+            self._start_timer(since, "forget_prediction", event_id, pid)
+            return [Joined(prediction, event.label.value, event.label.label_time)]
+        event.waiting[pid] = prediction
+        self._start_timer(prediction_time(prediction), "prediction", event_id, pid)
+        return []
+
+    def add_label(self, label: Label) -> list[Joined]:
+        """Add a label: joins every prediction waiting for it, then waits for more."""
+        event_id = label.event_id
+        if event_id in self._seen_labels:
+            self.duplicate_labels += 1
+            return []
+        self._seen_labels.add(event_id)
+        event = self._events.setdefault(event_id, _Event())
+        since = label.label_time
+        if since is None and event.waiting:
+            since = min(prediction_time(p) for p in event.waiting.values())
+        since = since or self.clock
+        event.label = _Label(label.label, label.label_time, since, joined=len(event.waiting))
+        joined = [Joined(p, label.label, label.label_time) for p in event.waiting.values()]
+        for pid, prediction in event.waiting.items():
+            forget_since = self._latest(prediction_time(prediction), since)
+            self._start_timer(forget_since, "forget_prediction", event_id, pid)
+        event.waiting.clear()
+        if since is None:
+            self._unscheduled.append(event_id)
+        else:
+            self._start_timer(since, "label", event_id, "")
+        return joined
+
+    # ---- time
+
+    def advance(self, watermark: datetime) -> list[Prediction]:
+        """Move the clock to `watermark` (never back); return predictions that expired."""
+        if self.clock is None or watermark > self.clock:
+            self.clock = watermark
+        for event_id in self._unscheduled:
+            event = self._events.get(event_id)
+            if event is not None and event.label is not None:
+                event.label.since = self.clock
+            self._start_timer(self.clock, "label", event_id, "")
+        self._unscheduled.clear()
+        expired: list[Prediction] = []
+        if self.ttl is None:
+            return expired
+        horizon = self.clock - self.ttl
+        while self._timers and self._timers[0][0] < horizon:
+            _, _, what, event_id, pid = heapq.heappop(self._timers)
+            if what == "forget_prediction":
+                self._seen_predictions.discard(pid)
+            elif what == "forget_label":
+                self._seen_labels.discard(event_id)
+            elif what == "prediction":
+                event = self._events.get(event_id)
+                prediction = event.waiting.pop(pid, None) if event else None
+                if prediction is not None:
+                    expired.append(prediction)
+                    self._start_timer(self.clock, "forget_prediction", event_id, pid)
+                    self._drop_if_empty(event_id)
+            else:  # a label's wait is over: later predictions for it will not join
+                event = self._events.get(event_id)
+                if event is not None and event.label is not None:
+                    self.expired_labels += event.label.joined == 0
+                    event.label = None
+                    self._start_timer(self.clock, "forget_label", event_id, "")
+                    self._drop_if_empty(event_id)
+        return expired
+
+    @property
+    def waiting_predictions(self) -> int:
+        return sum(len(e.waiting) for e in self._events.values())
+
+    @property
+    def waiting_labels(self) -> int:
+        return sum(e.label is not None for e in self._events.values())
+
+    # ---- internals
+
+    def _drop_if_empty(self, event_id: str) -> None:
+        event = self._events.get(event_id)
+        if event is not None and event.label is None and not event.waiting:
+            del self._events[event_id]
+
+    def _start_timer(self, since: datetime, what: _Timer, event_id: str, pid: str) -> None:
+        if self.ttl is not None:
+            self._seq += 1
+            heapq.heappush(self._timers, (since, self._seq, what, event_id, pid))
+
+    def _latest(self, since: datetime, label_since: datetime | None) -> datetime:
+        """When a joined prediction's id may start to be forgotten: not before its label."""
+        return max(t for t in (since, label_since, self.clock) if t is not None)

@@ -1,0 +1,103 @@
+"""Prometheus metrics of the monitoring service (names prefixed `driftline_monitoring_`).
+
+Counts derived from the monitor's state (joined, scored, expired, duplicates, alerts,
+accuracy) are read at scrape time by `MonitorCollector`, so they always agree with
+/api/summary; lag and latency are ordinary gauges and histograms. Each app gets its
+own registry (tests start several apps in one process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from services.monitoring.monitor import Monitor
+
+__all__ = ["MonitorCollector", "MonitoringMetrics"]
+
+P = "driftline_monitoring_"
+
+
+class MonitorCollector(Collector):
+    """Reads the monitor's counters and gauges at each scrape."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.invalid: dict[str, int] = {}  # by topic, filled by the worker
+
+    def collect(self) -> Iterator[Metric]:
+        series = list(self.monitor.series.values())
+        joiner = self.monitor.joiner
+        labels = ["model", "source"]
+        joined = CounterMetricFamily(
+            f"{P}joined", "Predictions joined with their label", labels=labels
+        )
+        scored = CounterMetricFamily(f"{P}scored", "Joined predictions scored", labels=labels)
+        unscored = CounterMetricFamily(
+            f"{P}unscored", "Joined predictions not scored (y_pred null)", labels=labels
+        )
+        expired = CounterMetricFamily(
+            f"{P}expired", "Predictions whose label did not come within the TTL", labels=labels
+        )
+        alerts = CounterMetricFamily(f"{P}alerts", "Concept drift alerts raised", labels=labels)
+        accuracy = GaugeMetricFamily(f"{P}accuracy", "Cumulative accuracy", labels=labels)
+        window = GaugeMetricFamily(
+            f"{P}window_accuracy", "Accuracy over the recent window", labels=labels
+        )
+        for s in series:
+            key = [s.model, s.source]
+            joined.add_metric(key, s.cumulative.n + s.unscored)
+            scored.add_metric(key, s.cumulative.n)
+            unscored.add_metric(key, s.unscored)
+            expired.add_metric(key, s.expired)
+            alerts.add_metric(key, s.alerts)
+            if s.cumulative.n and s.cumulative.primary == "accuracy":
+                accuracy.add_metric(key, s.cumulative.get()["accuracy"] or 0.0)
+                window.add_metric(key, s.window.get()["accuracy"] or 0.0)
+        duplicates = CounterMetricFamily(
+            f"{P}duplicates", "Re-delivered predictions and labels ignored", labels=["kind"]
+        )
+        duplicates.add_metric(["prediction"], joiner.duplicate_predictions)
+        duplicates.add_metric(["label"], joiner.duplicate_labels)
+        expired_labels = CounterMetricFamily(
+            f"{P}expired_labels", "Labels no prediction joined within the TTL"
+        )
+        expired_labels.add_metric([], joiner.expired_labels)
+        invalid = CounterMetricFamily(f"{P}invalid", "Undecodable input messages", labels=["topic"])
+        for topic, count in self.invalid.items():
+            invalid.add_metric([topic], count)
+        waiting = GaugeMetricFamily(f"{P}waiting", "Items waiting to be joined", labels=["kind"])
+        waiting.add_metric(["prediction"], joiner.waiting_predictions)
+        waiting.add_metric(["label"], joiner.waiting_labels)
+        yield from (joined, scored, unscored, expired, alerts, accuracy, window, duplicates)
+        yield from (expired_labels, invalid, waiting)
+
+
+class MonitoringMetrics:
+    """The registry of one monitoring app, with its lag gauge and latency histogram."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.registry = CollectorRegistry()
+        self.collector = MonitorCollector(monitor)
+        self.registry.register(self.collector)
+        self.consumer_lag = Gauge(
+            f"{P}consumer_lag",
+            "Messages not yet consumed",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            f"{P}processing_seconds",
+            "Time to handle one polled batch of predictions and labels",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.record_latency = Histogram(
+            f"{P}latency_seconds",
+            "From a message's broker timestamp to its handling (live messages only)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )

@@ -1,0 +1,283 @@
+"""The monitoring handler: predictions and labels in, quality, history and alerts out.
+
+No Kafka and no HTTP here. `Monitor` joins (see `joiner`), then scores each joined
+prediction once the watermark passes its due time (its label's time, or its event's),
+in event-time order whatever order the partitions were read in: so the error stream
+the drift detector sees, the history and the alerts are the same on every replay.
+It scores per (model, source) and per (model, source, version) (see `quality`),
+runs an `ErrorDrift` detector per (model, source) and turns its detections into
+`Alert`s. Alert ids are deterministic (subject and ordinal), so rebuilding the
+state from the topics re-derives the same alerts and none is published twice.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from shared.messages import Label, Prediction
+>>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
+>>> monitor = Monitor("binary", ttl=timedelta(hours=1))
+>>> p = Prediction(prediction_id="p1", event_id="e1", model="lr", model_version="3",
+...                y_pred=1, probabilities=None, source="stream", time=t0)
+>>> monitor.add_prediction(p), monitor.add_label(Label(event_id="e1", label=True))
+(None, None)
+>>> monitor.advance(t0)
+[]
+>>> row = monitor.summary()["models"][0]
+>>> row["model"], row["source"], row["n"], row["metrics"]["accuracy"], row["versions"][0]["n"]
+('lr', 'stream', 1, 1.0, 1)
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.monitoring.drift import DriftDetected, ErrorDrift
+from services.monitoring.joiner import Joined, Joiner, prediction_time
+from services.monitoring.quality import Quality, canonical, canonical_proba, error_of
+from shared.catalogue import Task
+from shared.clock import utcnow
+from shared.messages import Alert, Label, Prediction
+
+__all__ = ["HistoryPoint", "Monitor", "Series", "alert_id"]
+
+SeriesKey = tuple[str, str]  # (model, source)
+
+
+def alert_id(subject: str, ordinal: int) -> str:
+    """The id of the `ordinal`-th concept drift alert on `subject` (stable across replays)."""
+    return f"monitoring.concept_drift.{subject}.{ordinal}"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """The recent-window value of the primary metric after `n` scored predictions."""
+
+    n: int
+    value: float
+    event_time: str | None
+
+
+@dataclass
+class Series:
+    """Everything measured for one (model, source)."""
+
+    model: str
+    source: str
+    cumulative: Quality
+    window: Quality
+    drift: ErrorDrift
+    versions: dict[str, Quality] = field(default_factory=dict)
+    history: list[HistoryPoint] = field(default_factory=list)
+    unscored: int = 0  # joined, but y_pred was null (or not a number, for regression)
+    expired: int = 0  # no label within ttl
+    alerts: int = 0
+
+    @property
+    def subject(self) -> str:
+        return f"{self.model}:{self.source}"
+
+    def window_n(self, size: int) -> int:
+        """How many scored predictions the recent window holds."""
+        return min(self.cumulative.n, size)
+
+
+class Monitor:
+    """Joins, scores, detects drift; holds the state behind /api/summary and /api/alerts."""
+
+    def __init__(
+        self,
+        task: Task,
+        ttl: timedelta | None,
+        *,
+        window_size: int = 1000,
+        drift_delta: float = 0.002,
+        drift_warmup: int = 500,
+        drift_margin: float = 0.01,
+        history_every: int = 100,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.task = task
+        self.joiner = Joiner(ttl)
+        self.window_size = window_size
+        self.drift_params = {"delta": drift_delta, "warmup": drift_warmup, "margin": drift_margin}
+        self.history_every = history_every
+        self.clock = clock
+        self.series: dict[SeriesKey, Series] = {}
+        self.alerts: dict[str, Alert] = {}  # by alert_id, in the order raised
+        self._published: dict[str, Alert] = {}  # alerts already on the topic
+        # joins waiting to be scored, by (due, prediction time, event_id, prediction_id)
+        self._due: list[tuple[datetime, datetime, str, str, Joined]] = []
+
+    # ---- input
+
+    def restore_alerts(self, alerts: Iterable[Alert]) -> None:
+        """Alerts found on the topic at start: re-detecting one will not publish it again."""
+        for alert in alerts:
+            if alert.alert_id.startswith("monitoring.concept_drift."):
+                self._published[alert.alert_id] = alert
+                self.alerts.setdefault(alert.alert_id, alert)
+
+    def add_prediction(self, prediction: Prediction) -> None:
+        """Handle one prediction (scored by `advance` once joined and due)."""
+        self._queue(self.joiner.add_prediction(prediction))
+
+    def add_label(self, label: Label) -> None:
+        """Handle one label (its joins are scored by `advance` once due)."""
+        self._queue(self.joiner.add_label(label))
+
+    def advance(self, watermark: datetime) -> list[Alert]:
+        """Move event time to `watermark`: score the joins due, count expiries.
+
+        Returns the new alerts to publish.
+        """
+        for prediction in self.joiner.advance(watermark):
+            self._series(prediction.model, prediction.source).expired += 1
+        return self._release(watermark)
+
+    def flush(self) -> list[Alert]:
+        """Score every join made so far, as at the end of a stream."""
+        return self._release(None)
+
+    @property
+    def unreleased(self) -> int:
+        """Joins made but not scored yet (their time is beyond the watermark)."""
+        return len(self._due)
+
+    # ---- scoring order
+
+    def _queue(self, joined: list[Joined]) -> None:
+        for item in joined:
+            at = prediction_time(item.prediction)
+            due = max(at, item.label_time) if item.label_time else at
+            key = (due, at, item.prediction.event_id or "", item.prediction.prediction_id)
+            heapq.heappush(self._due, (*key, item))
+
+    def _release(self, watermark: datetime | None) -> list[Alert]:
+        alerts = []
+        due = self._due
+        while due and (watermark is None or due[0][0] <= watermark):
+            alert = self._score_one(heapq.heappop(due)[-1])
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+    # ---- scoring
+
+    def _series(self, model: str, source: str) -> Series:
+        key = (model, source)
+        series = self.series.get(key)
+        if series is None:
+            series = Series(
+                model,
+                source,
+                Quality(self.task),
+                Quality(self.task, window=self.window_size),
+                ErrorDrift(**self.drift_params),  # type: ignore[arg-type]
+            )
+            self.series[key] = series
+        return series
+
+    def _score_one(self, item: Joined) -> Alert | None:
+        prediction = item.prediction
+        series = self._series(prediction.model, prediction.source)
+        y_true = canonical(item.label, self.task)
+        y_pred = canonical(prediction.y_pred, self.task)
+        if y_pred is None or y_true is None:
+            series.unscored += 1
+            return None
+        proba = canonical_proba(prediction.probabilities, self.task)
+        series.cumulative.update_canonical(y_true, y_pred, proba)
+        series.window.update_canonical(y_true, y_pred, proba)
+        version = series.versions.get(prediction.model_version)
+        if version is None:
+            version = series.versions[prediction.model_version] = Quality(self.task)
+        version.update_canonical(y_true, y_pred, proba)
+        n = series.cumulative.n
+        if n % self.history_every == 0:
+            value = series.window.get()[series.window.primary]
+            event_time = prediction.event_time.isoformat() if prediction.event_time else None
+            series.history.append(HistoryPoint(n, float(value or 0.0), event_time))
+        found = series.drift.update(error_of(y_true, y_pred, self.task))
+        return None if found is None else self._alert(series, prediction, found)
+
+    def _alert(self, series: Series, prediction: Prediction, found: DriftDetected) -> Alert | None:
+        series.alerts += 1
+        ident = alert_id(series.subject, series.alerts)
+        published = self._published.get(ident)
+        if published is not None:  # raised before a restart: keep it, do not publish again
+            self.alerts[ident] = published
+            return None
+        alert = Alert(
+            alert_id=ident,
+            kind="concept_drift",
+            subject=series.subject,
+            detector="ADWIN",
+            severity="warning",
+            details={
+                "model": series.model,
+                "source": series.source,
+                "index": found.index,
+                "error_before": round(found.error_before, 6),
+                "error_after": round(found.error_after, 6),
+                "window": found.width,
+                "delta": self.drift_params["delta"],
+                "model_version": prediction.model_version,
+                "event_id": prediction.event_id,
+                "event_time": prediction.event_time.isoformat() if prediction.event_time else None,
+            },
+            raised_at=self.clock(),
+        )
+        self.alerts[ident] = alert
+        return alert
+
+    # ---- views
+
+    def summary(self) -> dict[str, Any]:
+        """The /api/summary document (see DESIGN.md, HTTP)."""
+        models = []
+        for series in sorted(self.series.values(), key=lambda s: (s.model, s.source)):
+            models.append(
+                {
+                    "model": series.model,
+                    "source": series.source,
+                    "n": series.cumulative.n,
+                    "metrics": series.cumulative.get(),
+                    "window": {"n": series.window_n(self.window_size), **series.window.get()},
+                    "versions": [
+                        {"version": version, "n": quality.n, "metrics": quality.get()}
+                        for version, quality in sorted(series.versions.items())
+                    ],
+                    "unscored": series.unscored,
+                    "expired": series.expired,
+                    "alerts": series.alerts,
+                    "drift": {
+                        "error": series.drift.estimation,
+                        "detections": series.drift.detections,
+                    },
+                }
+            )
+        joiner = self.joiner
+        return {
+            "task": self.task,
+            "models": models,
+            "alerts": len(self.alerts),
+            "unscored": sum(s.unscored for s in self.series.values()),
+            "expired": sum(s.expired for s in self.series.values()),
+            "expired_labels": joiner.expired_labels,
+            "duplicates": {
+                "predictions": joiner.duplicate_predictions,
+                "labels": joiner.duplicate_labels,
+            },
+            "without_event_id": joiner.without_event,
+            "waiting": {
+                "predictions": joiner.waiting_predictions,
+                "labels": joiner.waiting_labels,
+                "scoring": self.unreleased,
+            },
+            "clock": joiner.clock.isoformat() if joiner.clock else None,
+        }
+
+    def recent_alerts(self) -> list[Alert]:
+        """Every alert, newest first."""
+        return list(reversed(self.alerts.values()))

@@ -1,0 +1,170 @@
+"""Live quality of predictions against labels, with River's own metrics.
+
+`canonical` makes labels and predictions comparable however they were written
+(`True`, `1`, `1.0`, `"1"`, `"true"` are one class); `Quality` keeps one set of
+metrics, cumulative or over a recent window (`river.utils.Rolling`). Metrics are
+River's, so they equal what River computes on the same pairs.
+
+>>> q = Quality("binary")
+>>> q.update(True, "1", {"True": 0.8, "False": 0.2})
+>>> q.update(0, 1, None)
+>>> q.n, q.get()["accuracy"], round(q.get()["log_loss"], 4)
+(2, 0.5, 0.2231)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from river import metrics, utils
+
+from shared.catalogue import Task
+
+__all__ = ["Quality", "canonical", "canonical_proba", "error_of"]
+
+_TRUE = {"true", "True", "TRUE"}
+_FALSE = {"false", "False", "FALSE"}
+
+
+def _as_class(value: Any) -> Hashable:
+    """One spelling per class: bools, integral floats and numeric strings become ints."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text in _TRUE:
+            return 1
+        if text in _FALSE:
+            return 0
+        try:
+            number = float(text)
+        except ValueError:
+            return value
+        if math.isfinite(number) and number.is_integer():
+            return int(number)
+        return number
+    return value
+
+
+def canonical(value: Any, task: Task) -> Any:
+    """A label or prediction in its comparable form for `task` (None stays None).
+
+    Binary: the positive class (True, 1, "1", "true") is `True`, its negative `False`,
+    anything else is kept as its canonical class. Regression: a float (or None if the
+    value is not a finite number).
+
+    >>> canonical("1", "binary"), canonical(0.0, "binary"), canonical(True, "multiclass")
+    (True, False, 1)
+    >>> canonical("2.5", "regression"), canonical("x", "regression")
+    (2.5, None)
+    """
+    if value is None:
+        return None
+    if task == "regression":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return number if math.isfinite(number) else None
+    cls = _as_class(value)
+    if task == "binary" and not isinstance(cls, bool) and cls in (0, 1):
+        return cls == 1
+    return cls
+
+
+def canonical_proba(proba: Mapping[str, float] | None, task: Task) -> dict[Any, float] | None:
+    """Class probabilities keyed by canonical class, or None if there are none."""
+    if not proba or task == "regression":
+        return None
+    return {canonical(key, task): float(p) for key, p in proba.items()}
+
+
+def error_of(y_true: Any, y_pred: Any, task: Task) -> float:
+    """The drift detectors' input: 0/1 error, or the absolute error for regression."""
+    if task == "regression":
+        return abs(float(y_true) - float(y_pred))
+    return float(y_true != y_pred)
+
+
+def _classification(task: Task, window: int | None) -> dict[str, Any]:
+    binary = task == "binary"
+    kinds: dict[str, tuple[type, dict[str, Any]]] = {
+        "accuracy": (metrics.Accuracy, {}),
+        "precision": (metrics.Precision if binary else metrics.MacroPrecision, {}),
+        "recall": (metrics.Recall if binary else metrics.MacroRecall, {}),
+        "f1": (metrics.F1 if binary else metrics.MacroF1, {}),
+    }
+    return {name: _make(cls, kwargs, window) for name, (cls, kwargs) in kinds.items()}
+
+
+def _make(cls: type, kwargs: dict[str, Any], window: int | None) -> Any:
+    if window is None:
+        return cls(**kwargs)
+    return utils.Rolling(cls, window_size=window, **kwargs)
+
+
+class Quality:
+    """River metrics over (label, prediction) pairs, cumulative or over the last `window`.
+
+    Classification: accuracy, precision, recall, F1 (binary with positive class True,
+    macro-averaged for multiclass), and log loss over the pairs that came with
+    probabilities (`log_loss` is None until one did). Regression: MAE and RMSE.
+    """
+
+    def __init__(self, task: Task, window: int | None = None) -> None:
+        self.task = task
+        self.n = 0  # pairs scored
+        self.n_proba = 0  # of which with probabilities (log loss)
+        if task == "regression":
+            self._metrics: dict[str, Any] = {
+                "mae": _make(metrics.MAE, {}, window),
+                "rmse": _make(metrics.RMSE, {}, window),
+            }
+            self._log_loss: Any = None
+        else:
+            self._metrics = _classification(task, window)
+            loss = metrics.LogLoss if task == "binary" else metrics.CrossEntropy
+            self._log_loss = _make(loss, {}, window)
+
+    def update(self, y_true: Any, y_pred: Any, proba: Mapping[str, float] | None = None) -> None:
+        """Score one pair, given raw (as sent) or canonical values; y_pred must not be None."""
+        y_true, y_pred = canonical(y_true, self.task), canonical(y_pred, self.task)
+        self.update_canonical(y_true, y_pred, canonical_proba(proba, self.task))
+
+    def update_canonical(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
+        """Score one pair already in canonical form (see `canonical`)."""
+        self.n += 1
+        for metric in self._metrics.values():
+            metric.update(y_true, y_pred)
+        if self._log_loss is None or not proba:
+            return
+        if self.task == "binary":
+            if True in proba:
+                p_true = proba[True]
+            elif False in proba:
+                p_true = 1.0 - proba[False]
+            else:
+                return
+            self._log_loss.update(y_true is True, p_true)
+        else:
+            self._log_loss.update(y_true, proba)
+        self.n_proba += 1
+
+    def get(self) -> dict[str, float | None]:
+        """Every metric's current value (None where nothing was scored yet)."""
+        if self.n == 0:
+            values: dict[str, float | None] = dict.fromkeys(self._metrics)
+        else:
+            values = {name: float(metric.get()) for name, metric in self._metrics.items()}
+        if self._log_loss is not None:
+            values["log_loss"] = float(self._log_loss.get()) if self.n_proba else None
+        return values
+
+    @property
+    def primary(self) -> str:
+        """The metric the dashboard plots: accuracy, or MAE for regression."""
+        return "mae" if self.task == "regression" else "accuracy"

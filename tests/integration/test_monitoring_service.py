@@ -1,0 +1,276 @@
+"""Monitoring against the real broker: exact counts, drift alerts, restarts, dashboard.
+
+Predictions and labels are published with kcat straight to `{prefix}predictions`
+and `{prefix}labels`; the expected numbers are computed here from the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import ServiceProcess, kcat_produce, wait_for_count
+
+pytestmark = pytest.mark.integration
+
+Factory = Callable[..., ServiceProcess]
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+PIPELINE = """\
+name: monitored
+task: binary
+features:
+  numeric: [x]
+models:
+  - name: logreg
+  - name: hat
+labels:
+  ttl: 1h
+"""
+
+
+def pipeline(tmp_path: Path) -> str:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE)
+    return str(path)
+
+
+def iso(seconds: float) -> str:
+    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def prediction(
+    i: int, model: str, source: str, version: str, y_pred: Any, seconds: float | None = None
+) -> dict[str, Any]:
+    when = iso(i if seconds is None else seconds)
+    return {
+        "prediction_id": f"{model}-{source}-{i}",
+        "event_id": f"e{i}",
+        "entity_id": f"u{i % 7}",
+        "model": model,
+        "model_version": version,
+        "y_pred": y_pred,
+        "probabilities": None
+        if y_pred is None
+        else {"True": 0.7 if y_pred else 0.3, "False": 0.3 if y_pred else 0.7},
+        "source": source,
+        "event_time": when,
+        "time": when,
+    }
+
+
+def label(i: int, value: Any, seconds: float | None = None) -> dict[str, Any]:
+    return {
+        "event_id": f"e{i}",
+        "label": value,
+        "label_time": iso((i if seconds is None else seconds) + 5),
+        "entity_id": f"u{i % 7}",
+    }
+
+
+def produce(topic: str, items: list[dict[str, Any]]) -> None:
+    kcat_produce(topic, [(str(m["entity_id"]).encode(), json.dumps(m).encode()) for m in items])
+
+
+def summary_when(
+    service: ServiceProcess, done: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = httpx.get(f"{service.url}/api/summary", timeout=5).json()
+        if done(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+def rows(body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["model"], r["source"]): r for r in body["models"]}
+
+
+class Expected:
+    """What the monitor must report, computed from the rows sent."""
+
+    def __init__(self) -> None:
+        self.n: dict[tuple[str, str], int] = defaultdict(int)
+        self.correct: dict[tuple[str, str], int] = defaultdict(int)
+        self.versions: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.unscored = 0
+
+    def add(self, p: dict[str, Any], y: bool) -> None:
+        if p["y_pred"] is None:
+            self.unscored += 1
+            return
+        key = (p["model"], p["source"])
+        self.n[key] += 1
+        self.correct[key] += p["y_pred"] == y
+        self.versions[(*key, p["model_version"])] += 1
+
+    def accuracy(self, key: tuple[str, str]) -> float:
+        return self.correct[key] / self.n[key]
+
+
+def workload(
+    n_events: int, seed: int = 1
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Expected]:
+    """Several models, sources and versions; some null predictions; mixed label spellings."""
+    rng = random.Random(seed)
+    predictions, labels, expected = [], [], Expected()
+    for i in range(n_events):
+        y = rng.random() < 0.5
+        labels.append(label(i, [y, int(y), "1" if y else "0"][i % 3]))
+        for model, source, skill in (
+            ("logreg", "learner", 0.8),
+            ("hat", "learner", 0.7),
+            ("logreg", "stream", 0.75),
+        ):
+            y_pred = None if (model == "hat" and i < 4) else (y if rng.random() < skill else not y)
+            version = "1" if i < n_events // 2 else "2"
+            p = prediction(i, model, source, version, y_pred)
+            predictions.append(p)
+            expected.add(p, y)
+        if i % 10 == 0:  # an http prediction for some events
+            p = prediction(i, "logreg", "http", "2", int(y) if i % 20 else int(not y))
+            predictions.append(p)
+            expected.add(p, y)
+    return predictions, labels, expected
+
+
+def check(body: dict[str, Any], expected: Expected) -> None:
+    got = rows(body)
+    assert set(got) == set(expected.n)
+    for key, row in got.items():
+        assert row["n"] == expected.n[key], key
+        assert row["metrics"]["accuracy"] == expected.accuracy(key), key
+        versions = {v["version"]: v["n"] for v in row["versions"]}
+        assert versions == {v: n for (m, s, v), n in expected.versions.items() if (m, s) == key}
+    assert body["unscored"] == expected.unscored
+
+
+def test_summary_counts_accuracies_duplicates_expiry_and_dashboard(
+    service_factory: Factory, prefix: str, tmp_path: Path
+) -> None:
+    predictions, labels, expected = workload(300)
+    unlabelled = [
+        prediction(1000 + i, "logreg", "stream", "2", True, seconds=400) for i in range(6)
+    ]
+    # later traffic on every key moves event time past the ttl: the unlabelled expire
+    later = [
+        prediction(2000 + i, "logreg", "stream", "2", True, seconds=3 * 3600) for i in range(14)
+    ]
+    later_labels = [label(2000 + i, True, seconds=3 * 3600) for i in range(14)]
+    for p in later:
+        expected.add(p, True)
+    # labels first for some, predictions first for others; replays of both
+    produce(f"{prefix}labels", labels[:150])
+    produce(f"{prefix}predictions", predictions + unlabelled + predictions[::5])
+    produce(f"{prefix}labels", labels[150:] + labels[::4])
+    kcat_produce(f"{prefix}predictions", [(b"u1", b"not json"), (b"u2", b'{"event_id": "e1"}')])
+    service = service_factory(
+        "monitoring", PIPELINE_CONFIG=pipeline(tmp_path), HISTORY_EVERY="20"
+    ).start()
+    produce(f"{prefix}predictions", later)
+    produce(f"{prefix}labels", later_labels)
+
+    body = summary_when(
+        service,
+        lambda b: (
+            b["expired"] == 6 and sum(r["n"] for r in b["models"]) == sum(expected.n.values())
+        ),
+    )
+    check(body, expected)
+    assert body["expired"] == 6
+    assert rows(body)[("logreg", "stream")]["expired"] == 6
+    assert body["duplicates"] == {"predictions": len(predictions[::5]), "labels": len(labels[::4])}
+    assert body["alerts"] == 0
+    stream = rows(body)[("logreg", "stream")]
+    assert set(stream["metrics"]) >= {"accuracy", "precision", "recall", "f1", "log_loss"}
+    assert stream["window"]["accuracy"] is not None
+
+    page = httpx.get(service.url).text
+    assert page.count('<tr class="series">') == 4
+    assert "<svg" in page
+    polylines = re.findall(r'<polyline data-series="([^"]+)"', page)
+    assert sorted(polylines) == sorted(f"{m}:{s}" for m, s in expected.n)
+
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'driftline_monitoring_scored_total{model="logreg",source="learner"} 300.0' in metrics
+    assert "driftline_monitoring_expired_total" in metrics
+    assert f'driftline_monitoring_invalid_total{{topic="{prefix}predictions"}} 2.0' in metrics
+    assert "driftline_monitoring_consumer_lag" in metrics
+    assert "driftline_monitoring_processing_seconds_bucket" in metrics
+
+
+def drifting(n: int, at: int, seed: int = 3) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A model right 90% of the time, then 50% from row `at` on."""
+    rng = random.Random(seed)
+    predictions, labels = [], []
+    for i in range(n):
+        y = rng.random() < 0.5
+        skill = 0.9 if i < at else 0.5
+        predictions.append(
+            prediction(i, "logreg", "stream", "1", y if rng.random() < skill else not y)
+        )
+        labels.append(label(i, y))
+    return predictions, labels
+
+
+def test_drift_alert_is_published_once_and_survives_restarts(
+    service_factory: Factory, prefix: str, tmp_path: Path
+) -> None:
+    predictions, labels = drifting(2400, at=1200)
+    first, second = predictions[:1000], predictions[1000:]
+    produce(f"{prefix}predictions", first)
+    produce(f"{prefix}labels", labels[:1000])
+    service = service_factory("monitoring", PIPELINE_CONFIG=pipeline(tmp_path)).start()
+    body = summary_when(service, lambda b: sum(r["n"] for r in b["models"]) == 1000)
+    assert (rows(body)[("logreg", "stream")]["n"], body["alerts"]) == (1000, 0)
+
+    service.stop(signal.SIGKILL)  # mid-stream: the rest arrives while it is down
+    produce(f"{prefix}predictions", second + first[:200])
+    produce(f"{prefix}labels", labels[1000:])
+    service.start()
+    body = summary_when(
+        service, lambda b: sum(r["n"] for r in b["models"]) == 2400 and b["alerts"] > 0
+    )
+    assert rows(body)[("logreg", "stream")]["n"] == 2400
+    assert body["duplicates"]["predictions"] == 200
+
+    alerts = wait_for_count([f"{prefix}alerts"], 1, timeout=30)[f"{prefix}alerts"]
+    assert len(alerts) >= 1
+    alert = json.loads(alerts[0]["payload"])
+    assert alerts[0]["key"] == "logreg:stream"
+    assert (alert["kind"], alert["detector"], alert["subject"]) == (
+        "concept_drift",
+        "ADWIN",
+        "logreg:stream",
+    )
+    row = int(alert["details"]["event_id"].removeprefix("e"))
+    assert 1200 <= row < 1700
+    assert alert["details"]["index"] == row + 1, "scored in event-time order"
+    assert alert["details"]["error_after"] > alert["details"]["error_before"]
+    listed = httpx.get(f"{service.url}/api/alerts").json()
+    assert listed["alerts"][-1]["alert_id"] == alert["alert_id"]
+
+    service.stop()
+    service.start()  # the replay re-derives the same alerts and publishes none again
+    body = summary_when(
+        service, lambda b: not b["replaying"] and sum(r["n"] for r in b["models"]) == 2400
+    )
+    assert body["alerts"] == len(alerts)
+    listed = httpx.get(f"{service.url}/api/alerts").json()
+    on_topic = [json.loads(m["payload"])["alert_id"] for m in alerts]
+    assert [a["alert_id"] for a in listed["alerts"]] == on_topic[::-1], "newest first"
+    time.sleep(2)
+    assert len(wait_for_count([f"{prefix}alerts"], 0)[f"{prefix}alerts"]) == len(alerts)
+    page = httpx.get(service.url).text
+    assert 'class="drift"' in page
