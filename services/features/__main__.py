@@ -1,0 +1,34 @@
+"""`python -m services.features`: the features worker, its web on port 6066."""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+
+from services.features.app import FeaturesService
+from services.features.config import FeaturesSettings
+from shared.logs import configure_logging
+from shared.topics import Topics, ensure_topics, partitions_of
+
+
+async def _prepare(settings: FeaturesSettings) -> int:
+    """Create missing topics before faust subscribes; return the partitions of `events`."""
+    bootstrap = settings.kafka_bootstrap_servers
+    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+    return len(await partitions_of(bootstrap, Topics(settings.topic_prefix).events))
+
+
+def main() -> None:
+    settings = FeaturesSettings()
+    configure_logging(settings.log_level)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    partitions = loop.run_until_complete(_prepare(settings))
+    service = FeaturesService(settings, partitions=partitions)
+    worker = faust.Worker(service.app, loglevel=settings.log_level, loop=loop)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

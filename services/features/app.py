@@ -1,0 +1,221 @@
+"""Bootstrap: wires faust (topics, state table, web), Redis and the handler.
+
+One agent consumes `events` in batches (`BATCH_SIZE`, `BATCH_WITHIN_S`). For each
+batch: `plan_batch` computes the vectors, reading and updating the per-entity state
+in the faust table `entity_state` (every update goes to its changelog topic, on the
+source record's partition, so a restart or a new owner of the partition recovers the
+state); then the entity rows are written to Redis in one pipeline (retried until Redis
+answers), then the vectors are produced to `features`. Faust acknowledges the events
+only after that, and flushes the producer (changelog and vectors) before it commits
+their offsets: delivery is at least once, and a redelivered event finds its event_id
+in the state and yields the same vector again without counting twice.
+
+While Redis is down the batch waits (retrying, `/healthz` 503) and nothing is
+acknowledged; a SIGTERM then waits too, since committing would skip those events.
+
+`GET /healthz` is 200 once the worker has partitions of `events` assigned, has
+recovered its state and is not rebalancing, and the last Redis write did not fail;
+503 otherwise. The body names each check: `{"status": "ok"|"unavailable",
+"assigned_partitions": [...], "recovered": bool, "rebalancing": bool,
+"redis_failing": bool}`. `GET /metrics` is Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+from faust.tables.manager import TableManager
+from faust.types import StreamT, TableT
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.features import metrics
+from services.features.config import FeaturesSettings
+from services.features.handlers import BatchPlan, RawEvent, plan_batch
+from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
+from shared.features import EntityState, FeatureComputer
+from shared.pipeline import load_pipeline
+from shared.topics import Topics
+
+__all__ = ["FeaturesService", "TableStateStore"]
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_SECONDS = 5.0
+TABLE_NAME = "entity_state"
+
+
+class TableStateStore:
+    """The handler's `StateStore` on a faust table, writing its changelog explicitly.
+
+    A batch holds records of several partitions, so the changelog partition is the
+    record's own, passed in, rather than faust's "current event".
+    """
+
+    def __init__(self, table: TableT[str, EntityState]) -> None:
+        self.table = table
+
+    def get(self, entity_id: str) -> EntityState | None:
+        state: EntityState | None = self.table.get(entity_id)
+        return state
+
+    def set(self, entity_id: str, state: EntityState, partition: int) -> None:
+        self.table.data[entity_id] = state
+        self.table.send_changelog(partition, entity_id, state)
+
+
+class FeaturesService:
+    """The faust app of the features service and the dependencies of its agent."""
+
+    def __init__(
+        self,
+        settings: FeaturesSettings,
+        *,
+        partitions: int,
+        store: OnlineStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.computer = FeatureComputer(
+            load_pipeline(settings.pipeline_config),
+            allowed_lateness=timedelta(seconds=settings.allowed_lateness_s),
+            max_entries=settings.max_state_entries,
+        )
+        self.store: OnlineStore = store or RedisOnlineStore(
+            Redis.from_url(settings.redis_url),
+            namespace=f"driftline:{settings.topic_prefix}features",
+            ttl_s=settings.feature_ttl_s,
+        )
+        self.redis_failing = False
+        datadir = Path(settings.data_dir) / settings.app_id()
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            settings.app_id(),
+            broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+            store="memory://",
+            autodiscover=False,
+            datadir=str(datadir),
+            topic_partitions=partitions,
+            topic_replication_factor=1,
+            consumer_auto_offset_reset="earliest",
+            processing_guarantee="at_least_once",
+            broker_session_timeout=settings.session_timeout_s,
+            web_enabled=True,
+            web_bind=settings.host,
+            web_host=settings.host,
+            web_port=settings.port,
+        )
+        self.table = self.app.Table(
+            TABLE_NAME,
+            default=None,
+            partitions=partitions,
+        )  # keys and values are JSON (faust's default for untyped tables)
+        self.states = TableStateStore(self.table)
+        self.source = self.app.topic(
+            self.topics.events, key_serializer="raw", value_serializer="raw"
+        )
+        self.sink = self.app.topic(
+            self.topics.features, key_serializer="raw", value_serializer="raw"
+        )
+        self.app.agent(self.source, name="compute-features")(self._agent)
+        self.app.page("/healthz")(self._healthz_view())
+        self.app.page("/metrics")(_metrics_view)
+
+    async def _agent(self, stream: StreamT[bytes]) -> None:
+        settings = self.settings
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_size, settings.batch_within_s
+        )
+        async for events in batches:
+            records = [
+                RawEvent(
+                    e.message.partition,
+                    e.message.offset,
+                    e.value,
+                    int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                )
+                for e in events
+            ]
+            await self.handle(records)
+
+    async def handle(self, records: list[RawEvent]) -> BatchPlan:
+        """Compute, store and publish one batch (the faust-free part of the agent)."""
+        plan = plan_batch(records, self.states, self.computer)
+        # Hand the batch's changelog records to the producer now (faust buffers table
+        # writes and would otherwise warn, batch after batch, that its buffer is full).
+        await self.app.producer.buffer.flush()
+        for invalid in plan.invalid:
+            metrics.INVALID.labels(invalid.errors[0].code).inc()
+        if not plan.computed:
+            return plan
+        rows = [c.row for c in plan.computed]
+        written = await self._write_rows(rows)
+        metrics.REDIS_WRITES.inc(written)
+        metrics.STALE_WRITES.inc(len(rows) - written)
+        for computed in plan.computed:
+            vector = computed.vector
+            await self.sink.send(key=vector.key().encode(), value=vector.to_json())
+        now_ms = time.time() * 1000
+        for computed in plan.computed:
+            if computed.timestamp_ms is not None:
+                metrics.LATENCY.observe(max(0.0, (now_ms - computed.timestamp_ms) / 1000))
+            if computed.duplicate:
+                metrics.DUPLICATES.inc()
+        metrics.EVENTS_PROCESSED.inc(len(plan.computed))
+        metrics.VECTORS_PUBLISHED.inc(len(plan.computed))
+        return plan
+
+    async def _write_rows(self, rows: list[EntityRow]) -> int:
+        delay = 0.1
+        while True:
+            try:
+                written = await self.store.write_batch(rows)
+            except (RedisError, OSError) as error:
+                metrics.REDIS_ERRORS.inc()
+                self.redis_failing = True
+                log.warning("redis write of %d rows failed (retrying): %s", len(rows), error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+            else:
+                self.redis_failing = False
+                return written
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the worker is processing, and why not."""
+        app = self.app
+        assigned = sorted(
+            tp.partition for tp in app.consumer.assignment() if tp.topic == self.topics.events
+        )
+        recovered = cast(TableManager, app.tables).recovery.completed.is_set()
+        checks = {
+            "assigned_partitions": assigned,
+            "recovered": recovered,
+            "rebalancing": bool(app.rebalancing),
+            "redis_failing": self.redis_failing,
+        }
+        healthy = bool(assigned) and recovered and not app.rebalancing and not self.redis_failing
+        return healthy, checks
+
+    def _healthz_view(self) -> Any:
+        service = self
+
+        async def healthz(web: View, request: Request) -> Response:
+            healthy, checks = service.health()
+            body = {"status": "ok" if healthy else "unavailable", **checks}
+            return web.json(body, status=200 if healthy else 503)
+
+        return healthz
+
+
+async def _metrics_view(web: View, request: Request) -> Response:
+    # aiohttp refuses a charset inside content_type; Prometheus text is ASCII.
+    content_type = CONTENT_TYPE_LATEST.split("; charset=")[0]
+    return web.bytes(generate_latest(), content_type=content_type)

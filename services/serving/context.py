@@ -1,0 +1,46 @@
+"""What the HTTP routes depend on, wired by the bootstrap and injected as `Annotated` deps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+
+from services.serving.models import ModelHolder
+from shared.feature_store import OnlineStore
+from shared.features import FeatureComputer
+from shared.messages import Prediction
+
+__all__ = ["Context", "PredictionSink", "ServingContext"]
+
+
+class PredictionSink(Protocol):
+    """Where HTTP predictions go; must return at once (the send happens in the background)."""
+
+    def publish_nowait(self, prediction: Prediction) -> None: ...
+
+
+def _always_alive() -> tuple[bool, dict[str, Any]]:
+    return True, {}
+
+
+@dataclass
+class ServingContext:
+    """The service's adapters and state, as the routes see them."""
+
+    holder: ModelHolder
+    store: OnlineStore
+    computer: FeatureComputer
+    sink: PredictionSink
+    # (alive, details): are the process's consumers running and polling?
+    liveness: Callable[[], tuple[bool, dict[str, Any]]] = field(default=_always_alive)
+
+
+def get_context(request: Request) -> ServingContext:
+    context: ServingContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ServingContext, Depends(get_context)]

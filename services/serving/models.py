@@ -1,0 +1,243 @@
+"""The current champion model, hot-swapped as training publishes new versions.
+
+`ModelHolder` keeps every `ModelPublished` it has seen and one `LoadedModel`, the
+champion's newest loaded version. A new version is loaded completely first (the
+artifact fetched and unpickled off the event loop) and then swapped in with a single
+reference assignment: a request reads `holder.current` once and uses that object to
+the end, so it never sees a half-loaded model and never fails because of a swap.
+Older versions than the one served are recorded but never loaded.
+
+>>> import asyncio
+>>> from river import linear_model
+>>> loader = InMemoryArtifactLoader({"k1": linear_model.LogisticRegression()})
+>>> holder = ModelHolder("logreg")
+>>> asyncio.run(holder.offer(published("logreg", "1", "k1"), loader))
+True
+>>> holder.require().version, holder.require().predict({"x": 1.0}).y_pred
+('1', False)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from river.base import Classifier
+
+from services.serving import metrics
+from services.serving.errors import ModelLoadError, ModelNotReady, PredictionFailed
+from shared.catalogue import RiverModel
+from shared.clock import utcnow
+from shared.messages import Lineage, ModelPublished
+
+__all__ = [
+    "ArtifactLoader",
+    "InMemoryArtifactLoader",
+    "LoadedModel",
+    "ModelHolder",
+    "RedisArtifactLoader",
+    "Scored",
+    "model_input",
+    "published",
+    "version_order",
+]
+
+log = logging.getLogger(__name__)
+
+Scalar = bool | int | float | str | None
+
+
+def version_order(version: str) -> tuple[int, int, str]:
+    """Sort key of versions: integers numerically, anything else after them, by text."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+def model_input(vector: Mapping[str, float | None]) -> dict[str, float]:
+    """The dict a River model is given: the vector without its missing (None) values."""
+    return {name: value for name, value in vector.items() if value is not None}
+
+
+def _plain(value: Any) -> Scalar:
+    """A model's output as a JSON scalar (numpy scalars unwrapped, other objects as text)."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
+
+
+def _probabilities(proba: Mapping[Any, Any]) -> dict[str, float] | None:
+    out = {}
+    for label, p in proba.items():
+        p = float(p)
+        if not math.isfinite(p):
+            return None
+        out[str(_plain(label))] = min(1.0, max(0.0, p))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One prediction: the label or value, and class probabilities for a classifier."""
+
+    y_pred: Scalar
+    probabilities: dict[str, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """One model version, fully loaded and ready to predict."""
+
+    name: str
+    version: str
+    model: RiverModel
+    loaded_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def is_classifier(self) -> bool:
+        return isinstance(self.model, Classifier)
+
+    def predict(self, vector: Mapping[str, float | None]) -> Scored:
+        """`predict_one` (and `predict_proba_one` for a classifier) on the vector."""
+        x = model_input(vector)
+        try:
+            y_pred = self.model.predict_one(x)
+            proba = self.model.predict_proba_one(x) if self.is_classifier else None
+        except Exception as error:
+            raise PredictionFailed(
+                f"model {self.name!r} version {self.version!r} failed to predict: {error!r}"
+            ) from error
+        return Scored(_plain(y_pred), None if proba is None else _probabilities(proba))
+
+
+class ArtifactLoader(Protocol):
+    """Where model artifacts live: `load` returns the unpickled model or raises ModelLoadError."""
+
+    async def load(self, artifact_key: str) -> RiverModel: ...
+
+
+class RedisArtifactLoader:
+    """Artifacts are plain Redis keys holding a pickled River model.
+
+    Unpickling runs code chosen by whoever can write those keys: the registry's Redis
+    must be trusted exactly as much as the training service.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def load(self, artifact_key: str) -> RiverModel:
+        try:
+            data = await self.redis.get(artifact_key)
+        except Exception as error:
+            raise ModelLoadError(f"cannot read artifact {artifact_key!r}: {error!r}") from error
+        if data is None:
+            raise ModelLoadError(f"artifact {artifact_key!r} is not in Redis")
+        if isinstance(data, str):  # a client opened with decode_responses=True
+            raise ModelLoadError(f"artifact {artifact_key!r} was read as text, not bytes")
+        try:
+            return await asyncio.to_thread(pickle.loads, data)
+        except Exception as error:
+            raise ModelLoadError(
+                f"artifact {artifact_key!r} cannot be unpickled: {error!r}"
+            ) from error
+
+
+class InMemoryArtifactLoader:
+    """For tests: artifacts in a dict (missing keys raise ModelLoadError)."""
+
+    def __init__(self, artifacts: Mapping[str, RiverModel] | None = None) -> None:
+        self.artifacts = dict(artifacts or {})
+
+    async def load(self, artifact_key: str) -> RiverModel:
+        await asyncio.sleep(0)  # a real load yields to the event loop too
+        if artifact_key not in self.artifacts:
+            raise ModelLoadError(f"artifact {artifact_key!r} is not stored")
+        return self.artifacts[artifact_key]
+
+
+def published(name: str, version: str, artifact_key: str) -> ModelPublished:
+    """A minimal `ModelPublished` (for tests and examples)."""
+    return ModelPublished(
+        name=name,
+        version=version,
+        lineage=Lineage(offsets=[]),
+        metrics={},
+        artifact_key=artifact_key,
+        published_at=utcnow(),
+    )
+
+
+class ModelHolder:
+    """The champion's current version, plus every version seen of every model."""
+
+    def __init__(self, champion: str) -> None:
+        self.champion = champion
+        self.current: LoadedModel | None = None
+        self.seen: dict[str, dict[str, ModelPublished]] = {}
+        self.load_error: str | None = None  # why the newest champion version is not served
+
+    def record(self, message: ModelPublished) -> None:
+        """Remember a published version (any model), without loading it."""
+        self.seen.setdefault(message.name, {})[message.version] = message
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(self.seen.get(name, {}), key=version_order)
+
+    def newest(self, name: str) -> ModelPublished | None:
+        versions = self.versions(name)
+        return self.seen[name][versions[-1]] if versions else None
+
+    def is_newer(self, message: ModelPublished) -> bool:
+        """Whether `message` is a champion version newer than the one served."""
+        if message.name != self.champion:
+            return False
+        current = self.current
+        return current is None or version_order(message.version) > version_order(current.version)
+
+    async def offer(self, message: ModelPublished, loader: ArtifactLoader) -> bool:
+        """Record `message`; if it is a newer champion version, load it and swap it in."""
+        self.record(message)
+        if not self.is_newer(message):
+            return False
+        try:
+            model = await loader.load(message.artifact_key)
+        except ModelLoadError as error:
+            metrics.MODEL_LOAD_ERRORS.labels(message.name).inc()
+            self.load_error = f"model {message.name!r} version {message.version!r}: {error.detail}"
+            log.error("cannot load %s", self.load_error)
+            return False
+        return self.swap(LoadedModel(message.name, message.version, model))
+
+    def swap(self, loaded: LoadedModel) -> bool:
+        """Serve `loaded` from now on (one assignment), unless a newer version is served."""
+        current = self.current
+        if current is not None and version_order(loaded.version) <= version_order(current.version):
+            return False
+        self.current = loaded
+        self.load_error = None
+        metrics.MODEL_SWAPS.labels(loaded.name).inc()
+        if loaded.version.isdigit():
+            metrics.MODEL_VERSION.labels(loaded.name).set(int(loaded.version))
+        log.info("serving model %s version %s", loaded.name, loaded.version)
+        return True
+
+    def require(self) -> LoadedModel:
+        """The model to predict with, or ModelNotReady saying why there is none."""
+        current = self.current
+        if current is not None:
+            return current
+        if self.load_error is not None:
+            raise ModelNotReady(
+                f"no version of {self.champion!r} could be loaded: {self.load_error}"
+            )
+        raise ModelNotReady(f"no model version of {self.champion!r} has been published yet")

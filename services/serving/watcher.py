@@ -1,0 +1,105 @@
+"""The `models` reader: the registry's announcements, from the beginning, then live.
+
+The reader uses no consumer group: it assigns every partition of the compacted
+`models` topic and seeks to the beginning, so each replica sees every version. At
+start, `catch_up` reads to the end offsets, keeps the newest version per model and
+loads the champion's; `run` then hot-swaps each newer champion version as it comes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from services.serving import metrics
+from services.serving.models import ArtifactLoader, ModelHolder
+from shared.messages import ModelPublished
+
+__all__ = ["ModelWatcher", "decode_published"]
+
+log = logging.getLogger(__name__)
+
+
+def decode_published(record: ConsumerRecord) -> ModelPublished | None:
+    """The announcement in `record`, or None (tombstone, or invalid: logged and counted)."""
+    if record.value is None:
+        return None
+    try:
+        return ModelPublished.model_validate_json(record.value)
+    except ValidationError as error:
+        metrics.INVALID_MESSAGES.labels(record.topic).inc()
+        log.warning(
+            "invalid model announcement topic=%s partition=%d offset=%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            str(error).splitlines()[0],
+        )
+        return None
+
+
+class ModelWatcher:
+    """Keeps `holder` on the champion's newest loadable version."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        partitions: list[int],
+        holder: ModelHolder,
+        loader: ArtifactLoader,
+    ) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.partitions = [TopicPartition(topic, p) for p in partitions]
+        self.holder = holder
+        self.loader = loader
+        self.last_poll = time.monotonic()
+
+    def seconds_since_poll(self) -> float:
+        return time.monotonic() - self.last_poll
+
+    async def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Read every announcement so far, then load the champion's newest version."""
+        self.consumer.assign(self.partitions)
+        await self.consumer.seek_to_beginning(*self.partitions)
+        end = await self.consumer.end_offsets(self.partitions)
+        deadline = time.monotonic() + timeout_s
+        while not await self._reached(end):
+            if time.monotonic() > deadline:
+                log.warning("models topic not read to its end in %ss; going on", timeout_s)
+                break
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for record in (r for records in batch.values() for r in records):
+                message = decode_published(record)
+                if message is not None:
+                    self.holder.record(message)
+        newest = self.holder.newest(self.holder.champion)
+        seen = {name: self.holder.versions(name) for name in self.holder.seen}
+        log.info("models seen at start: %s", seen)
+        if newest is not None:
+            await self.holder.offer(newest, self.loader)
+
+    async def _reached(self, end: dict[TopicPartition, int]) -> bool:
+        for tp, offset in end.items():
+            if await self.consumer.position(tp) < offset:
+                return False
+        return True
+
+    async def run(self) -> None:
+        """Apply every new announcement: record it, hot-swap a newer champion version."""
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=500)
+            self.last_poll = time.monotonic()
+            for record in (r for records in batch.values() for r in records):
+                message = decode_published(record)
+                if message is None:
+                    continue
+                try:
+                    await self.holder.offer(message, self.loader)
+                except Exception:  # never let one announcement stop the hot swaps
+                    metrics.MODEL_LOAD_ERRORS.labels(message.name).inc()
+                    log.exception("cannot apply %s version %s", message.name, message.version)

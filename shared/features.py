@@ -1,0 +1,241 @@
+"""Feature computation from the pipeline config: one pure function, used by features AND serving.
+
+`FeatureComputer.compute(event, state)` returns the feature vector *as of* `event`
+(the event itself included in its windows) and the entity's new window state. It
+never mutates `state` and reads no clock, so the features service and serving get
+the same vector from the same event and state (train/serve parity).
+
+The vector has, in pipeline-file order:
+
+- each `numeric` feature as a float: a bool is 1.0/0.0, a number is itself, a string
+  that parses as a finite number is that number; missing, null or anything else is
+  `None`. With only numeric features the vector equals the event's values.
+- each `categorical` feature one-hot and sparse: only the present value's key
+  `f"{name}={value}"` -> 1.0 (bools written `true`/`false`); nothing when missing.
+- each aggregate over the entity's events in the event-time window
+  `(event_time - window, event_time]`, over the events whose `field` is numeric
+  (same parsing as above; others are ignored, like SQL's `count(field)`):
+  `count` and `sum` (0.0 on no values), `mean`, `min`, `max` (`None` on no values)
+  and `std`, the *sample* standard deviation (ddof=1, as `river.stats.Var()`;
+  0.0 for one value, `None` for none). Sums are exact (`math.fsum`), so a result
+  does not depend on the order events arrived in.
+
+State (`EntityState`, JSON-able) is `{"v": 1, "entries": [[time_us, event_id,
+{field: value}], ...]}` in arrival order. Entries are kept while
+`time > latest - largest_window - allowed_lateness` (and at most `max_entries`).
+An event whose `event_id` is already in the state leaves it unchanged, and its
+vector is recomputed from the entries that had arrived up to it, so a redelivered
+event yields exactly the vector it first did. An out-of-order event uses the entries
+with `time <= its time`; that is exact when it is at most `allowed_lateness` behind
+the entity's latest event (older events are still answered, from the entries kept,
+but not stored). Events without `entity_id` share the `"global"` state (the caller
+keys states by `Event.key()`).
+
+>>> from datetime import datetime, timezone
+>>> from shared.messages import Event
+>>> from shared.pipeline import PipelineConfig
+>>> pipeline = PipelineConfig.model_validate({
+...     "name": "shop", "task": "binary", "models": [{"name": "logreg"}],
+...     "features": {"numeric": ["amount"], "categorical": ["country"],
+...                  "aggregates": [{"field": "amount", "how": "sum", "window": "1h"}]},
+... })
+>>> computer = FeatureComputer(pipeline)
+>>> def event(i, minute, amount):
+...     time = datetime(2024, 5, 1, 12, minute, tzinfo=timezone.utc)
+...     return Event(event_id=f"e{i}", event_time=time, entity_id="c7",
+...                  features={"amount": amount, "country": "NL"})
+>>> vector, state = computer.compute(event(1, 0, 40), None)
+>>> vector
+{'amount': 40.0, 'country=NL': 1.0, 'amount_sum_1h': 40.0}
+>>> vector, state = computer.compute(event(2, 30, 2.5), state)
+>>> vector["amount_sum_1h"], computer.compute(event(2, 30, 2.5), state)[1] is state
+(42.5, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.messages import GLOBAL_KEY, Event
+from shared.pipeline import Aggregate, PipelineConfig
+
+__all__ = [
+    "STATE_VERSION",
+    "EntityState",
+    "FeatureComputer",
+    "category_key",
+    "empty_state",
+    "time_us",
+    "to_float",
+]
+
+EntityState = dict[str, Any]
+"""JSON-able per-entity window state: `{"v": 1, "entries": [[time_us, event_id, {field: value}]]}`."""
+
+STATE_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+Entry = tuple[int, str, dict[str, float]]
+
+
+def empty_state() -> EntityState:
+    """The state of an entity never seen."""
+    return {"v": STATE_VERSION, "entries": []}
+
+
+def to_float(value: object) -> float | None:
+    """An event value as a model-ready float, or None (missing, non-numeric, not finite).
+
+    >>> to_float(True), to_float(3), to_float(" 2.5 "), to_float("abc"), to_float(None)
+    (1.0, 3.0, 2.5, None, None)
+    """
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def category_key(name: str, value: object) -> str | None:
+    """The one-hot key of a categorical value, or None when there is no value.
+
+    >>> category_key("country", "NL"), category_key("vip", True), category_key("x", None)
+    ('country=NL', 'vip=true', None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return f"{name}={'true' if value else 'false'}"
+    return f"{name}={value}"
+
+
+def time_us(moment: datetime) -> int:
+    """Microseconds since the Unix epoch (exact, JSON-able)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _std(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return 0.0
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+_REDUCERS: dict[str, Callable[[Sequence[float]], float | None]] = {
+    "count": lambda values: float(len(values)),
+    "sum": lambda values: math.fsum(values),
+    "mean": lambda values: math.fsum(values) / len(values) if values else None,
+    "min": lambda values: min(values) if values else None,
+    "max": lambda values: max(values) if values else None,
+    "std": _std,
+}
+
+
+class FeatureComputer:
+    """Computes point-in-time feature vectors and per-entity window state.
+
+    `allowed_lateness` keeps entries that long past the largest window, so events
+    up to that much behind their entity's latest one still get exact windows;
+    `max_entries` bounds one entity's state (the oldest entries go first).
+    """
+
+    def __init__(
+        self,
+        pipeline: PipelineConfig,
+        *,
+        allowed_lateness: timedelta = timedelta(0),
+        max_entries: int = 10_000,
+    ) -> None:
+        if allowed_lateness < timedelta(0):
+            raise ValueError("allowed_lateness must not be negative")
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        features = pipeline.features
+        self.version: str = pipeline.feature_set_version()
+        self.numeric: tuple[str, ...] = features.numeric
+        self.categorical: tuple[str, ...] = features.categorical
+        self.aggregates: tuple[Aggregate, ...] = features.aggregates
+        self._fields = sorted({a.field for a in self.aggregates})
+        self._windows_us = [a.window // _MICROSECOND for a in self.aggregates]
+        largest = max(self._windows_us, default=0)
+        self._retention_us = largest + allowed_lateness // _MICROSECOND
+        self._max_entries = max_entries
+
+    def names(self) -> list[str]:
+        """The features present in every vector, in order: numeric, then aggregates.
+
+        Categorical features add one sparse key `f"{name}={value}"` each (when the
+        event has a value), between the two groups.
+        """
+        return [*self.numeric, *(a.name for a in self.aggregates)]
+
+    @staticmethod
+    def entity_of(event: Event) -> str:
+        """The key an event's state is kept under: its entity id, or `"global"`."""
+        return event.entity_id if event.entity_id is not None else GLOBAL_KEY
+
+    def compute(
+        self, event: Event, state: EntityState | None
+    ) -> tuple[dict[str, float | None], EntityState]:
+        """The vector as of `event` (included in its windows) and the entity's new state."""
+        vector: dict[str, float | None] = {
+            name: to_float(event.features.get(name)) for name in self.numeric
+        }
+        for name in self.categorical:
+            key = category_key(name, event.features.get(name))
+            if key is not None:
+                vector[key] = 1.0
+        if not self.aggregates:
+            return vector, state if state is not None else empty_state()
+
+        entries = _entries(state)
+        now = time_us(event.event_time)
+        seen_at = next((i for i, e in enumerate(entries) if e[1] == event.event_id), None)
+        if seen_at is not None:  # a redelivery: same vector as the first time, same state
+            visible = entries[: seen_at + 1]
+            new_state = state if state is not None else empty_state()
+        else:
+            mine = (now, event.event_id, self._values(event))
+            visible = [*entries, mine]
+            new_state = self._next_state(entries, mine)
+        for aggregate, window in zip(self.aggregates, self._windows_us, strict=True):
+            values = [
+                e[2][aggregate.field]
+                for e in visible
+                if now - window < e[0] <= now and aggregate.field in e[2]
+            ]
+            vector[aggregate.name] = _REDUCERS[aggregate.how](values)
+        return vector, new_state
+
+    def _values(self, event: Event) -> dict[str, float]:
+        values = {}
+        for field in self._fields:
+            value = to_float(event.features.get(field))
+            if value is not None:
+                values[field] = value
+        return values
+
+    def _next_state(self, entries: list[Entry], mine: Entry) -> EntityState:
+        latest = max([mine[0], *(e[0] for e in entries)])
+        horizon = latest - self._retention_us
+        kept = [e for e in [*entries, mine] if e[0] > horizon][-self._max_entries :]
+        return {"v": STATE_VERSION, "entries": [[t, i, dict(v)] for t, i, v in kept]}
+
+
+def _entries(state: EntityState | None) -> list[Entry]:
+    if not state:
+        return []
+    return [(int(t), str(i), dict(v)) for t, i, v in state.get("entries", [])]

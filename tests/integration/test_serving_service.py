@@ -1,0 +1,266 @@
+"""Serving against the real broker and Redis: start-up load, /predict, hot swap, stream scoring."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from services.serving.models import model_input, published
+from shared.catalogue import RiverModel, build_model
+from shared.clock import utcnow
+from shared.feature_store import EntityRow, RedisOnlineStore
+from shared.features import FeatureComputer
+from shared.messages import Event, FeatureVector, Prediction
+from shared.pipeline import PipelineConfig
+from shared.topics import ensure_topics
+from tests.support import BOOTSTRAP, REDIS_URL, ServiceProcess, kcat_produce, kcat_read
+
+pytestmark = pytest.mark.integration
+
+Factory = Callable[..., ServiceProcess]
+
+PIPELINE = """\
+name: serving-itest
+task: binary
+features:
+  numeric: [x1, x2]
+  aggregates:
+    - {field: x1, how: sum, window: 1h}
+models:
+  - name: logreg
+  - name: hat
+"""
+
+
+CONFIG = PipelineConfig.model_validate(yaml.safe_load(PIPELINE))
+
+
+@pytest.fixture
+def pipeline_path(tmp_path: Path) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE)
+    return path
+
+
+@pytest.fixture
+def topics(prefix: str) -> str:
+    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3))
+    return prefix
+
+
+@pytest.fixture
+def redis_keys(prefix: str) -> Iterator[None]:
+    """Deletes every Redis key this test wrote (they all carry the prefix)."""
+    yield
+    client = SyncRedis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"*{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def trained(flip: bool) -> RiverModel:
+    """A logreg that learned x1 > 0 means True (or False, when flipped)."""
+    model = build_model("logreg")
+    for i in range(40):
+        x1 = float(i % 10 - 5)
+        model.learn_one({"x1": x1, "x2": 1.0, "x1_sum_1h": x1}, (x1 > 0) != flip)
+    return model
+
+
+def publish_model(prefix: str, name: str, version: str, model: RiverModel) -> None:
+    """Store the artifact in Redis, then announce the version on `models`."""
+    key = f"test:{prefix}registry:{name}:{version}"
+    client = SyncRedis.from_url(REDIS_URL)
+    client.set(key, pickle.dumps(model))
+    client.close()
+    message = published(name, version, key)
+    kcat_produce(f"{prefix}models", [(name.encode(), message.to_json())])
+
+
+def write_row(prefix: str, event: Event) -> EntityRow:
+    """What the features service would write for `event` (computed the same way)."""
+    computer = FeatureComputer(CONFIG)
+    vector, state = computer.compute(event, None)
+    assert event.entity_id is not None
+    row = EntityRow(
+        event.entity_id, event.event_time, event.event_id, vector, dict(event.features), state
+    )
+
+    async def write() -> None:
+        redis = Redis.from_url(REDIS_URL)
+        await RedisOnlineStore(redis, namespace=f"driftline:{prefix}features").write_batch([row])
+        await redis.aclose()
+
+    asyncio.run(write())
+    return row
+
+
+def predictions(prefix: str) -> list[Prediction]:
+    return [Prediction.model_validate_json(m["payload"]) for m in kcat_read(f"{prefix}predictions")]
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.3)
+
+
+def test_without_a_model_it_is_alive_not_ready_and_skips_vectors_until_one_comes(
+    service_factory: Factory, topics: str, pipeline_path: Path, redis_keys: None
+) -> None:
+    prefix = topics
+    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path)).start()
+    assert httpx.get(f"{service.url}/healthz").status_code == 200
+    assert httpx.get(f"{service.url}/readyz").status_code == 503
+    response = httpx.post(f"{service.url}/predict", json={"entity_id": "c1"})
+    assert response.status_code == 503
+    assert response.json() == {"detail": "no model version of 'logreg' has been published yet"}
+
+    early = FeatureVector(
+        event_id="early",
+        entity_id="c1",
+        event_time=utcnow(),
+        features={"x1": 1.0},
+        feature_set_version="v",
+    )
+    kcat_produce(f"{prefix}features", [(b"c1", early.to_json())])
+    skipped = 'driftline_serving_stream_skipped_total{reason="no_model"} 1.0'
+    assert wait_until(lambda: skipped in httpx.get(f"{service.url}/metrics").text)
+
+    publish_model(prefix, "logreg", "1", trained(flip=False))
+    assert wait_until(lambda: httpx.get(f"{service.url}/readyz").status_code == 200)
+    answer = httpx.post(f"{service.url}/predict", json={"entity_id": "c1", "features": {"x1": 2}})
+    assert (answer.status_code, answer.json()["model_version"]) == (200, "1")
+    assert [p.source for p in wait_until(lambda: predictions(prefix))] == ["http"]
+
+
+def test_predict_uses_live_features_and_hot_swaps_without_failing(
+    service_factory: Factory, topics: str, pipeline_path: Path, redis_keys: None
+) -> None:
+    prefix = topics
+    first, second = trained(flip=False), trained(flip=True)
+    publish_model(prefix, "logreg", "1", first)
+    publish_model(prefix, "hat", "1", build_model("hat"))  # not the champion: listed only
+    stored = Event(
+        event_id="e-stored",
+        event_time=utcnow() - timedelta(minutes=1),
+        entity_id="c7",
+        features={"x1": 3.0, "x2": -1.0},
+    )
+    row = write_row(prefix, stored)
+    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path)).start()
+    assert httpx.get(f"{service.url}/readyz").status_code == 200
+
+    response = httpx.post(
+        f"{service.url}/predict",
+        json={"entity_id": "c7", "event_id": "req-1", "features": {"x1": 2}},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    request_event = Event(
+        event_id="req-1", event_time=utcnow(), entity_id="c7", features={**row.raw, "x1": 2}
+    )
+    expected, _ = FeatureComputer(CONFIG).compute(request_event, row.state)
+    assert body["features_used"] == expected == {"x1": 2.0, "x2": -1.0, "x1_sum_1h": 5.0}
+    assert body["prediction"] == first.predict_one(model_input(expected))
+    assert (body["model"], body["model_version"], body["event_id"]) == ("logreg", "1", "req-1")
+    logged = wait_until(
+        lambda: [p for p in predictions(prefix) if p.prediction_id == body["prediction_id"]]
+    )
+    assert [(p.source, p.model_version, p.entity_id) for p in logged] == [("http", "1", "c7")]
+
+    results: list[tuple[int, str | None, Any]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            while not stop.is_set():
+                r = client.post("/predict", json={"entity_id": "c7", "features": {"x1": 2}})
+                answer = r.json()
+                results.append(
+                    (r.status_code, answer.get("model_version"), answer.get("prediction"))
+                )
+
+    clients = [threading.Thread(target=hammer) for _ in range(2)]
+    for client in clients:
+        client.start()
+    time.sleep(0.5)
+    publish_model(prefix, "logreg", "2", second)
+    assert wait_until(lambda: any(v == "2" for _, v, _ in results[-5:]), timeout=30)
+    publish_model(prefix, "logreg", "1", first)  # an older version again: ignored
+    time.sleep(1.0)
+    stop.set()
+    for client in clients:
+        client.join()
+
+    assert results and all(status == 200 for status, _, _ in results), results[:5]
+    versions = [v for _, v, _ in results]
+    assert len(versions) >= 20 and versions[-1] == "2" and "1" in versions
+    by_version = {v: {p for _, vv, p in results if vv == v} for v in ("1", "2")}
+    assert by_version == {
+        "1": {first.predict_one(model_input(expected))},
+        "2": {second.predict_one(model_input(expected))},
+    }
+    models = httpx.get(f"{service.url}/models").json()
+    assert models["champion"]["version"] == "2"
+    assert {n: [v["version"] for v in vs] for n, vs in models["models"].items()} == {
+        "hat": ["1"],
+        "logreg": ["1", "2"],
+    }
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'driftline_serving_model_version{model="logreg"} 2.0' in metrics
+    assert 'driftline_serving_model_swaps_total{model="logreg"} 2.0' in metrics
+
+
+def test_every_feature_vector_gets_one_stream_prediction_from_the_newest_version(
+    service_factory: Factory, topics: str, pipeline_path: Path, redis_keys: None
+) -> None:
+    prefix = topics
+    old, newest = trained(flip=True), trained(flip=False)
+    publish_model(prefix, "logreg", "1", old)
+    publish_model(prefix, "logreg", "2", newest)  # at start, the newest version is loaded
+    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path)).start()
+    assert httpx.get(f"{service.url}/readyz").json()["model_version"] == "2"
+
+    vectors = [
+        FeatureVector(
+            event_id=f"e{i}",
+            entity_id=f"c{i % 3}",
+            event_time=utcnow(),
+            features={"x1": float(i - 5), "x2": 1.0, "x1_sum_1h": None if i == 0 else float(i)},
+            feature_set_version="v",
+        )
+        for i in range(10)
+    ]
+    messages: list[tuple[bytes | None, bytes | None]] = [
+        (v.key().encode(), v.to_json()) for v in vectors
+    ]
+    kcat_produce(f"{prefix}features", [*messages, (b"c1", b'{"not": "a vector"}')])
+    found = wait_until(lambda: len(predictions(prefix)) >= len(vectors) and predictions(prefix))
+    by_event = {p.event_id: p for p in found}
+    assert len(found) == len(vectors) == len(by_event)
+    for vector in vectors:
+        p = by_event[vector.event_id]
+        assert p.prediction_id == f"{vector.event_id}:logreg:stream:2"
+        assert (p.source, p.model, p.model_version) == ("stream", "logreg", "2")
+        assert (p.entity_id, p.event_time) == (vector.entity_id, vector.event_time)
+        assert p.y_pred == newest.predict_one(model_input(vector.features))
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'driftline_serving_stream_skipped_total{reason="invalid"} 1.0' in metrics
+    assert all(p.probabilities is not None for p in found)

@@ -1,0 +1,329 @@
+"""FeatureComputer: pass-through, one-hot, every aggregate against a brute-force reference."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.features.handlers import DictStateStore, RawEvent, plan_batch
+from shared.features import EntityState, FeatureComputer, category_key, empty_state, to_float
+from shared.messages import Event
+from shared.pipeline import PipelineConfig
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+HOWS = ("count", "sum", "mean", "min", "max", "std")
+
+
+def _pipeline(
+    numeric: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    aggregates: Sequence[dict[str, str]] = (),
+) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "name": "t",
+            "task": "binary",
+            "models": [{"name": "logreg"}],
+            "features": {
+                "numeric": list(numeric),
+                "categorical": list(categorical),
+                "aggregates": list(aggregates),
+            },
+        }
+    )
+
+
+def _event(
+    event_id: str,
+    at: datetime,
+    features: dict[str, Any],
+    entity: str | None = "u1",
+) -> Event:
+    return Event(event_id=event_id, event_time=at, entity_id=entity, features=features)
+
+
+def _run(computer: FeatureComputer, events: Sequence[Event]) -> list[dict[str, float | None]]:
+    """Every event in order through the computer, states kept per entity."""
+    states: dict[str, EntityState] = {}
+    vectors = []
+    for event in events:
+        key = computer.entity_of(event)
+        vector, states[key] = computer.compute(event, states.get(key))
+        vectors.append(vector)
+    return vectors
+
+
+def test_only_numeric_features_pass_through_unchanged() -> None:
+    computer = FeatureComputer(_pipeline(numeric=["a", "b", "c"]))
+    rng = random.Random(1)
+    events = [
+        _event(f"e{i}", T0 + timedelta(seconds=i), {n: rng.uniform(-1e6, 1e6) for n in "abc"})
+        for i in range(200)
+    ]
+    vectors = _run(computer, events)
+    assert vectors == [dict(e.features) for e in events]
+    assert computer.names() == ["a", "b", "c"]
+
+
+def test_numeric_values_are_floats_or_none() -> None:
+    computer = FeatureComputer(
+        _pipeline(numeric=["t", "f", "i", "s", "bad", "none", "inf", "gone"])
+    )
+    event = _event(
+        "e1",
+        T0,
+        {"t": True, "f": False, "i": 3, "s": "2.5", "bad": "abc", "none": None, "inf": "inf"},
+    )
+    vector, _ = computer.compute(event, None)
+    assert vector == {
+        "t": 1.0,
+        "f": 0.0,
+        "i": 3.0,
+        "s": 2.5,
+        "bad": None,
+        "none": None,
+        "inf": None,
+        "gone": None,
+    }
+    assert all(type(v) is float for v in vector.values() if v is not None)
+    assert to_float(float("nan")) is None
+
+
+def test_categorical_features_are_one_hot_and_sparse() -> None:
+    computer = FeatureComputer(_pipeline(numeric=["x"], categorical=["country", "vip", "tier"]))
+    vector, _ = computer.compute(
+        _event("e1", T0, {"x": 1, "country": "NL", "vip": True, "tier": None}), None
+    )
+    assert vector == {"x": 1.0, "country=NL": 1.0, "vip=true": 1.0}
+    other, _ = computer.compute(_event("e2", T0, {"x": 2, "country": "DE", "tier": 3}), None)
+    assert other == {"x": 2.0, "country=DE": 1.0, "tier=3": 1.0}
+    assert category_key("vip", False) == "vip=false"
+
+
+def _reference(
+    events: Sequence[Event], field: str, how: str, window: timedelta
+) -> list[float | None]:
+    """Brute force: for each arriving event, the first copies of the entity's events that
+    arrived up to its first copy, within (t - window, t]."""
+    first_seen: dict[str, int] = {}
+    answers: list[float | None] = []
+    for position, event in enumerate(events):
+        upto = first_seen.setdefault(event.event_id, position)
+        me = events[upto]
+        values = [
+            float(other.features[field])
+            for index, other in enumerate(events[: upto + 1])
+            if first_seen.get(other.event_id) == index
+            and other.key() == me.key()
+            and me.event_time - window < other.event_time <= me.event_time
+            and other.features.get(field) is not None
+        ]
+        answers.append(_reduce(how, values))
+    return answers
+
+
+def _reduce(how: str, values: list[float]) -> float | None:
+    if how == "count":
+        return float(len(values))
+    if how == "sum":
+        return float(sum(values))
+    if not values:
+        return None
+    if how == "mean":
+        return statistics.fmean(values)
+    if how == "min":
+        return min(values)
+    if how == "max":
+        return max(values)
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _random_stream(
+    seed: int, n: int = 400, late_by: timedelta = timedelta(minutes=20)
+) -> list[Event]:
+    """Several entities (and the global stream), out-of-order times, missing values, duplicates."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    for i in range(n):
+        at = T0 + timedelta(seconds=20 * i + rng.randint(0, 19))
+        if rng.random() < 0.2:
+            at -= timedelta(seconds=rng.randint(0, int(late_by.total_seconds())))
+        amount: float | None = round(rng.uniform(-100, 100), 3)
+        if rng.random() < 0.1:
+            amount = None
+        entity = rng.choice(["a", "b", "c", None])
+        events.append(_event(f"e{i}", at, {"amount": amount}, entity))
+        if rng.random() < 0.08:  # a redelivery of an earlier event
+            events.append(rng.choice(events[-30:]))
+    return events
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_each_aggregate_equals_a_brute_force_reference(how: str, seed: int) -> None:
+    windows = [timedelta(minutes=5), timedelta(hours=1)]
+    aggregates = [
+        {"field": "amount", "how": how, "window": f"{int(w.total_seconds())}s"} for w in windows
+    ]
+    computer = FeatureComputer(
+        _pipeline(aggregates=aggregates), allowed_lateness=timedelta(minutes=30)
+    )
+    events = _random_stream(seed)
+    vectors = _run(computer, events)
+    for aggregate, window in zip(computer.aggregates, windows, strict=True):
+        expected = _reference(events, "amount", how, window)
+        got = [v[aggregate.name] for v in vectors]
+        for event, want, have in zip(events, expected, got, strict=True):
+            if want is None:
+                assert have is None, (event.event_id, have)
+            else:
+                assert have == pytest.approx(want, rel=1e-9, abs=1e-9), (event.event_id, want, have)
+    assert len({v["amount_" + how + "_1h"] for v in vectors}) > 10, "the stream is not trivial"
+
+
+def test_window_is_open_at_the_start_and_closed_at_the_end() -> None:
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "x", "how": "sum", "window": "10m"}])
+    )
+    edge = T0 - timedelta(minutes=10)
+    events = [
+        _event("old", edge, {"x": 1}),
+        _event("inside", edge + timedelta(microseconds=1), {"x": 10}),
+        _event("same-time", T0, {"x": 100}),
+        _event("now", T0, {"x": 1000}),
+    ]
+    assert [v["x_sum_10m"] for v in _run(computer, events)] == [1.0, 11.0, 110.0, 1110.0]
+
+
+def test_aggregates_over_no_values() -> None:
+    aggregates = [{"field": "x", "how": how, "window": "1h"} for how in HOWS]
+    computer = FeatureComputer(_pipeline(aggregates=aggregates))
+    vector, _ = computer.compute(_event("e1", T0, {"x": "n/a"}), None)
+    assert vector == {
+        "x_count_1h": 0.0,
+        "x_sum_1h": 0.0,
+        "x_mean_1h": None,
+        "x_min_1h": None,
+        "x_max_1h": None,
+        "x_std_1h": None,
+    }
+    one, _ = computer.compute(_event("e2", T0, {"x": 4}), None)
+    assert (one["x_std_1h"], one["x_mean_1h"], one["x_count_1h"]) == (0.0, 4.0, 1.0)
+
+
+def test_compute_is_pure_and_state_is_json() -> None:
+    computer = FeatureComputer(
+        _pipeline(numeric=["x"], aggregates=[{"field": "x", "how": "mean", "window": "1h"}])
+    )
+    _, state = computer.compute(_event("e1", T0, {"x": 1}), None)
+    frozen = copy.deepcopy(state)
+    event = _event("e2", T0 + timedelta(minutes=1), {"x": 3})
+    first = computer.compute(event, state)
+    second = computer.compute(event, json.loads(json.dumps(state)))
+    assert state == frozen, "compute must not mutate its input state"
+    assert first == second == ({"x": 3.0, "x_mean_1h": 2.0}, first[1])
+    assert first[1]["entries"][-1] == [
+        int((event.event_time - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1e6),
+        "e2",
+        {"x": 3.0},
+    ]
+
+
+def test_a_redelivered_event_gets_its_first_vector_and_changes_nothing() -> None:
+    """What restarts and serving rely on: the final state reproduces every earlier vector."""
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "amount", "how": h, "window": "1h"} for h in HOWS]),
+        allowed_lateness=timedelta(hours=1),
+    )
+    events = [e for e in _random_stream(7, n=150) if e.entity_id == "a"]
+    states: list[EntityState] = [empty_state()]
+    vectors = []
+    for event in events:
+        vector, state = computer.compute(event, states[-1])
+        vectors.append(vector)
+        states.append(state)
+    final = states[-1]
+    for event, vector in zip(events, vectors, strict=True):
+        again, same = computer.compute(event, final)
+        assert again == vector
+        assert same is final
+
+
+def test_global_state_for_events_without_entity_and_entities_apart() -> None:
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "x", "how": "count", "window": "1h"}])
+    )
+    events = [
+        _event("e1", T0, {"x": 1}, None),
+        _event("e2", T0, {"x": 1}, "a"),
+        _event("e3", T0, {"x": 1}, None),
+    ]
+    assert [v["x_count_1h"] for v in _run(computer, events)] == [1.0, 1.0, 2.0]
+    assert computer.entity_of(events[0]) == "global"
+
+
+def test_state_is_pruned_to_the_window_plus_lateness_and_bounded() -> None:
+    pipeline = _pipeline(aggregates=[{"field": "x", "how": "sum", "window": "10m"}])
+    computer = FeatureComputer(pipeline, allowed_lateness=timedelta(minutes=5))
+    events = [_event(f"e{i}", T0 + timedelta(minutes=i), {"x": 1}) for i in range(60)]
+    state: EntityState | None = None
+    for event in events:
+        _, state = computer.compute(event, state)
+    assert state is not None
+    assert [e[1] for e in state["entries"]] == [f"e{i}" for i in range(45, 60)]
+    too_late = _event("late", T0, {"x": 1})
+    vector, after = computer.compute(too_late, state)
+    assert (vector["x_sum_10m"], after) == (1.0, state), "too late: answered, not stored"
+    bounded = FeatureComputer(pipeline, max_entries=3)
+    assert len(_run_state(bounded, events)["entries"]) == 3
+
+
+def _run_state(computer: FeatureComputer, events: Sequence[Event]) -> EntityState:
+    state: EntityState | None = None
+    for event in events:
+        _, state = computer.compute(event, state)
+    assert state is not None
+    return state
+
+
+def test_names_and_version_come_from_the_pipeline() -> None:
+    pipeline = _pipeline(
+        numeric=["x"],
+        categorical=["c"],
+        aggregates=[{"field": "x", "how": "max", "window": "1d"}],
+    )
+    computer = FeatureComputer(pipeline)
+    assert computer.names() == ["x", "x_max_1d"]
+    assert computer.version == pipeline.feature_set_version()
+    vector, _ = computer.compute(_event("e1", T0, {"x": 2, "c": "k"}), None)
+    assert list(vector) == ["x", "c=k", "x_max_1d"]
+
+
+def test_plan_batch_skips_invalid_records_and_keeps_state_per_entity() -> None:
+    computer = FeatureComputer(_pipeline(aggregates=[{"field": "x", "how": "sum", "window": "1h"}]))
+    good = [
+        _event("e1", T0, {"x": 1}, "a").to_json(),
+        b'{"event_id": "e2"}',
+        None,
+        _event("e3", T0, {"x": 2}, "a").to_json(),
+        _event("e1", T0, {"x": 1}, "a").to_json(),
+    ]
+    states = DictStateStore()
+    plan = plan_batch([RawEvent(1, i, v, 1000) for i, v in enumerate(good)], states, computer)
+    assert [c.vector.features["x_sum_1h"] for c in plan.computed] == [1.0, 3.0, 1.0]
+    assert [c.duplicate for c in plan.computed] == [False, False, True]
+    assert [(i.record.offset, i.errors[0].code) for i in plan.invalid] == [
+        (1, "missing_field"),
+        (2, "empty"),
+    ]
+    assert plan.computed[1].row.state == states.data["a"]
+    assert plan.computed[0].vector.feature_set_version == computer.version
+    assert math.isclose(plan.computed[1].row.features["x_sum_1h"] or 0, 3.0)

@@ -1,0 +1,178 @@
+"""Serving's HTTP API on in-memory fakes, run with its lifespan: validation, 503, predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from services.serving.app import build_app
+from services.serving.context import ServingContext
+from services.serving.models import LoadedModel, ModelHolder, model_input, published
+from shared.catalogue import RiverModel, build_model
+from shared.clock import utcnow
+from shared.feature_store import EntityRow, InMemoryOnlineStore
+from shared.features import FeatureComputer
+from shared.messages import Event, Prediction
+from shared.pipeline import PipelineConfig
+
+PIPELINE = PipelineConfig.model_validate(
+    {
+        "name": "shop",
+        "task": "binary",
+        "features": {
+            "numeric": ["amount"],
+            "categorical": ["country"],
+            "aggregates": [{"field": "amount", "how": "sum", "window": "1h"}],
+        },
+        "models": [{"name": "logreg"}, {"name": "hat"}],
+    }
+)
+
+
+class ListSink:
+    """Collects what the API publishes."""
+
+    def __init__(self) -> None:
+        self.predictions: list[Prediction] = []
+
+    def publish_nowait(self, prediction: Prediction) -> None:
+        self.predictions.append(prediction)
+
+
+@pytest.fixture
+def context() -> ServingContext:
+    computer = FeatureComputer(PIPELINE)
+    store = InMemoryOnlineStore()
+    stored = Event(
+        event_id="e1",
+        event_time=utcnow() - timedelta(minutes=5),
+        entity_id="c7",
+        features={"amount": 40, "country": "NL"},
+    )
+    vector, state = computer.compute(stored, None)
+    row = EntityRow("c7", stored.event_time, "e1", vector, dict(stored.features), state)
+    asyncio.run(store.write_batch([row]))
+    return ServingContext(ModelHolder("logreg"), store, computer, ListSink())
+
+
+@pytest.fixture
+def client(context: ServingContext) -> Iterator[TestClient]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.context = context
+        yield
+
+    with TestClient(build_app(lifespan)) as client:
+        yield client
+
+
+def trained_logreg() -> RiverModel:
+    model = build_model("logreg")
+    for amount, sum_1h, label in [(1.0, 1.0, False), (90.0, 200.0, True), (5.0, 8.0, False)]:
+        model.learn_one({"amount": amount, "country=NL": 1.0, "amount_sum_1h": sum_1h}, label)
+    return model
+
+
+def test_before_any_model_predict_and_readyz_are_503(client: TestClient) -> None:
+    response = client.post("/predict", json={"entity_id": "c7"})
+    assert response.status_code == 503
+    assert response.json() == {"detail": "no model version of 'logreg' has been published yet"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "published yet" in ready.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "error_type"),
+    [
+        ({"features": {"amount": 1}}, "entity_id", "missing"),
+        ({"entity_id": "c7", "features": {"amount": [1]}}, "features.amount", "value_error"),
+        ({"entity_id": "c7", "features": {"amount": {"a": 1}}}, "features.amount", "value_error"),
+        ({"entity_id": "c7", "extra": 1}, "extra", "extra_forbidden"),
+        ({"entity_id": ""}, "entity_id", "string_too_short"),
+        ({"entity_id": 7}, "entity_id", "string_type"),
+        ({"entity_id": "c7", "features": {"": 1}}, "features.[key]", "string_too_short"),
+        ({"entity_id": "c7", "features": []}, "features", "dict_type"),
+    ],
+)
+def test_bad_requests_are_422_naming_the_field(
+    client: TestClient, body: dict[str, object], field: str, error_type: str
+) -> None:
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    problems = {(p["field"], p["type"]) for p in response.json()["detail"]}
+    assert problems == {(field, error_type)}
+
+
+def test_non_finite_numbers_are_refused(client: TestClient) -> None:
+    response = client.post(
+        "/predict",
+        content=b'{"entity_id": "c7", "features": {"amount": NaN}}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "features.amount"
+    assert "finite" in response.json()["detail"][0]["msg"]
+
+
+def test_predict_merges_the_request_over_the_live_row(
+    client: TestClient, context: ServingContext
+) -> None:
+    model = trained_logreg()
+    context.holder.record(published("logreg", "3", "k3"))
+    context.holder.swap(LoadedModel("logreg", "3", model))
+    assert client.get("/readyz").status_code == 200
+
+    response = client.post(
+        "/predict", json={"entity_id": "c7", "event_id": "req-1", "features": {"amount": 10}}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    used = {"amount": 10.0, "country=NL": 1.0, "amount_sum_1h": 50.0}
+    assert body["features_used"] == used
+    assert body["prediction"] == model.predict_one(model_input(used))
+    expected = {str(k): v for k, v in model.predict_proba_one(model_input(used)).items()}
+    assert body["probabilities"] == pytest.approx(expected)
+    assert (body["model"], body["model_version"], body["event_id"]) == ("logreg", "3", "req-1")
+
+    (logged,) = context.sink.predictions  # type: ignore[attr-defined]
+    assert logged.source == "http" and logged.prediction_id == body["prediction_id"]
+    assert (logged.event_id, logged.entity_id, logged.model_version) == ("req-1", "c7", "3")
+
+
+def test_an_unknown_entity_is_predicted_from_the_request_alone(
+    client: TestClient, context: ServingContext
+) -> None:
+    context.holder.swap(LoadedModel("logreg", "1", trained_logreg()))
+    response = client.post("/predict", json={"entity_id": "new", "features": {"amount": 2.5}})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["features_used"] == {"amount": 2.5, "amount_sum_1h": 2.5}
+    assert body["event_id"]  # generated when not given
+
+
+def test_models_lists_the_champion_and_every_version(
+    client: TestClient, context: ServingContext
+) -> None:
+    for name, version in [("logreg", "1"), ("logreg", "2"), ("hat", "1")]:
+        context.holder.record(published(name, version, f"{name}:{version}"))
+    context.holder.swap(LoadedModel("logreg", "2", trained_logreg()))
+    body = client.get("/models").json()
+    assert body["champion"]["name"] == "logreg" and body["champion"]["version"] == "2"
+    assert {n: [v["version"] for v in vs] for n, vs in body["models"].items()} == {
+        "hat": ["1"],
+        "logreg": ["1", "2"],
+    }
+
+
+def test_metrics_count_requests_by_status(client: TestClient) -> None:
+    client.post("/predict", json={})
+    text = client.get("/metrics").text
+    assert 'driftline_serving_requests_total{status="422"}' in text
+    assert "driftline_serving_request_latency_seconds_bucket" in text
