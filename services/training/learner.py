@@ -146,6 +146,10 @@ class OnlineLearner:
         else:
             self._start_timer(self.clock, "untimed", event_id)
 
+    def has_features(self, event_id: str) -> bool:
+        """Whether `event_id`'s features were added (and are still remembered)."""
+        return event_id in self._seen_features
+
     # ---- processing
 
     def advance(self, watermark: datetime | None = None) -> list[LearnerOutput]:

@@ -1,0 +1,79 @@
+"""HTTP entry points of training: health, Prometheus metrics, and the models it trains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.training.worker import TrainingWorker
+from shared.registry import ModelRegistry
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    worker: TrainingWorker = request.app.state.worker
+    task = request.app.state.worker_task
+    idle = worker.seconds_since_poll()
+    healthy = not task.done() and idle < 30
+    body = {"status": "ok" if healthy else "unhealthy", "consumer_idle_s": round(idle, 3)}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/models")
+async def models(request: Request) -> dict[str, Any]:
+    """Each model's live counts and current version, with its versions in the registry."""
+    worker: TrainingWorker = request.app.state.worker
+    registry: ModelRegistry = request.app.state.registry
+    limit: int = request.app.state.settings.api_versions
+    state = worker.state
+    learner = state.learner
+    saved_at = state.saved_at.isoformat() if state.saved_at else None
+    rows = []
+    for name, score in learner.scores.items():
+        versions = await registry.versions(name, limit=limit)
+        rows.append(
+            {
+                "name": name,
+                "version": state.version_of(name),
+                "n_learned": score.n_learned,
+                "n_scored": score.n_scored,
+                "n_correct": score.n_correct,
+                "accuracy": score.accuracy,
+                "last_checkpoint": saved_at,
+                "versions": [
+                    {
+                        "version": v.version,
+                        "published_at": v.published_at.isoformat(),
+                        "n_learned": v.lineage.n_learned,
+                        "metrics": v.metrics,
+                        "artifact_key": v.artifact_key,
+                    }
+                    for v in versions
+                ],
+            }
+        )
+    return {
+        "models": rows,
+        "records": state.records,
+        "event_time": learner.clock.isoformat() if learner.clock else None,
+        "pending": {"features": learner.awaiting_labels, "labels": learner.awaiting_features},
+        "buffered": learner.buffered,
+        "expired": {"features": learner.expired_features, "labels": learner.expired_labels},
+        "duplicates": learner.duplicates,
+        "late": learner.late,
+        "last_checkpoint": saved_at,
+        "config_hash": state.config_hash,
+        "restored": worker.restored,
+    }

@@ -1,0 +1,138 @@
+"""Checkpoints: the whole training state and the input offsets it reflects, in one key.
+
+`TrainingState` is what a restart needs to neither skip nor re-learn an event: the
+learner (models, buffers, counters), the watermark, the next offset to read on every
+input partition, and the model versions published so far. `CheckpointStore.save`
+writes it under one Redis key in the same MULTI/EXEC as the registry versions of
+every model that learned something since its last version, so the versions and the
+checkpoint they belong to become visible together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aiokafka import TopicPartition
+from redis.asyncio import Redis
+
+from services.training.learner import OnlineLearner
+from services.training.watermark import Watermark
+from shared.clock import utcnow
+from shared.messages import ModelPublished, PartitionOffset
+from shared.registry import ModelRegistry
+
+__all__ = ["CheckpointStore", "TrainingState", "model_metrics"]
+
+
+@dataclass
+class TrainingState:
+    """Everything the training service knows, as of the records it has consumed."""
+
+    learner: OnlineLearner
+    watermark: Watermark
+    config_hash: str
+    # The next offset to read on each input partition: every record before it is in
+    # the learner (processed, or buffered beyond the watermark).
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    # event_id -> entity_id for features added but not yet predicted (for the key).
+    entities: dict[str, str | None] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)  # model -> latest version
+    published_n: dict[str, int] = field(default_factory=dict)  # model -> n_learned then
+    records: int = 0  # input records consumed, ever
+    saved_at: datetime | None = None
+
+    def version_of(self, model: str) -> str:
+        """The model's current version: the last one published, "0" before the first."""
+        return self.versions.get(model, "0")
+
+    def partition_offsets(self) -> list[PartitionOffset]:
+        return [
+            PartitionOffset(topic=tp.topic, partition=tp.partition, offset=offset)
+            for tp, offset in sorted(self.offsets.items())
+        ]
+
+
+def model_metrics(learner: OnlineLearner, model: str) -> dict[str, float]:
+    score = learner.scores[model]
+    return {
+        "n_learned": float(score.n_learned),
+        "n_scored": float(score.n_scored),
+        "n_correct": float(score.n_correct),
+        "accuracy": score.accuracy,
+    }
+
+
+class CheckpointStore:
+    """Reads and writes the `TrainingState` under `key`, with the registry versions."""
+
+    def __init__(self, redis: Redis, registry: ModelRegistry, key: str) -> None:
+        self.redis = redis
+        self.registry = registry
+        self.key = key
+
+    async def load(self) -> TrainingState | None:
+        data = await self.redis.hget(self.key, "state")
+        if data is None:
+            return None
+        if not isinstance(data, bytes):
+            raise TypeError(f"checkpoint {self.key!r} was read as text, not bytes")
+        state = await asyncio.to_thread(pickle.loads, data)
+        if not isinstance(state, TrainingState):
+            raise TypeError(f"checkpoint {self.key!r} holds a {type(state).__name__}")
+        return state
+
+    async def save(self, state: TrainingState) -> list[ModelPublished]:
+        """Write `state`, and a new version of each model that learned since its last one.
+
+        Returns the new versions (to announce on `models`). On failure `state` is left
+        as it was and the error is raised.
+        """
+        learner = state.learner
+        due = [
+            name
+            for name, score in learner.scores.items()
+            if score.n_learned > state.published_n.get(name, 0)
+        ]
+        numbers = {name: await self.registry.next_version(name) for name in due}
+        before = (dict(state.versions), dict(state.published_n), state.saved_at)
+        now = utcnow()
+        offsets = state.partition_offsets()
+        pipe = self.redis.pipeline(transaction=True)
+        published = []
+        try:
+            for name in due:
+                published.append(
+                    self.registry.stage(
+                        pipe,
+                        name,
+                        numbers[name],
+                        learner.models[name],
+                        model_metrics(learner, name),
+                        offsets,
+                        state.config_hash,
+                        learner.scores[name].n_learned,
+                        published_at=now,
+                    )
+                )
+                state.versions[name] = numbers[name]
+                state.published_n[name] = learner.scores[name].n_learned
+            state.saved_at = now
+            blob = await asyncio.to_thread(pickle.dumps, state, pickle.HIGHEST_PROTOCOL)
+            summary = {
+                "saved_at": now.isoformat(),
+                "config_hash": state.config_hash,
+                "records": state.records,
+                "versions": state.versions,
+                "offsets": [o.model_dump() for o in offsets],
+                "n_learned": {n: s.n_learned for n, s in learner.scores.items()},
+            }
+            pipe.hset(self.key, mapping={"state": blob, "summary": json.dumps(summary)})
+            await pipe.execute()
+        except BaseException:
+            state.versions, state.published_n, state.saved_at = before
+            raise
+        return published

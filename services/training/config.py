@@ -1,0 +1,28 @@
+"""Training settings, from the environment."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+__all__ = ["TrainingSettings"]
+
+
+class TrainingSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 8003
+    group_id: str = "driftline-training"
+    # Checkpoint (new model versions + the learner with its input offsets) after this
+    # many consumed records, or this many seconds, whichever comes first; and at shutdown.
+    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_seconds: float = Field(default=30.0, gt=0)
+    # A caught-up partition quiet for this long (wall time) no longer holds the watermark.
+    idle_ms: int = Field(default=2000, ge=0)
+    # Longest wait (wall time) for the features of a label already consumed (meanwhile
+    # quiet features partitions are not skipped), and for a silent topic's first record.
+    label_wait_ms: int = Field(default=60_000, ge=0)
+    batch_size: int = Field(default=500, ge=1)
+    poll_ms: int = Field(default=200, ge=10)
+    # How many registry versions per model GET /api/models lists (newest).
+    api_versions: int = Field(default=20, ge=1)

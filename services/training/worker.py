@@ -1,0 +1,351 @@
+"""The Kafka side of training: consume `features` and `labels`, learn, publish, checkpoint.
+
+One loop, one consumer group over both topics. For each batch: validate and add each
+record to the learner (bad ones are logged, counted and skipped), note each
+partition's progress in the watermark, advance the learner as far as the watermark
+allows, publish the learner's predictions and wait for their acks. Every
+`checkpoint_every` records or `checkpoint_seconds`, and at shutdown, the state is
+checkpointed (with new model versions), the versions are announced on `models`, and
+the consumer group offsets are committed.
+
+On every partition assignment the consumer is positioned from the checkpointed
+state, never from the group's committed offsets: at the state's next offset for a
+partition the learner has read, at the beginning for one it never read. So a
+restart resumes exactly where the restored learner stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
+
+from services.training import metrics
+from services.training.checkpoint import CheckpointStore, TrainingState
+from services.training.learner import LearnerOutput, PredictionMade
+from services.training.watermark import PartitionKey
+from shared.clock import utcnow
+from shared.messages import GLOBAL_KEY, FeatureVector, Label, Prediction
+from shared.registry import ModelRegistry
+from shared.topics import Topics
+from shared.validation import validate_raw
+
+__all__ = ["TrainingWorker", "to_prediction"]
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 0.5  # how often caught-up status and lag are checked
+CHECKPOINT_RETRY_S = 5.0
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds; anything else unchanged."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and not isinstance(value, bool | int | float | str) else value
+
+
+def to_prediction(
+    made: PredictionMade, version: str, entity_id: str | None, now: datetime
+) -> Prediction:
+    """The `learner` prediction message for one model's prediction of one event.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+    >>> made = PredictionMade("e1", "logreg", 1, {0: 0.25, 1: 0.75}, t)
+    >>> p = to_prediction(made, "3", "k1", t)
+    >>> p.prediction_id, p.model_version, p.y_pred, p.probabilities
+    ('e1:logreg:learner', '3', 1, {'0': 0.25, '1': 0.75})
+    """
+    probabilities = None
+    if made.proba is not None:
+        probabilities = {
+            str(_plain(label)): min(1.0, max(0.0, float(p)))
+            for label, p in made.proba.items()
+            if math.isfinite(float(p))
+        }
+    return Prediction(
+        prediction_id=f"{made.event_id}:{made.model}:learner",
+        event_id=made.event_id,
+        entity_id=entity_id,
+        model=made.model,
+        model_version=version,
+        y_pred=_plain(made.y_pred),
+        probabilities=probabilities,
+        source="learner",
+        event_time=made.event_time,
+        time=now,
+    )
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: TrainingWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.worker.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.worker.assigned(assigned)
+
+
+class TrainingWorker:
+    """Feeds the learner from Kafka, publishes its predictions, checkpoints its state."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        store: CheckpointStore,
+        registry: ModelRegistry,
+        topics: Topics,
+        state: TrainingState,
+        *,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 30.0,
+        batch_size: int = 500,
+        poll_ms: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.registry = registry
+        self.topics = topics
+        self.state = state
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.batch_size = batch_size
+        self.poll_ms = poll_ms
+        self.clock = clock
+        self.listener = _Rebalance(self)
+        self.last_poll = clock()
+        self.last_checkpoint = clock()
+        self._since_checkpoint = 0  # records consumed since the last checkpoint
+        self._dirty = False  # anything changed since the last checkpoint
+        self._last_refresh = 0.0
+        self._retry_at = 0.0  # after a failed checkpoint, not before this
+        self._revoked_times: dict[PartitionKey, datetime] = {}
+        self._stop = asyncio.Event()
+        self.restored = {  # what the process started from (checkpoint or nothing)
+            "records": state.records,
+            "versions": dict(state.versions),
+            "saved_at": state.saved_at.isoformat() if state.saved_at else None,
+        }
+
+    # ---- lifecycle
+
+    def seconds_since_poll(self) -> float:
+        return self.clock() - self.last_poll
+
+    def stop(self) -> None:
+        """Finish the current batch, write a last checkpoint, and return from `run`."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self._announce_current()
+        while not self._stop.is_set():
+            batch = await self.consumer.getmany(
+                timeout_ms=self.poll_ms, max_records=self.batch_size
+            )
+            self.last_poll = self.clock()
+            await self.step(batch)
+        if self._dirty or self._since_checkpoint:
+            await self.checkpoint()
+        log.info("training stopped; its state is checkpointed at records=%d", self.state.records)
+
+    # ---- rebalance
+
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        self._revoked_times.update(
+            {p: t for p, t in self.state.watermark.last_times().items() if p in partitions}
+        )
+        self.state.watermark.revoke(partitions)
+
+    async def assigned(self, partitions: list[TopicPartition]) -> None:
+        fresh = [tp for tp in partitions if tp not in self.state.offsets]
+        for tp in partitions:
+            if tp in self.state.offsets:
+                self.consumer.seek(tp, self.state.offsets[tp])
+        if fresh:
+            await self.consumer.seek_to_beginning(*fresh)
+        self.state.watermark.assign(partitions, self.clock(), self._revoked_times)
+        for topic in (self.topics.features, self.topics.labels):
+            known = self.consumer.partitions_for_topic(topic) or set()
+            mine = {tp.partition for tp in partitions if tp.topic == topic}
+            if known - mine:
+                log.warning(
+                    "assigned %s of %s's partitions: another replica shares the group;"
+                    " one learner must read them all (run a single training replica)",
+                    sorted(mine),
+                    topic,
+                )
+        log.info(
+            "assigned; resuming at %s (0: the beginning)",
+            {f"{tp.topic}/{tp.partition}": self.state.offsets.get(tp, 0) for tp in partitions},
+        )
+
+    # ---- one batch
+
+    async def step(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        now = self.clock()
+        state = self.state
+        for tp, records in batch.items():
+            for record in records:
+                self._consume(tp, record, now)
+            state.offsets[tp] = records[-1].offset + 1
+            state.records += len(records)
+            self._since_checkpoint += len(records)
+            self._dirty = True
+        # Check again before skipping a quiet partition when records flow: the stream
+        # may just have resumed, with that partition's records on their way too.
+        watermark_stale = bool(batch) and state.watermark.skipping(now)
+        if watermark_stale or not batch or now - self._last_refresh >= REFRESH_SECONDS:
+            await self._refresh(now)
+        watermark = state.watermark.decide(now)
+        learner = state.learner
+        if watermark is not None and (
+            learner.buffered or learner.clock is None or watermark > learner.clock
+        ):
+            outputs = learner.advance(watermark)
+            self._dirty = True
+            await self._publish(outputs)
+        if batch:
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            wall_ms = time.time() * 1000
+            for records in batch.values():
+                for record in records:
+                    metrics.LATENCY.observe(max(0.0, (wall_ms - record.timestamp) / 1000))
+        if self._checkpoint_due(now):
+            try:
+                await self.checkpoint()
+            except Exception:  # Redis or Kafka away: keep learning, try again later
+                log.exception("checkpoint failed; retrying in %.0f s", CHECKPOINT_RETRY_S)
+                self._retry_at = self.clock() + CHECKPOINT_RETRY_S
+
+    def _consume(self, tp: TopicPartition, record: ConsumerRecord, now: float) -> None:
+        state, learner = self.state, self.state.learner
+        if tp.topic == self.topics.features:
+            vector = validate_raw(FeatureVector, record.value)
+            if vector.message is None:
+                self._bad(record, vector.errors[0].code, vector.errors[0].message)
+                state.watermark.observe(tp, None, now)
+                return
+            fv = vector.message
+            x = {k: v for k, v in fv.features.items() if v is not None}
+            duplicates = learner.duplicates
+            learner.add_features(fv.event_id, fv.event_time, x)
+            if learner.duplicates == duplicates:
+                state.entities[fv.event_id] = fv.entity_id
+            state.watermark.release(fv.event_id)
+            state.watermark.observe(tp, fv.event_time, now)
+            metrics.CONSUMED.labels("features").inc()
+            return
+        label = validate_raw(Label, record.value)
+        if label.message is None:
+            self._bad(record, label.errors[0].code, label.errors[0].message)
+            state.watermark.observe(tp, None, now)
+            return
+        lb = label.message
+        learner.add_label(lb.event_id, lb.label, lb.label_time)
+        if not learner.has_features(lb.event_id):  # the features topic owes this event
+            state.watermark.hold(lb.event_id, self.topics.features, now)
+        state.watermark.observe(tp, lb.label_time, now)
+        metrics.CONSUMED.labels("labels").inc()
+
+    def _bad(self, record: ConsumerRecord, code: str, message: str) -> None:
+        metrics.BAD_MESSAGES.labels(record.topic, code).inc()
+        log.warning(
+            "skipping an invalid record topic=%s partition=%d offset=%d code=%s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            code,
+            message,
+        )
+
+    async def _publish(self, outputs: Iterable[LearnerOutput]) -> None:
+        now = utcnow()
+        entities = self.state.entities
+        sent = []
+        predicted: set[str] = set()
+        for output in outputs:
+            if not isinstance(output, PredictionMade):
+                continue
+            entity = entities.get(output.event_id)
+            message = to_prediction(output, self.state.version_of(output.model), entity, now)
+            key = (entity or GLOBAL_KEY).encode()
+            sent.append(await self.producer.send(self.topics.predictions, message.to_json(), key))
+            metrics.PREDICTIONS.labels(output.model).inc()
+            predicted.add(output.event_id)
+        if sent:
+            await asyncio.gather(*sent)
+        for event_id in predicted:
+            entities.pop(event_id, None)
+
+    async def _refresh(self, now: float) -> None:
+        """Which partitions are caught up (for the watermark's idle rule), and the lag."""
+        self._last_refresh = now
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return
+        ends = await self.consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = await self.consumer.position(tp)
+            end = ends.get(tp, position)
+            self.state.watermark.caught_up(tp, position >= end)
+            metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(max(0, end - position))
+
+    # ---- checkpoints
+
+    def _checkpoint_due(self, now: float) -> bool:
+        if now < self._retry_at:
+            return False
+        if self._since_checkpoint >= self.checkpoint_every:
+            return True
+        return self._dirty and now - self.last_checkpoint >= self.checkpoint_seconds
+
+    async def checkpoint(self) -> None:
+        """Save the state and new versions, announce them, commit the group offsets."""
+        published = await self.store.save(self.state)
+        self.last_checkpoint = self.clock()
+        self._since_checkpoint = 0
+        self._dirty = False
+        metrics.CHECKPOINTS.inc()
+        for version in published:
+            await self.producer.send_and_wait(
+                self.topics.models, version.to_json(), key=version.name.encode()
+            )
+        offsets = {
+            tp: o for tp, o in self.state.offsets.items() if tp in self.consumer.assignment()
+        }
+        try:
+            if offsets:
+                await self.consumer.commit(offsets)
+        except CommitFailedError:
+            log.warning("offset commit failed after a rebalance (the checkpoint has them)")
+        log.info(
+            "checkpoint records=%d versions=%s",
+            self.state.records,
+            {p.name: p.version for p in published},
+        )
+
+    async def _announce_current(self) -> None:
+        """Re-announce the checkpoint's versions: a crash may have come before the send."""
+        for name, version in self.state.versions.items():
+            try:
+                published = await self.registry.get(name, version)
+            except LookupError:
+                log.warning("model %s version %s is not in the registry", name, version)
+                continue
+            await self.producer.send_and_wait(
+                self.topics.models, published.to_json(), key=name.encode()
+            )

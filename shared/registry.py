@@ -1,0 +1,148 @@
+"""The model registry: every checkpointed version of every model, in Redis.
+
+A version is three Redis keys under the registry's namespace: the artifact (the
+pickled River model, a plain string key that serving reads with `GET` and
+`pickle.loads`), its `ModelPublished` metadata as JSON next to it, and the model's
+sorted set of versions (score = version number). Versions are consecutive integers
+per model, written as strings ("1", "2", ...). `stage` queues one version's writes
+on a caller's MULTI/EXEC pipeline, so a service can make the versions and its own
+checkpoint visible together; `save` does the same for one model on its own.
+
+Unpickling runs code chosen by whoever can write these keys: the registry's Redis
+must be trusted exactly as much as the training service.
+
+    registry = ModelRegistry(redis, namespace="driftline:registry")
+    published = await registry.save("logreg", model, {"accuracy": 0.8}, offsets)
+    model = await registry.load(published)            # or registry.load(artifact_key)
+    [v.version for v in await registry.versions("logreg")]   # ["1", ..., published.version]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from shared.clock import utcnow
+from shared.messages import Lineage, ModelPublished, PartitionOffset
+
+__all__ = ["ModelRegistry", "RegistryError"]
+
+
+class RegistryError(LookupError):
+    """A version or artifact that is not in the registry."""
+
+
+class ModelRegistry:
+    """Versions of named models: pickled artifact + `ModelPublished` metadata per version."""
+
+    def __init__(self, redis: Redis, namespace: str = "driftline:registry") -> None:
+        self.redis = redis
+        self.namespace = namespace
+
+    # ---- keys
+
+    def versions_key(self, name: str) -> str:
+        return f"{self.namespace}:{name}:versions"
+
+    def artifact_key(self, name: str, version: str) -> str:
+        return f"{self.namespace}:{name}:{version}:artifact"
+
+    def meta_key(self, name: str, version: str) -> str:
+        return f"{self.namespace}:{name}:{version}:meta"
+
+    # ---- writing
+
+    async def next_version(self, name: str) -> str:
+        """The version number the next `save` of `name` will get ("1" for a new model)."""
+        top = await self.redis.zrevrange(self.versions_key(name), 0, 0, withscores=True)
+        return str(int(top[0][1]) + 1 if top else 1)
+
+    def stage(
+        self,
+        pipe: Pipeline,
+        name: str,
+        version: str,
+        model: Any,
+        metrics: Mapping[str, float],
+        offsets: Sequence[PartitionOffset],
+        config_hash: str | None = None,
+        n_learned: int | None = None,
+        published_at: datetime | None = None,
+    ) -> ModelPublished:
+        """Queue the writes of one version on `pipe` (executed by the caller)."""
+        published = ModelPublished(
+            name=name,
+            version=version,
+            lineage=Lineage(offsets=list(offsets), config_hash=config_hash, n_learned=n_learned),
+            metrics={k: float(v) for k, v in metrics.items()},
+            artifact_key=self.artifact_key(name, version),
+            published_at=published_at or utcnow(),
+        )
+        pipe.set(published.artifact_key, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        pipe.set(self.meta_key(name, version), published.to_json())
+        pipe.zadd(self.versions_key(name), {version: int(version)})
+        return published
+
+    async def save(
+        self,
+        name: str,
+        model: Any,
+        metrics: Mapping[str, float],
+        offsets: Sequence[PartitionOffset],
+        config_hash: str | None = None,
+        n_learned: int | None = None,
+    ) -> ModelPublished:
+        """Store `model` as the next version of `name`, atomically; return its metadata.
+
+        One writer per model is assumed (the training service): two concurrent
+        writers could pick the same version number.
+        """
+        version = await self.next_version(name)
+        pipe = self.redis.pipeline(transaction=True)
+        published = self.stage(pipe, name, version, model, metrics, offsets, config_hash, n_learned)
+        await pipe.execute()
+        return published
+
+    # ---- reading
+
+    async def versions(self, name: str, limit: int | None = None) -> list[ModelPublished]:
+        """Every version of `name` (or the newest `limit`), oldest first."""
+        start = 0 if limit is None else -limit
+        numbers = await self.redis.zrange(self.versions_key(name), start, -1)
+        if not numbers:
+            return []
+        keys = [self.meta_key(name, _text(n)) for n in numbers if isinstance(n, bytes | str)]
+        metas = await self.redis.mget(keys)
+        return [ModelPublished.model_validate_json(m) for m in metas if m is not None]
+
+    async def latest(self, name: str) -> ModelPublished | None:
+        """The newest version of `name`, or None if it has none."""
+        newest = await self.versions(name, limit=1)
+        return newest[0] if newest else None
+
+    async def get(self, name: str, version: str) -> ModelPublished:
+        """The metadata of one version, or `RegistryError`."""
+        meta = await self.redis.get(self.meta_key(name, version))
+        if meta is None:
+            raise RegistryError(f"model {name!r} has no version {version!r}")
+        return ModelPublished.model_validate_json(meta)
+
+    async def load(self, ref: ModelPublished | str) -> Any:
+        """The model a version's metadata (or a plain artifact key) points to, unpickled."""
+        key = ref.artifact_key if isinstance(ref, ModelPublished) else ref
+        data = await self.redis.get(key)
+        if data is None:
+            raise RegistryError(f"artifact {key!r} is not in Redis")
+        if not isinstance(data, bytes):
+            raise RegistryError(f"artifact {key!r} was read as text (use decode_responses=False)")
+        return await asyncio.to_thread(pickle.loads, data)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

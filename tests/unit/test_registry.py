@@ -1,0 +1,96 @@
+"""ModelRegistry against the real Redis: versions, artifacts, metadata, transactions."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from river import linear_model
+
+from shared.messages import ModelPublished, PartitionOffset
+from shared.registry import ModelRegistry, RegistryError
+from tests.support import REDIS_URL
+
+pytestmark = pytest.mark.integration
+
+OFFSETS = [PartitionOffset(topic="features", partition=0, offset=12)]
+
+
+@pytest.fixture
+async def redis(stack: None) -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def registry(redis: Redis) -> AsyncIterator[ModelRegistry]:
+    namespace = f"driftline:t{uuid.uuid4().hex[:10]}.registry"
+    yield ModelRegistry(redis, namespace=namespace)
+    keys = [k async for k in redis.scan_iter(match=f"{namespace}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+def trained(n: int) -> linear_model.LogisticRegression:
+    model = linear_model.LogisticRegression()
+    for i in range(n):
+        model.learn_one({"x": float(i % 3)}, i % 3 == 0)
+    return model
+
+
+async def test_versions_count_up_per_model_and_keep_their_metadata(
+    registry: ModelRegistry,
+) -> None:
+    first = await registry.save("lr", trained(5), {"accuracy": 0.5}, OFFSETS, "abc", 5)
+    second = await registry.save("lr", trained(9), {"accuracy": 0.75}, OFFSETS, "abc", 9)
+    other = await registry.save("tree", trained(1), {}, [], None, None)
+    assert (first.version, second.version, other.version) == ("1", "2", "1")
+    assert second.artifact_key == f"{registry.namespace}:lr:2:artifact"
+    assert second.lineage.offsets == OFFSETS
+    assert (second.lineage.config_hash, second.lineage.n_learned) == ("abc", 9)
+    assert second.metrics == {"accuracy": 0.75}
+    assert [v.version for v in await registry.versions("lr")] == ["1", "2"]
+    assert await registry.versions("lr", limit=1) == [second]
+    assert await registry.latest("lr") == second
+    assert await registry.latest("nothing") is None
+    assert await registry.get("lr", "1") == first
+    assert await registry.next_version("lr") == "3"
+
+
+async def test_the_artifact_is_a_plain_key_holding_the_pickled_model(
+    registry: ModelRegistry, redis: Redis
+) -> None:
+    model = trained(20)
+    published = await registry.save("lr", model, {}, OFFSETS)
+    raw = await redis.get(published.artifact_key)
+    assert isinstance(raw, bytes)
+    x = {"x": 2.0}
+    assert pickle.loads(raw).predict_proba_one(x) == model.predict_proba_one(x)
+    assert (await registry.load(published)).weights == model.weights
+    assert (await registry.load(published.artifact_key)).weights == model.weights
+    meta = await redis.get(registry.meta_key("lr", "1"))
+    assert ModelPublished.model_validate_json(meta) == published
+
+
+async def test_stage_joins_a_callers_transaction(registry: ModelRegistry, redis: Redis) -> None:
+    other_key = f"{registry.namespace}:checkpoint"
+    pipe = redis.pipeline(transaction=True)
+    published = registry.stage(pipe, "lr", "1", trained(3), {"n": 3}, OFFSETS)
+    pipe.set(other_key, b"state")
+    assert await registry.latest("lr") is None, "nothing visible before EXEC"
+    await pipe.execute()
+    assert await registry.latest("lr") == published
+    assert await redis.get(other_key) == b"state"
+
+
+async def test_missing_versions_and_artifacts_are_registry_errors(
+    registry: ModelRegistry,
+) -> None:
+    with pytest.raises(RegistryError, match="no version '7'"):
+        await registry.get("lr", "7")
+    with pytest.raises(RegistryError, match="not in Redis"):
+        await registry.load(f"{registry.namespace}:lr:7:artifact")

@@ -1,0 +1,227 @@
+"""Watermark: how far the learner may advance given what each partition has delivered."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from river import base
+
+from services.training.learner import OnlineLearner
+from services.training.watermark import EPSILON, Watermark
+
+T0 = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+F0, F1, L0 = ("features", 0), ("features", 1), ("labels", 0)
+
+
+def test_a_partition_that_delivered_nothing_yet_holds_everything_back() -> None:
+    w = Watermark(idle_s=2, hold_s=10)
+    w.assign([F0, L0], now=0)
+    w.observe(F0, at(10), now=0)
+    assert w.decide(now=1) is None
+    w.caught_up(L0, True)
+    assert w.decide(now=5) is None, "caught up and idle, but no label has come at all yet"
+    assert w.decide(now=10.5) == at(10) - EPSILON, "the labels stream waited for long enough"
+
+
+def test_an_empty_partition_of_a_live_topic_is_skipped_once_idle() -> None:
+    w = Watermark(idle_s=2)
+    w.assign([F0, F1, L0], now=0)
+    w.observe(F0, at(10), now=0)
+    w.observe(L0, at(8), now=0)
+    w.caught_up(F1, True)
+    assert w.decide(now=1) is None, "caught up but not idle for long enough yet"
+    assert w.decide(now=2.5) == at(8) - EPSILON, "nothing keyed to it: skipped"
+
+
+def test_the_watermark_sits_just_below_the_slowest_partition() -> None:
+    w = Watermark(idle_s=2)
+    w.assign([F0, F1, L0], now=0)
+    w.observe(F0, at(10), now=0)
+    w.observe(F1, at(4), now=0)
+    w.observe(L0, at(7), now=0)
+    assert w.decide(now=0) == at(4) - EPSILON
+    w.observe(F1, at(12), now=1)
+    assert w.decide(now=1) == at(7) - EPSILON
+
+
+def test_an_idle_partition_is_skipped_only_when_caught_up() -> None:
+    w = Watermark(idle_s=2)
+    w.assign([F0, F1], now=0)
+    w.observe(F0, at(3), now=0)
+    w.observe(F1, at(9), now=0)
+    assert w.decide(now=10) == at(3) - EPSILON, "idle but behind: its records are coming"
+    w.caught_up(F0, True)
+    assert w.decide(now=10) == at(9) - EPSILON
+    w.observe(F0, at(4), now=11)  # a new record: no longer caught up, no longer idle
+    assert w.decide(now=11) == at(4) - EPSILON
+
+
+def test_labels_without_time_hold_nothing_back() -> None:
+    w = Watermark(idle_s=2)
+    w.assign([F0, L0], now=0)
+    w.observe(F0, at(5), now=0)
+    w.observe(L0, None, now=0)  # delivered, but untimed
+    assert w.decide(now=0) == at(5) - EPSILON
+    w.observe(L0, at(2), now=1)
+    assert w.decide(now=1) == at(2) - EPSILON
+
+
+def test_everything_caught_up_and_idle_flushes_to_the_latest_time() -> None:
+    w = Watermark(idle_s=2)
+    w.assign([F0, F1, L0], now=0)  # F1 never delivers anything
+    w.observe(F0, at(5), now=0)
+    w.observe(L0, at(8), now=0)
+    for p in (F0, F1, L0):
+        w.caught_up(p, True)
+    assert w.decide(now=1) is None
+    assert w.decide(now=3) == at(8)
+
+
+def test_checkpointed_times_count_as_delivered_and_revoked_partitions_are_dropped() -> None:
+    w = Watermark(idle_s=2)
+    w.assign([F0, L0], now=0, last_times={F0: at(6), L0: at(4)})
+    assert w.decide(now=0) == at(4) - EPSILON
+    w.revoke([L0])
+    assert w.decide(now=0) == at(6) - EPSILON
+    assert w.last_times() == {F0: at(6)}
+
+
+def test_restart_forgets_wall_clock_state() -> None:
+    w = Watermark(idle_s=2)
+    w.assign([F0, L0], now=0)
+    w.observe(F0, at(5), now=0)
+    w.observe(L0, at(9), now=0)
+    w.caught_up(F0, True)
+    assert w.decide(now=5) == at(9) - EPSILON
+    restored = pickle.loads(pickle.dumps(w))
+    restored.restart(now=100)
+    assert restored.decide(now=100) == at(5) - EPSILON, "not known to be caught up any more"
+
+
+def test_a_topic_owing_an_item_gets_hold_s_instead_of_idle_s() -> None:
+    w = Watermark(idle_s=2, hold_s=10)
+    w.assign([F0, L0], now=0)
+    w.observe(F0, at(1), now=0)
+    w.hold("e5", "features", now=0)  # label of e5 consumed, e5's features not yet
+    w.observe(L0, at(5), now=0)
+    w.caught_up(F0, True)
+    w.caught_up(L0, True)
+    assert w.decide(now=3) == at(1) - EPSILON, "labels skipped, the features owing e5 not"
+    assert w.holds == 1
+    assert w.decide(now=11) == at(5), "quiet for longer than hold_s: skipped after all"
+    assert w.holds == 0, "e5's features may never come"
+
+    # A features partition whose keys dried up is skipped after hold_s even while
+    # fresh labels keep waiting for their features.
+    w.observe(F0, at(6), now=20)
+    w.observe(L0, at(9), now=20)
+    w.caught_up(F0, True)
+    w.caught_up(L0, True)
+    assert w.decide(now=25) == at(9), "nothing owed: idle_s"
+    w.hold("e7", "features", now=29)
+    assert w.decide(now=29.5) == at(6) - EPSILON, "owed: hold_s"
+    assert w.decide(now=31) == at(9)
+    assert w.holds == 1
+    w.release("e7")
+    assert w.holds == 0
+
+
+# ---- with the learner: features lag behind labels
+
+
+class Recorder(base.Classifier):
+    """Predicts the last label it learned and logs every call."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[Any, ...]] = []
+        self.last: Any = None
+
+    def learn_one(self, x: dict, y: Any) -> None:
+        self.log.append(("learn", x["id"], y))
+        self.last = y
+
+    def predict_proba_one(self, x: dict, **kwargs: Any) -> dict:
+        return {} if self.last is None else {self.last: 1.0}
+
+    def predict_one(self, x: dict, **kwargs: Any) -> Any:
+        self.log.append(("predict", x["id"]))
+        return self.last
+
+
+class Consumer:
+    """Drives a learner and a watermark the way the training worker does."""
+
+    def __init__(self, idle_s: float = 2, hold_s: float = 30) -> None:
+        self.model = Recorder()
+        self.learner = OnlineLearner({"rec": self.model})
+        self.watermark = Watermark(idle_s=idle_s, hold_s=hold_s)
+        self.watermark.assign([F0, L0], now=0)
+
+    def features(self, event_id: str, seconds: float, now: float) -> None:
+        self.learner.add_features(event_id, at(seconds), {"id": event_id})
+        self.watermark.release(event_id)
+        self.watermark.observe(F0, at(seconds), now)
+
+    def label(self, event_id: str, y: int, seconds: float, now: float) -> None:
+        self.learner.add_label(event_id, y, at(seconds))
+        if not self.learner.has_features(event_id):
+            self.watermark.hold(event_id, "features", now)
+        self.watermark.observe(L0, at(seconds), now)
+
+    def step(self, now: float, caught_up: bool = False) -> None:
+        for p in (F0, L0):
+            self.watermark.caught_up(p, caught_up)
+        watermark = self.watermark.decide(now)
+        if watermark is not None:
+            self.learner.advance(watermark)
+
+
+RIVER_ORDER = [
+    ("predict", "e1"),
+    ("learn", "e1", 1),
+    ("predict", "e2"),
+    ("learn", "e2", 0),
+    ("predict", "e3"),
+    ("learn", "e3", 1),
+]
+
+
+def test_labels_ahead_of_slow_features_wait_for_them() -> None:
+    c = Consumer()
+    c.features("e1", 1, now=0)
+    for i, y in ((1, 1), (2, 0), (3, 1)):  # labels at their event's time, all read first
+        c.label(f"e{i}", y, i, now=0)
+    c.step(now=0.5)
+    assert c.model.log == [], "e1's features are the last read, at 1: nothing is safe yet"
+    c.features("e2", 2, now=1)
+    c.step(now=1)
+    assert c.model.log == RIVER_ORDER[:2], "up to just below 2: e2 itself may still have a label"
+    c.features("e3", 3, now=1.5)
+    c.step(now=3.6, caught_up=True)  # then everything is read and quiet: flush
+    assert c.model.log == RIVER_ORDER
+    assert c.learner.late == 0
+
+
+def test_features_stalled_longer_than_idle_still_come_before_their_labels() -> None:
+    """The features service falls behind by more than idle_s: the labels it owes hold."""
+    c = Consumer(idle_s=2)
+    c.features("e1", 1, now=0)
+    for i, y in ((1, 1), (2, 0), (3, 1)):
+        c.label(f"e{i}", y, i, now=0)
+    c.step(now=5, caught_up=True)  # both partitions caught up and quiet for 5 s
+    assert c.model.log == [], "features owed for e2 and e3: held below the last features"
+    assert c.watermark.decide(now=5) == at(1) - EPSILON
+    c.features("e2", 2, now=6)
+    c.features("e3", 3, now=6)
+    c.step(now=6)
+    c.step(now=9, caught_up=True)
+    assert c.model.log == RIVER_ORDER
+    assert c.learner.late == 0
