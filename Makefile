@@ -6,7 +6,7 @@ STACK := scripts/stack.sh
 STAMP := $(VENV)/.installed
 
 # name:port of each service that `make up` starts, in start order
-SERVICES := ingestion:8001
+SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8002
 
 .PHONY: setup system-deps venv jars up infra topics services down clean demo test \
 	test-unit bench lint lock status

@@ -122,7 +122,7 @@ async def _run(n: int, rate: float | None) -> None:
 
     predictions = await _read_topic(bootstrap, topics.predictions, run)
     labels = {m["event_id"]: m["label"] for m in await _read_topic(bootstrap, topics.labels, run)}
-    alerts = httpx.get(f"{MONITORING}/api/alerts", timeout=10).json()
+    alerts = httpx.get(f"{MONITORING}/api/alerts", timeout=10).json()["alerts"]
 
     print(f"\nAccuracy before / after the drift at event {drift_at} (learner = test-then-train,")
     print("stream = served by the current published version):")
