@@ -5,10 +5,14 @@ PY := $(VENV)/bin/python
 STACK := scripts/stack.sh
 STAMP := $(VENV)/.installed
 
+# the pipeline every service runs: `make up PIPELINE_CONFIG=pipelines/weather.yaml`
+PIPELINE_CONFIG ?= pipelines/default.yaml
+export PIPELINE_CONFIG
+
 # name:port of each service that `make up` starts, in start order
 SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8002
 
-.PHONY: setup system-deps venv jars up infra topics services down clean demo test \
+.PHONY: setup system-deps venv jars up infra topics services down clean demo demo-ingest test \
 	test-unit bench lint lock status
 
 setup: system-deps venv jars ## everything a fresh machine needs
@@ -66,7 +70,10 @@ clean:
 status:
 	@$(STACK) status
 
-demo: up
+demo: up ## replay a drifting stream through the loop and print a summary
+	$(PY) -m shared.demo
+
+demo-ingest: up ## a handful of good and bad events, and where each lands
 	$(PY) -m shared.demo_ingest
 
 test: infra ## the whole suite against the real Kafka and Redis

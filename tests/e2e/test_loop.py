@@ -26,7 +26,7 @@ from shared.feature_store import RedisOnlineStore
 from shared.replay import ReplayPlan, plan_messages, rows_from_source
 from tests.support import REDIS_URL, ROOT, ServiceProcess, kcat_produce, kcat_read
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 WEATHER = ROOT.parent / "shared" / "datasets" / "weather.csv"
 SERVICES = ("ingestion", "features", "training", "serving", "monitoring")
