@@ -128,7 +128,11 @@ class MonitoringWorker:
             await self._update_positions()
             watermark = self._watermark()
             if watermark is not None:
-                self._unpublished += self.monitor.advance(watermark)
+                self._unpublished += self.monitor.advance(
+                    watermark,
+                    labels_at=self._watermark(self.topics.labels),
+                    predictions_at=self._watermark(self.topics.predictions),
+                )
             if self._unpublished:
                 await self._publish()
             if batch:
@@ -184,14 +188,18 @@ class MonitoringWorker:
             self.replaying = False
             log.info("monitoring replay done: %d messages", self.consumed)
 
-    def _watermark(self) -> datetime | None:
-        """Event time every partition with data has reached (see the module doc).
+    def _watermark(self, topic: str | None = None) -> datetime | None:
+        """Event time every partition with data (of `topic`, or of both) has reached
+        (see the module doc).
 
         None while a partition has data whose time is not known yet (not read so far).
         """
         now = time.monotonic()
         times = []
+        last_times = [t for tp, t in self._last_time.items() if topic in (None, tp.topic)]
         for tp in self.consumer.assignment():
+            if topic not in (None, tp.topic):
+                continue
             caught_up = self._caught_up.get(tp, False)
             last = self._last_time.get(tp)
             if last is None:
@@ -203,7 +211,7 @@ class MonitoringWorker:
             times.append(last)
         if times:
             return min(times)
-        return max(self._last_time.values()) if self._last_time else None
+        return max(last_times) if last_times else None
 
     async def _publish(self) -> None:
         """Send the alerts raised so far; on failure keep them and retry next round."""

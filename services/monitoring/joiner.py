@@ -6,7 +6,9 @@ predictions (one per model and source, possibly arriving after the label). Time 
 `time` if it has none), a label from its `label_time` (or, without one, from its
 event's time if a prediction already told it, else from the clock at arrival).
 The clock is the watermark the caller passes to `advance`; anything that waited
-longer than `ttl` behind it expires. Event time makes a replay of the topics from
+longer than `ttl` behind the stream it waits for expires: a prediction once the
+labels' watermark is `ttl` past it, a label once the predictions' watermark is (so
+predictions replayed from another era still wait for their labels). Event time makes a replay of the topics from
 the beginning give exactly the same joins and expiries as the first pass.
 
 Predictions are de-duplicated by `prediction_id`, labels by `event_id`; each id is
@@ -81,7 +83,11 @@ class Joiner:
         self._events: dict[str, _Event] = {}
         self._seen_predictions: set[str] = set()
         self._seen_labels: set[str] = set()
-        self._timers: list[tuple[datetime, int, _Timer, str, str]] = []
+        # timers driven by the labels' clock, and by the predictions' clock
+        self._timers: dict[str, list[tuple[datetime, int, _Timer, str, str]]] = {
+            "labels": [],
+            "predictions": [],
+        }
         self._unscheduled: list[str] = []  # labels that came before any clock
         self._seq = 0
 
@@ -133,8 +139,19 @@ class Joiner:
 
     # ---- time
 
-    def advance(self, watermark: datetime) -> list[Prediction]:
-        """Move the clock to `watermark` (never back); return predictions that expired."""
+    def advance(
+        self,
+        watermark: datetime,
+        *,
+        labels_at: datetime | None = None,
+        predictions_at: datetime | None = None,
+    ) -> list[Prediction]:
+        """Move the clock to `watermark` (never back); return predictions that expired.
+
+        `labels_at`/`predictions_at` are how far each input stream has got (default:
+        `watermark`): a prediction expires against the labels', a label against the
+        predictions'.
+        """
         if self.clock is None or watermark > self.clock:
             self.clock = watermark
         for event_id in self._unscheduled:
@@ -146,28 +163,35 @@ class Joiner:
         expired: list[Prediction] = []
         if self.ttl is None:
             return expired
-        horizon = self.clock - self.ttl
-        while self._timers and self._timers[0][0] < horizon:
-            _, _, what, event_id, pid = heapq.heappop(self._timers)
-            if what == "forget_prediction":
-                self._seen_predictions.discard(pid)
-            elif what == "forget_label":
-                self._seen_labels.discard(event_id)
-            elif what == "prediction":
-                event = self._events.get(event_id)
-                prediction = event.waiting.pop(pid, None) if event else None
-                if prediction is not None:
-                    expired.append(prediction)
-                    self._start_timer(self.clock, "forget_prediction", event_id, pid)
-                    self._drop_if_empty(event_id)
-            else:  # a label's wait is over: later predictions for it will not join
-                event = self._events.get(event_id)
-                if event is not None and event.label is not None:
-                    self.expired_labels += event.label.joined == 0
-                    event.label = None
-                    self._start_timer(self.clock, "forget_label", event_id, "")
-                    self._drop_if_empty(event_id)
+        for stream, at in (("labels", labels_at), ("predictions", predictions_at)):
+            timers = self._timers[stream]
+            horizon = min(at or watermark, self.clock) - self.ttl
+            while timers and timers[0][0] < horizon:
+                _, _, what, event_id, pid = heapq.heappop(timers)
+                expired += self._fire(what, event_id, pid)
         return expired
+
+    def _fire(self, what: _Timer, event_id: str, pid: str) -> list[Prediction]:
+        assert self.clock is not None
+        if what == "forget_prediction":
+            self._seen_predictions.discard(pid)
+        elif what == "forget_label":
+            self._seen_labels.discard(event_id)
+        elif what == "prediction":
+            event = self._events.get(event_id)
+            prediction = event.waiting.pop(pid, None) if event else None
+            if prediction is not None:
+                self._start_timer(self.clock, "forget_prediction", event_id, pid)
+                self._drop_if_empty(event_id)
+                return [prediction]
+        else:  # a label's wait is over: later predictions for it will not join
+            event = self._events.get(event_id)
+            if event is not None and event.label is not None:
+                self.expired_labels += event.label.joined == 0
+                event.label = None
+                self._start_timer(self.clock, "forget_label", event_id, "")
+                self._drop_if_empty(event_id)
+        return []
 
     @property
     def waiting_predictions(self) -> int:
@@ -187,7 +211,8 @@ class Joiner:
     def _start_timer(self, since: datetime, what: _Timer, event_id: str, pid: str) -> None:
         if self.ttl is not None:
             self._seq += 1
-            heapq.heappush(self._timers, (since, self._seq, what, event_id, pid))
+            stream = "labels" if what in ("prediction", "forget_label") else "predictions"
+            heapq.heappush(self._timers[stream], (since, self._seq, what, event_id, pid))
 
     def _latest(self, since: datetime, label_since: datetime | None) -> datetime:
         """When a joined prediction's id may start to be forgotten: not before its label."""

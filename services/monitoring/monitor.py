@@ -126,12 +126,20 @@ class Monitor:
         """Handle one label (its joins are scored by `advance` once due)."""
         self._queue(self.joiner.add_label(label))
 
-    def advance(self, watermark: datetime) -> list[Alert]:
-        """Move event time to `watermark`: score the joins due, count expiries.
+    def advance(
+        self,
+        watermark: datetime,
+        *,
+        labels_at: datetime | None = None,
+        predictions_at: datetime | None = None,
+    ) -> list[Alert]:
+        """Move event time to `watermark`: score the joins due, count expiries
+        (each input stream's own progress, if given, drives the other's expiry).
 
         Returns the new alerts to publish.
         """
-        for prediction in self.joiner.advance(watermark):
+        expired = self.joiner.advance(watermark, labels_at=labels_at, predictions_at=predictions_at)
+        for prediction in expired:
             self._series(prediction.model, prediction.source).expired += 1
         return self._release(watermark)
 

@@ -101,6 +101,17 @@ def test_predictions_expire_in_event_time_after_the_ttl() -> None:
     assert joiner.waiting_predictions == 0
 
 
+def test_a_prediction_waits_until_the_labels_stream_itself_is_past_the_ttl() -> None:
+    """Predictions of another era (years ahead) must not expire ones whose labels come."""
+    joiner = Joiner(TTL)
+    joined_pairs(joiner, [prediction(1, minute=0), prediction(2, minute=0)])
+    years_later = at(60 * 24 * 365 * 6)
+    assert joiner.advance(years_later, labels_at=at(10), predictions_at=years_later) == []
+    assert len(joined_pairs(joiner, [label(1, minute=10)])) == 1
+    expired = joiner.advance(years_later, labels_at=at(61), predictions_at=years_later)
+    assert [p.event_id for p in expired] == ["e2"]
+
+
 def test_labels_wait_for_late_predictions_then_expire() -> None:
     joiner = Joiner(TTL)
     joined_pairs(joiner, [label(1, minute=0), label(2, minute=0)])
