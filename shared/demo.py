@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -106,15 +107,18 @@ async def _run(n: int, rate: float | None) -> None:
         f"Replaying synth:agrawal-drift ({n} events, concept changes at event {drift_at}) as {run}-*"
     )
     rows = rows_from_source("synth:agrawal-drift", n=n)
+    # event times end now, 100 ms apart, so the demo sits in time with live traffic
+    step = timedelta(milliseconds=100)
+    plan = ReplayPlan(run, start=datetime.now(UTC) - n * step, step=step)
     stats = await replay(
-        plan_messages(rows, ReplayPlan(run)),
+        plan_messages(rows, plan),
         bootstrap_servers=bootstrap,
         topics=topics,
         rate=rate,
         total=n,
     )
     champion = pipeline.models[0].name
-    waited = _wait_for_learner(champion, n, timeout=600)
+    waited = _wait_for_learner(champion, n, timeout=300)
     answer = httpx.post(
         f"{SERVING}/predict", json={"entity_id": "global", "features": {}}, timeout=10
     )
