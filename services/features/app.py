@@ -10,6 +10,12 @@ only after that, and flushes the producer (changelog and vectors) before it comm
 their offsets: delivery is at least once, and a redelivered event finds its event_id
 in the state and yields the same vector again without counting twice.
 
+Faust's fetcher can drop records around a rebalance or a state recovery (they are
+acknowledged without reaching the agent). So the agent keeps, in a second table
+(`source_offsets`, also changelogged), the next offset of each `events` partition
+it handled; a batch that starts past it has a gap, and the agent reads the missing
+range itself with a plain consumer before handling the batch.
+
 While Redis is down the batch waits (retrying, `/healthz` 503) and nothing is
 acknowledged; a SIGTERM then waits too, since committing would skip those events.
 
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables.manager import TableManager
 from faust.types import StreamT, TableT
 from faust.web import Request, Response, View
@@ -39,7 +46,7 @@ from redis.exceptions import RedisError
 
 from services.features import metrics
 from services.features.config import FeaturesSettings
-from services.features.handlers import BatchPlan, RawEvent, plan_batch
+from services.features.handlers import BatchPlan, RawEvent, find_gaps, plan_batch
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
 from shared.features import EntityState, FeatureComputer
 from shared.pipeline import load_pipeline
@@ -51,6 +58,8 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 5.0
 TABLE_NAME = "entity_state"
+OFFSETS_TABLE = "source_offsets"
+GAP_READ_TIMEOUT_S = 30.0
 
 
 class TableStateStore:
@@ -70,6 +79,26 @@ class TableStateStore:
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.table.data[entity_id] = state
         self.table.send_changelog(partition, entity_id, state)
+
+
+class SourceOffsets:
+    """Per `events` partition, the offset after the last record handled, in a faust table."""
+
+    def __init__(self, table: TableT[str, int]) -> None:
+        self.table = table
+
+    def next_offsets(self) -> dict[int, int]:
+        return {int(p): int(o) for p, o in self.table.data.items()}
+
+    def advance(self, records: list[RawEvent]) -> None:
+        last: dict[int, int] = {}
+        for record in records:
+            last[record.partition] = max(last.get(record.partition, -1), record.offset)
+        for partition, offset in last.items():
+            key = str(partition)
+            if offset + 1 > self.table.data.get(key, 0):
+                self.table.data[key] = offset + 1
+                self.table.send_changelog(partition, key, offset + 1)
 
 
 class FeaturesService:
@@ -119,6 +148,9 @@ class FeaturesService:
             partitions=partitions,
         )  # keys and values are JSON (faust's default for untyped tables)
         self.states = TableStateStore(self.table)
+        self.offsets = SourceOffsets(
+            self.app.Table(OFFSETS_TABLE, default=None, partitions=partitions)
+        )
         self.source = self.app.topic(
             self.topics.events, key_serializer="raw", value_serializer="raw"
         )
@@ -144,11 +176,56 @@ class FeaturesService:
                 )
                 for e in events
             ]
-            await self.handle(records)
+            await self.handle(await self._fill_gaps(records))
+
+    async def _fill_gaps(self, records: list[RawEvent]) -> list[RawEvent]:
+        """The batch with any offsets faust skipped read back in, in offset order."""
+        gaps = find_gaps(records, self.offsets.next_offsets())
+        if not gaps:
+            return records
+        filled = list(records)
+        for partition, first, end in gaps:
+            missing = await self._read_range(partition, first, end)
+            log.warning(
+                "events/%d: offsets %d..%d never reached the agent; read %d of them directly",
+                partition,
+                first,
+                end - 1,
+                len(missing),
+            )
+            metrics.GAP_RECORDS.inc(len(missing))
+            filled += missing
+        return sorted(filled, key=lambda r: (r.partition, r.offset))
+
+    async def _read_range(self, partition: int, first: int, end: int) -> list[RawEvent]:
+        """Records `first`..`end - 1` of one `events` partition, with a group-less consumer."""
+        tp = TopicPartition(self.topics.events, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        out: list[RawEvent] = []
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, first)
+            deadline = time.monotonic() + GAP_READ_TIMEOUT_S
+            while await consumer.position(tp) < end and time.monotonic() < deadline:
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                out += [
+                    RawEvent(partition, r.offset, r.value, r.timestamp)
+                    for r in batch.get(tp, [])
+                    if r.offset < end
+                ]
+        finally:
+            await consumer.stop()
+        return out
 
     async def handle(self, records: list[RawEvent]) -> BatchPlan:
         """Compute, store and publish one batch (the faust-free part of the agent)."""
         plan = plan_batch(records, self.states, self.computer)
+        self.offsets.advance(records)
         # Hand the batch's changelog records to the producer now (faust buffers table
         # writes and would otherwise warn, batch after batch, that its buffer is full).
         await self.app.producer.buffer.flush()

@@ -23,7 +23,7 @@ to Redis and publish on `features`. The faust agent does the I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +40,7 @@ __all__ = [
     "RawEvent",
     "StateStore",
     "compute_features",
+    "find_gaps",
     "plan_batch",
 ]
 
@@ -97,6 +98,31 @@ class DictStateStore:
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.data[entity_id] = state
+
+
+def find_gaps(
+    records: Sequence[RawEvent], next_offsets: Mapping[int, int]
+) -> list[tuple[int, int, int]]:
+    """The offsets a batch skipped: `(partition, first, end)` ranges, end exclusive.
+
+    `next_offsets` holds, per partition, the offset after the last one handled.
+    Faust's fetcher can drop records around a rebalance or a state recovery; the
+    agent reads these ranges back itself. Older offsets (redeliveries) are no gap.
+
+    >>> rec = lambda p, o: RawEvent(p, o, None, None)
+    >>> find_gaps([rec(0, 12), rec(0, 13), rec(0, 20), rec(1, 3)], {0: 10, 1: 0})
+    [(0, 10, 12), (0, 14, 20), (1, 0, 3)]
+    >>> find_gaps([rec(0, 7), rec(0, 8)], {0: 9})  # redelivered: no gap
+    []
+    """
+    cursor = dict(next_offsets)
+    gaps = []
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        expected = cursor.get(record.partition)
+        if expected is not None and record.offset > expected:
+            gaps.append((record.partition, expected, record.offset))
+        cursor[record.partition] = max(expected or 0, record.offset + 1)
+    return gaps
 
 
 def compute_features(

@@ -7,6 +7,7 @@ from prometheus_client import Counter, Histogram
 __all__ = [
     "DUPLICATES",
     "EVENTS_PROCESSED",
+    "GAP_RECORDS",
     "INVALID",
     "LATENCY",
     "REDIS_ERRORS",
@@ -29,6 +30,10 @@ INVALID = Counter(
 )
 VECTORS_PUBLISHED = Counter(
     "driftline_features_vectors_published_total", "FeatureVector messages sent to `features`"
+)
+GAP_RECORDS = Counter(
+    "driftline_features_gap_records_total",
+    "Records faust's fetcher skipped that the agent read back directly",
 )
 REDIS_WRITES = Counter("driftline_features_redis_writes_total", "Entity rows written to Redis")
 STALE_WRITES = Counter(

@@ -65,7 +65,21 @@ class Loop:
                 time.sleep(3)  # nothing more may arrive: no double counting
                 return self.learner_rows()
             time.sleep(2)
-        raise AssertionError(f"learner never scored {expected}: {rows}")
+        raise AssertionError(f"learner never scored {expected}: {rows}; {self.census()}")
+
+    def census(self) -> dict[str, int]:
+        """Distinct event_ids per topic and learner predictions per model, to say where
+        a missing item was lost."""
+        counts: dict[str, int] = {}
+        for topic in ("events", "labels", "features"):
+            ids = {json.loads(m["payload"])["event_id"] for m in kcat_read(self.prefix + topic)}
+            counts[topic] = len(ids)
+        predictions: dict[str, set[str]] = {}
+        for m in kcat_read(f"{self.prefix}predictions"):
+            p = json.loads(m["payload"])
+            key = f"predictions.{p['source']}.{p['model']}"
+            predictions.setdefault(key, set()).add(p["prediction_id"])
+        return counts | {key: len(ids) for key, ids in predictions.items()}
 
 
 def _pipeline(tmp_path: Path, name: str, numeric: list[str], models: list[str]) -> Path:
