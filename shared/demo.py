@@ -61,13 +61,16 @@ def _scored_n(summary: dict[str, Any], model: str) -> int:
     return 0
 
 
-def _wait_for_learner(model: str, expected: int, timeout: float) -> float:
-    """Poll monitoring until the learner's predictions are all scored; return seconds."""
+def _learner_n(model: str) -> int:
+    return _scored_n(httpx.get(f"{MONITORING}/api/summary", timeout=10).json(), model)
+
+
+def _wait_for_learner(model: str, before: int, expected: int, timeout: float) -> float:
+    """Poll monitoring until this run's learner predictions are all scored; return seconds."""
     started = time.monotonic()
     with tqdm(total=expected, desc="scored by monitoring", unit="ev") as bar:
         while time.monotonic() - started < timeout:
-            summary = httpx.get(f"{MONITORING}/api/summary", timeout=10).json()
-            n = _scored_n(summary, model)
+            n = _learner_n(model) - before
             bar.update(n - bar.n)
             if n >= expected:
                 break
@@ -106,6 +109,8 @@ async def _run(n: int, rate: float | None) -> None:
     print(
         f"Replaying synth:agrawal-drift ({n} events, concept changes at event {drift_at}) as {run}-*"
     )
+    champion = pipeline.models[0].name
+    before = _learner_n(champion)  # monitoring counts every run since the topics began
     rows = rows_from_source("synth:agrawal-drift", n=n)
     # event times end now, 100 ms apart, so the demo sits in time with live traffic
     step = timedelta(milliseconds=100)
@@ -117,8 +122,7 @@ async def _run(n: int, rate: float | None) -> None:
         rate=rate,
         total=n,
     )
-    champion = pipeline.models[0].name
-    waited = _wait_for_learner(champion, n, timeout=300)
+    waited = _wait_for_learner(champion, before, n, timeout=300)
     answer = httpx.post(
         f"{SERVING}/predict", json={"entity_id": "global", "features": {}}, timeout=10
     )

@@ -9,7 +9,9 @@ committed to `GROUP_ID` (best effort), only so that lag tools can watch the grou
 
 Event time advances by a watermark: the oldest last-seen time over the partitions
 that have data, ignoring partitions that are caught up and idle for `idle_s`
-seconds (else one quiet partition would stop every expiry).
+seconds (else one quiet partition would stop every expiry). `http` predictions
+do not move it: they carry the time of a request, and a replay of last year's
+events next to live traffic must not see its labels expire.
 """
 
 from __future__ import annotations
@@ -148,7 +150,8 @@ class MonitoringWorker:
         try:
             if record.topic == self.topics.predictions:
                 prediction = Prediction.model_validate_json(value or b"")
-                self._seen_time(tp, prediction_time(prediction))
+                if prediction.source != "http":  # timed by a request, not by a stream
+                    self._seen_time(tp, prediction_time(prediction))
                 self.monitor.add_prediction(prediction)
                 return
             label = Label.model_validate_json(value or b"")
