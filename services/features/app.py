@@ -14,7 +14,8 @@ Faust's fetcher can drop records around a rebalance or a state recovery (they ar
 acknowledged without reaching the agent). So the agent keeps, in a second table
 (`source_offsets`, also changelogged), the next offset of each `events` partition
 it handled; a batch that starts past it has a gap, and the agent reads the missing
-range itself with a plain consumer before handling the batch.
+range itself with a plain consumer before handling the batch. (A gap shows when a
+later record of its partition arrives.)
 
 While Redis is down the batch waits (retrying, `/healthz` 503) and nothing is
 acknowledged; a SIGTERM then waits too, since committing would skip those events.
