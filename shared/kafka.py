@@ -25,8 +25,9 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
 
 
 def make_consumer(
-    *topics: str, bootstrap_servers: str, group_id: str, client_id: str
+    *topics: str, bootstrap_servers: str, group_id: str | None, client_id: str
 ) -> AIOKafkaConsumer:
+    """A consumer of `topics` in `group_id` (None: no group, partitions assigned by hand)."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,

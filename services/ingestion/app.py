@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,17 +13,13 @@ from services.ingestion.api import router
 from services.ingestion.config import IngestionSettings
 from services.ingestion.consumer import IngestionWorker
 from services.ingestion.seen import RedisSeenStore
+from shared import tasks
 from shared.kafka import make_consumer, make_producer
 from shared.topics import Topics, ensure_topics
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the consumer stopped", exc_info=task.exception())
 
 
 def create_app(settings: IngestionSettings | None = None) -> FastAPI:
@@ -55,8 +50,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
             dedup_window_s=settings.dedup_window_s,
             batch_size=settings.batch_size,
         )
-        task = asyncio.create_task(worker.run(), name="ingestion-consumer")
-        task.add_done_callback(_log_crash)
+        task = tasks.start(worker.run(), name="ingestion-consumer")
         app.state.settings = settings
         app.state.topics = topics
         app.state.producer = producer
@@ -66,9 +60,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.cancel(task)
             await consumer.stop()
             await producer.stop()
             await redis.aclose()

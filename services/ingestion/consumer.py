@@ -10,25 +10,20 @@ per event_id except for a crash between the acks and the `remember` write.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.ingestion import metrics
 from services.ingestion.handlers import BatchPlan, RawRecord, plan_batch
 from services.ingestion.seen import SeenStore
+from shared.batch_loop import Batch, BatchLoop
 from shared.topics import Topics
 
 __all__ = ["IngestionWorker"]
 
-log = logging.getLogger(__name__)
 
-RETRY_SECONDS = 1.0
-
-
-class IngestionWorker:
+class IngestionWorker(BatchLoop):
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
@@ -40,34 +35,14 @@ class IngestionWorker:
         dedup_window_s: int,
         batch_size: int,
     ) -> None:
-        self.consumer = consumer
+        super().__init__(consumer, batch_size=batch_size, lag=metrics.CONSUMER_LAG)
         self.producer = producer
         self.seen = seen
         self.topics = topics
         self.max_bytes = max_bytes
         self.dedup_window_s = dedup_window_s
-        self.batch_size = batch_size
-        self.last_poll = time.monotonic()
 
-    def seconds_since_poll(self) -> float:
-        return time.monotonic() - self.last_poll
-
-    async def run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-            self.last_poll = time.monotonic()
-            if not batch:
-                await self._update_lag()
-                continue
-            try:
-                await self._process(batch)
-            except Exception:
-                log.exception("batch failed; it will be retried from its first offsets")
-                for tp, messages in batch.items():
-                    self.consumer.seek(tp, messages[0].offset)
-                await asyncio.sleep(RETRY_SECONDS)
-
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def process(self, batch: Batch) -> None:
         records = [
             RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
             for messages in batch.values()
@@ -80,12 +55,7 @@ class IngestionWorker:
         await asyncio.gather(*sent)
         await self.seen.remember(plan.remember, self.dedup_window_s)
         self._count(plan)
-        offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError:
-            # A rebalance moved these partitions; their new owner skips what we forwarded.
-            log.warning("offset commit failed after a rebalance: %s", offsets)
+        await self.commit(batch)
 
     def _count(self, plan: BatchPlan) -> None:
         now_ms = time.time() * 1000
@@ -98,10 +68,3 @@ class IngestionWorker:
                     metrics.DUPLICATES.labels(out.kind).inc()
             if out.timestamp_ms is not None:
                 metrics.LATENCY.observe(max(0.0, (now_ms - out.timestamp_ms) / 1000))
-
-    async def _update_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                position = await self.consumer.position(tp)
-                metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(max(0, high - position))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from services.monitoring.api import router
@@ -15,7 +13,8 @@ from services.monitoring.config import MonitoringSettings
 from services.monitoring.consumer import MonitoringWorker, read_alerts
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
-from shared.kafka import make_producer
+from shared import tasks
+from shared.kafka import make_consumer, make_producer
 from shared.pipeline import load_pipeline
 from shared.topics import Topics, ensure_topics
 
@@ -24,22 +23,6 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "driftline-monitoring"
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the consumer stopped", exc_info=task.exception())
-
-
-def _consumer(bootstrap: str, group_id: str | None) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=group_id,
-        client_id=CLIENT_ID,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
@@ -60,7 +43,9 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             drift_margin=settings.drift_margin,
             history_every=settings.history_every,
         )
-        alerts_reader = _consumer(bootstrap, None)
+        alerts_reader = make_consumer(
+            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
+        )
         await alerts_reader.start()
         try:
             monitor.restore_alerts(await read_alerts(alerts_reader, bootstrap, topics.alerts))
@@ -68,7 +53,9 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             await alerts_reader.stop()
         metrics = MonitoringMetrics(monitor)
         producer = make_producer(bootstrap, client_id=CLIENT_ID)
-        consumer = _consumer(bootstrap, settings.group_id)
+        consumer = make_consumer(
+            bootstrap_servers=bootstrap, group_id=settings.group_id, client_id=CLIENT_ID
+        )
         await producer.start()
         await consumer.start()
         worker = MonitoringWorker(
@@ -82,8 +69,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             idle_s=settings.idle_partition_s,
         )
         await worker.start()
-        task = asyncio.create_task(worker.run(), name="monitoring-consumer")
-        task.add_done_callback(_log_crash)
+        task = tasks.start(worker.run(), name="monitoring-consumer")
         app.state.settings = settings
         app.state.pipeline = pipeline
         app.state.monitor = monitor
@@ -94,9 +80,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.cancel(task)
             await consumer.stop()
             await producer.stop()
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
@@ -20,6 +18,7 @@ from services.serving.models import ModelHolder, RedisArtifactLoader
 from services.serving.publisher import PredictionPublisher
 from services.serving.stream import FeatureScorer
 from services.serving.watcher import ModelWatcher
+from shared import tasks
 from shared.feature_store import RedisOnlineStore
 from shared.features import FeatureComputer
 from shared.kafka import make_consumer, make_producer
@@ -36,11 +35,6 @@ MAX_IDLE_S = 30.0  # a consumer that has not polled for this long is considered 
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 
 
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s stopped", task.get_name(), exc_info=task.exception())
-
-
 def build_app(lifespan: Lifespan) -> FastAPI:
     """The FastAPI app around a lifespan that sets `app.state.context` (tests pass fakes)."""
     app = FastAPI(title="Driftline serving", lifespan=lifespan)
@@ -48,18 +42,6 @@ def build_app(lifespan: Lifespan) -> FastAPI:
     app.middleware("http")(observe_predict_requests)
     install_error_handlers(app)
     return app
-
-
-def _models_consumer(bootstrap: str) -> AIOKafkaConsumer:
-    """No group: every replica reads the whole `models` topic itself."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        client_id=CLIENT_ID,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -74,7 +56,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
         redis = Redis.from_url(settings.redis_url)
         producer = make_producer(bootstrap, client_id=CLIENT_ID)
-        models_consumer = _models_consumer(bootstrap)
+        # no group: every replica reads the whole `models` topic itself
+        models_consumer = make_consumer(
+            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
+        )
         features_consumer = make_consumer(
             topics.features,
             bootstrap_servers=bootstrap,
@@ -96,12 +81,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         scorer = FeatureScorer(
             features_consumer, producer, holder, topics.predictions, batch_size=settings.batch_size
         )
-        tasks = [
-            asyncio.create_task(watcher.run(), name="serving-models-watcher"),
-            asyncio.create_task(scorer.run(), name="serving-features-scorer"),
+        running = [
+            tasks.start(watcher.run(), name="serving-models-watcher"),
+            tasks.start(scorer.run(), name="serving-features-scorer"),
         ]
-        for task in tasks:
-            task.add_done_callback(_log_crash)
         publisher = PredictionPublisher(
             producer, topics.predictions, max_pending=settings.max_pending_publishes
         )
@@ -111,7 +94,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 "models_idle_s": round(watcher.seconds_since_poll(), 3),
                 "features_idle_s": round(scorer.seconds_since_poll(), 3),
             }
-            alive = all(not t.done() for t in tasks) and max(idle.values()) < MAX_IDLE_S
+            alive = all(not t.done() for t in running) and max(idle.values()) < MAX_IDLE_S
             return alive, idle
 
         app.state.context = ServingContext(
@@ -135,11 +118,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await tasks.cancel(*running)
             await publisher.close()
             await features_consumer.stop()
             await models_consumer.stop()

@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from services.serving import metrics
 from services.serving.errors import PredictionFailed
 from services.serving.handlers import score_vector
 from services.serving.models import LoadedModel, ModelHolder
+from shared.batch_loop import Batch, BatchLoop
 from shared.messages import FeatureVector, Prediction
 
 __all__ = ["FeatureScorer", "SkipReason", "score_message"]
 
 log = logging.getLogger(__name__)
 
-RETRY_SECONDS = 1.0
 SkipReason = Literal["invalid", "no_model", "predict_failed"]
 
 
@@ -51,7 +49,7 @@ def score_message(
         return None, "predict_failed", error.detail
 
 
-class FeatureScorer:
+class FeatureScorer(BatchLoop):
     """Consumes `features` in its own group and produces `stream` predictions."""
 
     def __init__(
@@ -63,32 +61,12 @@ class FeatureScorer:
         *,
         batch_size: int = 500,
     ) -> None:
-        self.consumer = consumer
+        super().__init__(consumer, batch_size=batch_size, lag=metrics.STREAM_LAG)
         self.producer = producer
         self.holder = holder
         self.predictions_topic = predictions_topic
-        self.batch_size = batch_size
-        self.last_poll = time.monotonic()
 
-    def seconds_since_poll(self) -> float:
-        return time.monotonic() - self.last_poll
-
-    async def run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-            self.last_poll = time.monotonic()
-            if not batch:
-                await self._update_lag()
-                continue
-            try:
-                await self._process(batch)
-            except Exception:
-                log.exception("scoring batch failed; it will be retried from its first offsets")
-                for tp, records in batch.items():
-                    self.consumer.seek(tp, records[0].offset)
-                await asyncio.sleep(RETRY_SECONDS)
-
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def process(self, batch: Batch) -> None:
         model = self.holder.current  # one model for the whole batch
         predictions: list[Prediction] = []
         no_model = 0
@@ -122,15 +100,4 @@ class FeatureScorer:
         await asyncio.gather(*sent)
         for prediction in predictions:
             metrics.PREDICTIONS.labels("stream", prediction.model).inc()
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError:
-            log.warning("offset commit failed after a rebalance: %s", offsets)
-
-    async def _update_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                position = await self.consumer.position(tp)
-                metrics.STREAM_LAG.labels(tp.topic, tp.partition).set(max(0, high - position))
+        await self.commit(batch)

@@ -17,6 +17,7 @@ from services.training.config import TrainingSettings
 from services.training.learner import OnlineLearner
 from services.training.watermark import Watermark
 from services.training.worker import TrainingWorker
+from shared import tasks
 from shared.catalogue import build_model
 from shared.kafka import make_consumer, make_producer
 from shared.pipeline import PipelineConfig, load_pipeline
@@ -67,11 +68,6 @@ async def restore_state(
     return state
 
 
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the training loop stopped", exc_info=task.exception())
-
-
 def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     settings = settings or TrainingSettings()
     topics = Topics(settings.topic_prefix)
@@ -108,8 +104,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         )
         consumer.subscribe([topics.features, topics.labels], listener=worker.listener)
         metrics.LEARNER.source = lambda: worker.state.learner
-        task = asyncio.create_task(worker.run(), name="training-loop")
-        task.add_done_callback(_log_crash)
+        task = tasks.start(worker.run(), name="training-loop")
         app.state.settings = settings
         app.state.registry = registry
         app.state.worker = worker
