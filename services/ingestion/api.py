@@ -11,9 +11,8 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingestion import metrics
 from services.ingestion.config import IngestionSettings
@@ -104,18 +103,3 @@ async def post_labels(request: Request) -> JSONResponse:
     """Publish one `Label` or a JSON array of them to `labels.raw`."""
     topics: Topics = request.app.state.topics
     return await _accept(request, Label, topics.labels_raw)
-
-
-@router.get("/healthz")
-async def healthz(request: Request) -> JSONResponse:
-    worker = request.app.state.worker
-    task = request.app.state.worker_task
-    idle = worker.seconds_since_poll()
-    healthy = not task.done() and idle < 30
-    body = {"status": "ok" if healthy else "unhealthy", "consumer_idle_s": round(idle, 3)}
-    return JSONResponse(body, status_code=200 if healthy else 503)
-
-
-@router.get("/metrics")
-async def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -13,7 +13,7 @@ from services.ingestion.api import router
 from services.ingestion.config import IngestionSettings
 from services.ingestion.consumer import IngestionWorker
 from services.ingestion.seen import RedisSeenStore
-from shared import tasks
+from shared import health, tasks
 from shared.kafka import make_consumer, make_producer
 from shared.topics import Topics, ensure_topics
 
@@ -67,4 +67,5 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Driftline ingestion", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(health.router)
     return app

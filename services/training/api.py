@@ -1,12 +1,10 @@
-"""HTTP entry points of training: health, Prometheus metrics, and the models it trains."""
+"""HTTP entry points of training: the models it trains (`/healthz`, `/metrics`: `shared.health`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Request
 
 from services.training.worker import TrainingWorker
 from shared.registry import ModelRegistry
@@ -14,21 +12,6 @@ from shared.registry import ModelRegistry
 __all__ = ["router"]
 
 router = APIRouter()
-
-
-@router.get("/healthz")
-async def healthz(request: Request) -> JSONResponse:
-    worker: TrainingWorker = request.app.state.worker
-    task = request.app.state.worker_task
-    idle = worker.seconds_since_poll()
-    healthy = not task.done() and idle < 30
-    body = {"status": "ok" if healthy else "unhealthy", "consumer_idle_s": round(idle, 3)}
-    return JSONResponse(body, status_code=200 if healthy else 503)
-
-
-@router.get("/metrics")
-async def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/models")

@@ -17,7 +17,7 @@ from services.training.config import TrainingSettings
 from services.training.learner import OnlineLearner
 from services.training.watermark import Watermark
 from services.training.worker import TrainingWorker
-from shared import tasks
+from shared import health, tasks
 from shared.catalogue import build_model
 from shared.kafka import make_consumer, make_producer
 from shared.pipeline import PipelineConfig, load_pipeline
@@ -131,4 +131,5 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Driftline training", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(health.router)
     return app
