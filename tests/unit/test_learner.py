@@ -20,31 +20,13 @@ import pytest
 from river import base, evaluate, linear_model, metrics, preprocessing, tree
 
 from services.training.learner import Learned, LearnerOutput, OnlineLearner, PredictionMade
+from tests.fakes import Recorder
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-class Recorder(base.Classifier):
-    """A fake classifier: predicts the last label it learned and logs every call."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[Any, ...]] = []
-        self.last: Any = None
-
-    def learn_one(self, x: dict, y: Any) -> None:
-        self.log.append(("learn", x["id"], y))
-        self.last = y
-
-    def predict_proba_one(self, x: dict, **kwargs: Any) -> dict:
-        return {} if self.last is None else {self.last: 1.0}
-
-    def predict_one(self, x: dict, **kwargs: Any) -> Any:
-        self.log.append(("predict", x["id"]))
-        return self.last
 
 
 def recorder_learner(ttl: timedelta | None = None) -> OnlineLearner:

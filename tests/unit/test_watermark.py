@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pickle
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from river import base
 
 from services.training.learner import OnlineLearner
 from services.training.watermark import EPSILON, Watermark
+from tests.fakes import Recorder
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
 
@@ -135,25 +133,6 @@ def test_a_topic_owing_an_item_gets_hold_s_instead_of_idle_s() -> None:
 
 
 # ---- with the learner: features lag behind labels
-
-
-class Recorder(base.Classifier):
-    """Predicts the last label it learned and logs every call."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[Any, ...]] = []
-        self.last: Any = None
-
-    def learn_one(self, x: dict, y: Any) -> None:
-        self.log.append(("learn", x["id"], y))
-        self.last = y
-
-    def predict_proba_one(self, x: dict, **kwargs: Any) -> dict:
-        return {} if self.last is None else {self.last: 1.0}
-
-    def predict_one(self, x: dict, **kwargs: Any) -> Any:
-        self.log.append(("predict", x["id"]))
-        return self.last
 
 
 class Consumer:
