@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from tqdm import tqdm
 
+from shared.kafka import make_consumer
 from shared.pipeline import load_pipeline
 from shared.replay import ReplayPlan, plan_messages, replay, rows_from_source
 from shared.settings import CommonSettings
@@ -34,7 +35,7 @@ MONITORING = "http://127.0.0.1:8002"
 
 async def _read_topic(bootstrap: str, topic: str, keep: str) -> list[dict[str, Any]]:
     """Every message of `topic` whose event_id starts with `keep`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id="driftline-demo")
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from faust.tables.manager import TableManager
 from faust.types import StreamT, TableT
 from faust.web import Request, Response, View
@@ -50,6 +50,7 @@ from services.features.config import FeaturesSettings
 from services.features.handlers import BatchPlan, RawEvent, find_gaps, plan_batch
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
 from shared.features import EntityState, FeatureComputer
+from shared.kafka import make_consumer
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
 
@@ -201,10 +202,10 @@ class FeaturesService:
     async def _read_range(self, partition: int, first: int, end: int) -> list[RawEvent]:
         """Records `first`..`end - 1` of one `events` partition, with a group-less consumer."""
         tp = TopicPartition(self.topics.events, partition)
-        consumer = AIOKafkaConsumer(
+        consumer = make_consumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
+            group_id=None,
+            client_id="driftline-features-gaps",
         )
         await consumer.start()
         out: list[RawEvent] = []
