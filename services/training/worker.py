@@ -233,32 +233,28 @@ class TrainingWorker:
 
     def _consume(self, tp: TopicPartition, record: ConsumerRecord, now: float) -> None:
         state, learner = self.state, self.state.learner
-        if tp.topic == self.topics.features:
-            vector = validate_raw(FeatureVector, record.value)
-            if vector.message is None:
-                self._bad(record, vector.errors[0].code, vector.errors[0].message)
-                state.watermark.observe(tp, None, now)
-                return
-            fv = vector.message
-            x = {k: v for k, v in fv.features.items() if v is not None}
-            duplicates = learner.duplicates
-            learner.add_features(fv.event_id, fv.event_time, x)
-            if learner.duplicates == duplicates:
-                state.entities[fv.event_id] = fv.entity_id
-            state.watermark.release(fv.event_id)
-            state.watermark.observe(tp, fv.event_time, now)
-            metrics.CONSUMED.labels("features").inc()
-            return
-        label = validate_raw(Label, record.value)
-        if label.message is None:
-            self._bad(record, label.errors[0].code, label.errors[0].message)
+        kind = FeatureVector if tp.topic == self.topics.features else Label
+        result = validate_raw(kind, record.value)
+        message = result.message
+        if message is None:
+            self._bad(record, result.errors[0].code, result.errors[0].message)
             state.watermark.observe(tp, None, now)
             return
-        lb = label.message
-        learner.add_label(lb.event_id, lb.label, lb.label_time)
-        if not learner.has_features(lb.event_id):  # the features topic owes this event
-            state.watermark.hold(lb.event_id, self.topics.features, now)
-        state.watermark.observe(tp, lb.label_time, now)
+        if isinstance(message, FeatureVector):
+            x = {k: v for k, v in message.features.items() if v is not None}
+            duplicates = learner.duplicates
+            learner.add_features(message.event_id, message.event_time, x)
+            if learner.duplicates == duplicates:
+                state.entities[message.event_id] = message.entity_id
+            state.watermark.release(message.event_id)
+            state.watermark.observe(tp, message.event_time, now)
+            metrics.CONSUMED.labels("features").inc()
+            return
+        assert isinstance(message, Label)
+        learner.add_label(message.event_id, message.label, message.label_time)
+        if not learner.has_features(message.event_id):  # the features topic owes this event
+            state.watermark.hold(message.event_id, self.topics.features, now)
+        state.watermark.observe(tp, message.label_time, now)
         metrics.CONSUMED.labels("labels").inc()
 
     def _bad(self, record: ConsumerRecord, code: str, message: str) -> None:
