@@ -8,8 +8,9 @@ event's time if a prediction already told it, else from the clock at arrival).
 The clock is the watermark the caller passes to `advance`; anything that waited
 longer than `ttl` behind the stream it waits for expires: a prediction once the
 labels' watermark is `ttl` past it, a label once the predictions' watermark is (so
-predictions replayed from another era still wait for their labels). Event time makes a replay of the topics from
-the beginning give exactly the same joins and expiries as the first pass.
+predictions replayed from another era still wait for their labels). Event time
+makes a replay of the topics from the beginning give exactly the same joins and
+expiries as the first pass.
 
 Predictions are de-duplicated by `prediction_id`, labels by `event_id`; each id is
 remembered until `ttl` after it was resolved, so a re-delivery never counts twice.
