@@ -62,6 +62,15 @@ def _scored_n(summary: dict[str, Any], model: str) -> int:
     return 0
 
 
+def _wait_for_monitoring_replay(timeout: float) -> None:
+    """Monitoring rebuilds its counts from the topics at start: wait until it has."""
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{MONITORING}/healthz", timeout=10).json().get("replaying"):
+        if time.monotonic() > deadline:
+            raise SystemExit("monitoring is still replaying its topics; try again shortly")
+        time.sleep(1)
+
+
 def _learner_n(model: str) -> int:
     return _scored_n(httpx.get(f"{MONITORING}/api/summary", timeout=10).json(), model)
 
@@ -111,6 +120,7 @@ async def _run(n: int, rate: float | None) -> None:
         f"Replaying synth:agrawal-drift ({n} events, concept changes at event {drift_at}) as {run}-*"
     )
     champion = pipeline.models[0].name
+    _wait_for_monitoring_replay(timeout=300)
     before = _learner_n(champion)  # monitoring counts every run since the topics began
     rows = rows_from_source("synth:agrawal-drift", n=n)
     # event times end now, 100 ms apart, so the demo sits in time with live traffic
