@@ -5,17 +5,20 @@ batch: `plan_batch` computes the vectors, reading and updating the per-entity st
 in the faust table `entity_state` (every update goes to its changelog topic, on the
 source record's partition, so a restart or a new owner of the partition recovers the
 state); then the entity rows are written to Redis in one pipeline (retried until Redis
-answers), then the vectors are produced to `features`. Faust acknowledges the events
-only after that, and flushes the producer (changelog and vectors) before it commits
-their offsets: delivery is at least once, and a redelivered event finds its event_id
-in the state and yields the same vector again without counting twice.
+answers), then the vectors are produced to `features` and their acks awaited. Only
+then does the agent keep, in a second changelogged table (`source_offsets`), the next
+offset of each `events` partition it handled, and faust acknowledge the events.
 
-Faust's fetcher can drop records around a rebalance or a state recovery (they are
-acknowledged without reaching the agent). So the agent keeps, in a second table
-(`source_offsets`, also changelogged), the next offset of each `events` partition
-it handled; a batch that starts past it has a gap, and the agent reads the missing
-range itself with a plain consumer before handling the batch. (A gap shows when a
-later record of its partition arrives.)
+Faust's own offsets are not enough. Its commit can lag what was handled (a stop
+racing a periodic commit), so a restart redelivers records: those below
+`source_offsets` were published already and are dropped. Its fetcher can drop
+records around a rebalance or a state recovery (acknowledged without reaching the
+agent): a batch that starts past `source_offsets` has a gap, and the agent reads the
+missing range itself with a plain consumer first. (A gap shows when a later record of
+its partition arrives.) A stop waits for the batch in hand. Delivery is at least once
+(a crash between the vectors' acks and the offsets' changelog republishes a batch);
+a redelivered event finds its event_id in the state and yields the same vector again
+without counting twice.
 
 While Redis is down the batch waits (retrying, `/healthz` 503) and nothing is
 acknowledged; a SIGTERM then waits too, since committing would skip those events.
@@ -47,7 +50,13 @@ from redis.exceptions import RedisError
 
 from services.features import metrics
 from services.features.config import FeaturesSettings
-from services.features.handlers import BatchPlan, RawEvent, find_gaps, plan_batch
+from services.features.handlers import (
+    BatchPlan,
+    RawEvent,
+    find_gaps,
+    plan_batch,
+    unhandled,
+)
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
 from shared.features import EntityState, FeatureComputer
 from shared.kafka import make_consumer
@@ -178,7 +187,25 @@ class FeaturesService:
                 )
                 for e in events
             ]
-            await self.handle(await self._fill_gaps(records))
+            # Finish the batch even when faust stops the agent: a batch cut short
+            # after its vectors went out but before its offsets were kept would be
+            # published again after a restart.
+            work = asyncio.ensure_future(self._handle_new(records))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                log.info("stopping: finishing the batch in hand first")
+                await work
+                raise
+
+    async def _handle_new(self, records: list[RawEvent]) -> None:
+        """Drop records handled before a restart, read back skipped ones, handle the rest."""
+        fresh = unhandled(records, self.offsets.next_offsets())
+        if len(fresh) < len(records):
+            log.info("skipped %d records published before a restart", len(records) - len(fresh))
+            metrics.REDELIVERED.inc(len(records) - len(fresh))
+        if fresh:
+            await self.handle(await self._fill_gaps(fresh))
 
     async def _fill_gaps(self, records: list[RawEvent]) -> list[RawEvent]:
         """The batch with any offsets faust skipped read back in, in offset order."""
@@ -227,21 +254,29 @@ class FeaturesService:
     async def handle(self, records: list[RawEvent]) -> BatchPlan:
         """Compute, store and publish one batch (the faust-free part of the agent)."""
         plan = plan_batch(records, self.states, self.computer)
-        self.offsets.advance(records)
         # Hand the batch's changelog records to the producer now (faust buffers table
         # writes and would otherwise warn, batch after batch, that its buffer is full).
         await self.app.producer.buffer.flush()
         for invalid in plan.invalid:
             metrics.INVALID.labels(invalid.errors[0].code).inc()
-        if not plan.computed:
-            return plan
+        if plan.computed:
+            await self._publish(plan)
+        # Only once the vectors are acknowledged: a record at or past these offsets
+        # has not been published.
+        self.offsets.advance(records)
+        await self.app.producer.buffer.flush()
+        return plan
+
+    async def _publish(self, plan: BatchPlan) -> None:
         rows = [c.row for c in plan.computed]
         written = await self._write_rows(rows)
         metrics.REDIS_WRITES.inc(written)
         metrics.STALE_WRITES.inc(len(rows) - written)
-        for computed in plan.computed:
-            vector = computed.vector
-            await self.sink.send(key=vector.key().encode(), value=vector.to_json())
+        sent = [
+            await self.sink.send(key=c.vector.key().encode(), value=c.vector.to_json())
+            for c in plan.computed
+        ]
+        await asyncio.gather(*sent)
         now_ms = time.time() * 1000
         for computed in plan.computed:
             if computed.timestamp_ms is not None:
@@ -250,7 +285,6 @@ class FeaturesService:
                 metrics.DUPLICATES.inc()
         metrics.EVENTS_PROCESSED.inc(len(plan.computed))
         metrics.VECTORS_PUBLISHED.inc(len(plan.computed))
-        return plan
 
     async def _write_rows(self, rows: list[EntityRow]) -> int:
         delay = 0.1

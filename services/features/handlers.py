@@ -42,6 +42,7 @@ __all__ = [
     "compute_features",
     "find_gaps",
     "plan_batch",
+    "unhandled",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,19 @@ class DictStateStore:
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.data[entity_id] = state
+
+
+def unhandled(records: Sequence[RawEvent], next_offsets: Mapping[int, int]) -> list[RawEvent]:
+    """The records at or past their partition's next offset (the others were handled).
+
+    Faust redelivers what it had not committed when it stopped; those records were
+    published already and are dropped here.
+
+    >>> rec = lambda p, o: RawEvent(p, o, None, None)
+    >>> [r.offset for r in unhandled([rec(0, 8), rec(0, 9), rec(1, 2)], {0: 9})]
+    [9, 2]
+    """
+    return [r for r in records if r.offset >= next_offsets.get(r.partition, 0)]
 
 
 def find_gaps(

@@ -10,6 +10,7 @@ __all__ = [
     "GAP_RECORDS",
     "INVALID",
     "LATENCY",
+    "REDELIVERED",
     "REDIS_ERRORS",
     "REDIS_WRITES",
     "STALE_WRITES",
@@ -35,6 +36,10 @@ GAP_RECORDS = Counter(
     "driftline_features_gap_records_total",
     "Records faust's fetcher skipped that the agent read back directly",
 )
+REDELIVERED = Counter(
+    "driftline_features_redelivered_records_total",
+    "Records faust delivered again after a restart, already published, so skipped",
+)
 REDIS_WRITES = Counter("driftline_features_redis_writes_total", "Entity rows written to Redis")
 STALE_WRITES = Counter(
     "driftline_features_stale_writes_skipped_total",
@@ -45,6 +50,6 @@ REDIS_ERRORS = Counter(
 )
 LATENCY = Histogram(
     "driftline_features_latency_seconds",
-    "From an event's Kafka timestamp to its vector handed to the producer",
+    "From an event's Kafka timestamp to its vector acknowledged by the broker",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
