@@ -2,8 +2,9 @@
 
 `BatchLoop.run` polls a batch and hands it to `process`, which produces its output,
 waits for the broker's acks and then calls `commit`. A batch that fails is retried
-from its first offsets after `RETRY_SECONDS`, so nothing is skipped; an empty poll
-updates the consumer lag gauge.
+from its first offsets after `RETRY_SECONDS`, so nothing is skipped; a stop waits for
+the batch in hand, so nothing is repeated either. An empty poll updates the consumer
+lag gauge.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from prometheus_client import Gauge
+
+from shared import tasks
 
 __all__ = ["RETRY_SECONDS", "Batch", "BatchLoop"]
 
@@ -45,7 +48,7 @@ class BatchLoop:
                 await self.update_lag()
                 continue
             try:
-                await self.process(batch)
+                await tasks.finish(self.process(batch))  # a stop waits for its commit
             except Exception:
                 log.exception(
                     "%s: batch failed; retrying from its first offsets", type(self).__name__

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["cancel", "start"]
+__all__ = ["cancel", "finish", "start"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -32,3 +34,17 @@ async def cancel(*tasks: asyncio.Task[Any]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def finish(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await `coroutine`; if the caller is cancelled meanwhile, let it finish first.
+
+    For a batch that must not stop half-way (output sent, offsets not yet kept).
+    """
+    work = asyncio.ensure_future(coroutine)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        log.info("stopping: finishing the batch in hand first")
+        await work
+        raise

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class ServiceProcess:
             self.process.wait()
 
 
-def kcat_produce(topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
+def kcat_produce(topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]) -> None:
     """Publish (key, value) pairs with kcat; a None value is a null (tombstone)."""
     payload = b"".join((k or b"") + b"\t" + (v or b"") + b"\x1e" for k, v in messages)
     subprocess.run(

@@ -57,6 +57,7 @@ from services.features.handlers import (
     plan_batch,
     unhandled,
 )
+from shared import tasks
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
 from shared.features import EntityState, FeatureComputer
 from shared.kafka import make_consumer
@@ -187,16 +188,9 @@ class FeaturesService:
                 )
                 for e in events
             ]
-            # Finish the batch even when faust stops the agent: a batch cut short
-            # after its vectors went out but before its offsets were kept would be
-            # published again after a restart.
-            work = asyncio.ensure_future(self._handle_new(records))
-            try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:
-                log.info("stopping: finishing the batch in hand first")
-                await work
-                raise
+            # Even when faust stops the agent: a batch cut short after its vectors
+            # went out but before its offsets were kept is published again.
+            await tasks.finish(self._handle_new(records))
 
     async def _handle_new(self, records: list[RawEvent]) -> None:
         """Drop records handled before a restart, read back skipped ones, handle the rest."""

@@ -126,7 +126,8 @@ def _river_counts(
     counts = {}
     for name, make in models.items():
         accuracy = metrics.Accuracy()
-        evaluate.progressive_val_score(rows, make(), accuracy, delay=delay)
+        dataset: list[Any] = rows  # River types x as dict[Hashable, Any]
+        evaluate.progressive_val_score(dataset, make(), accuracy, delay=delay)
         counts[name] = (int(accuracy.cm.total_weight), int(accuracy.cm.total_true_positives))
     return counts
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import signal
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -264,3 +266,51 @@ def test_every_feature_vector_gets_one_stream_prediction_from_the_newest_version
     metrics = httpx.get(f"{service.url}/metrics").text
     assert 'driftline_serving_stream_skipped_total{reason="invalid"} 1.0' in metrics
     assert all(p.probabilities is not None for p in found)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_restart_mid_stream_scores_every_vector_under_one_prediction_id(
+    service_factory: Factory,
+    topics: str,
+    pipeline_path: Path,
+    redis_keys: None,
+    sig: signal.Signals,
+) -> None:
+    prefix = topics
+    model = trained(flip=False)
+    publish_model(prefix, "logreg", "1", model)
+    vectors = [
+        FeatureVector(
+            event_id=f"e{i}",
+            entity_id=f"c{i % 7}",
+            event_time=utcnow(),
+            features={"x1": float(i % 11 - 5), "x2": 1.0, "x1_sum_1h": float(i % 5)},
+            feature_set_version="v",
+        )
+        for i in range(3000)
+    ]
+    messages = [(v.key().encode(), v.to_json()) for v in vectors]
+    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path), BATCH_SIZE="20")
+    service.start()
+    kcat_produce(f"{prefix}features", messages[:2500])
+    at_signal = len(wait_until(lambda: len(predictions(prefix)) > 100 and predictions(prefix)))
+    service.stop(sig)
+    assert at_signal < 2500, "the signal came mid-stream"
+
+    kcat_produce(f"{prefix}features", messages[2500:])
+    service.start()
+    found = wait_until(
+        lambda: (
+            len({p.event_id for p in predictions(prefix)}) == len(vectors) and predictions(prefix)
+        ),
+        timeout=120,
+    )
+    copies: dict[str, set[tuple[str, bool | float | str | None]]] = defaultdict(set)
+    for p in found:
+        copies[p.event_id].add((p.prediction_id, p.y_pred))
+    assert copies.keys() == {v.event_id for v in vectors}, "no vector left unscored"
+    for vector in vectors:
+        expected = model.predict_one(model_input(vector.features))
+        assert copies[vector.event_id] == {(f"{vector.event_id}:logreg:stream:1", expected)}
+    if sig == signal.SIGTERM:
+        assert len(found) == len(vectors), "a graceful stop commits what it published"

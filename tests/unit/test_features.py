@@ -9,7 +9,7 @@ import random
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -119,7 +119,7 @@ def _reference(
         upto = first_seen.setdefault(event.event_id, position)
         me = events[upto]
         values = [
-            float(other.features[field])
+            float(cast(float, other.features[field]))
             for index, other in enumerate(events[: upto + 1])
             if first_seen.get(other.event_id) == index
             and other.key() == me.key()

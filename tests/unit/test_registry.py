@@ -73,6 +73,7 @@ async def test_the_artifact_is_a_plain_key_holding_the_pickled_model(
     assert (await registry.load(published)).weights == model.weights
     assert (await registry.load(published.artifact_key)).weights == model.weights
     meta = await redis.get(registry.meta_key("lr", "1"))
+    assert meta is not None
     assert ModelPublished.model_validate_json(meta) == published
 
 
