@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 
 from services.ingestion import metrics
 from services.ingestion.config import IngestionSettings
+from services.ingestion.handlers import check_time
+from shared.clock import utcnow
 from shared.messages import GLOBAL_KEY, Event, Label, Message
 from shared.topics import Topics
 from shared.validation import decode_json, validate_document
@@ -50,8 +52,11 @@ def _check_items(
             problems.append(_problem(index, "not_an_object", "each item must be a JSON object"))
             continue
         result = validate_document(message_type, item)
-        problems += [_problem(index, e.code, e.message, e.field) for e in result.errors]
-        if result.message is not None:
+        errors = result.errors
+        if isinstance(result.message, Event | Label):
+            errors = check_time(result.message, utcnow(), settings.max_future_s)
+        problems += [_problem(index, e.code, e.message, e.field) for e in errors]
+        if result.message is not None and not errors:
             size = len(result.message.to_json())
             if size > settings.max_message_bytes:
                 limit = settings.max_message_bytes

@@ -47,6 +47,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
             RedisSeenStore(redis, namespace=f"driftline:{settings.topic_prefix}ingest:seen"),
             topics,
             max_bytes=settings.max_message_bytes,
+            max_future_s=settings.max_future_s,
             dedup_window_s=settings.dedup_window_s,
             batch_size=settings.batch_size,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.ingestion.handlers import DEFAULT_MAX_FUTURE_S
 from shared.settings import CommonSettings
 from shared.validation import DEFAULT_MAX_BYTES
 
@@ -18,6 +19,8 @@ class IngestionSettings(CommonSettings):
     dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1)
     # Larger raw messages are dead-lettered with code too_large.
     max_message_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024)
+    # An event or label time further ahead of the wall clock is dead-lettered.
+    max_future_s: float = Field(default=DEFAULT_MAX_FUTURE_S, gt=0)
     # Most items one POST may carry.
     max_batch_items: int = Field(default=1000, ge=1)
     # Largest POST body accepted (a batch of items).

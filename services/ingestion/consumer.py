@@ -32,6 +32,7 @@ class IngestionWorker(BatchLoop):
         topics: Topics,
         *,
         max_bytes: int,
+        max_future_s: float,
         dedup_window_s: int,
         batch_size: int,
     ) -> None:
@@ -40,6 +41,7 @@ class IngestionWorker(BatchLoop):
         self.seen = seen
         self.topics = topics
         self.max_bytes = max_bytes
+        self.max_future_s = max_future_s
         self.dedup_window_s = dedup_window_s
 
     async def process(self, batch: Batch) -> None:
@@ -49,7 +51,11 @@ class IngestionWorker(BatchLoop):
             for m in messages
         ]
         plan = await plan_batch(
-            records, topics=self.topics, seen=self.seen, max_bytes=self.max_bytes
+            records,
+            topics=self.topics,
+            seen=self.seen,
+            max_bytes=self.max_bytes,
+            max_future_s=self.max_future_s,
         )
         sent = [await self.producer.send(o.topic, o.value, key=o.key) for o in plan.outputs]
         await asyncio.gather(*sent)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from services.ingestion.seen import SeenRecord, SeenStore
@@ -27,7 +27,15 @@ from shared.messages import GLOBAL_KEY, DeadLetter, ErrorDetail, Event, Label
 from shared.topics import Topics
 from shared.validation import DEFAULT_MAX_BYTES, ValidationResult, validate_raw
 
-__all__ = ["BatchPlan", "Output", "RawRecord", "dead_letter", "plan_batch"]
+__all__ = [
+    "DEFAULT_MAX_FUTURE_S",
+    "BatchPlan",
+    "Output",
+    "RawRecord",
+    "check_time",
+    "dead_letter",
+    "plan_batch",
+]
 
 Kind = Literal["event", "label"]
 Outcome = Literal["accepted", "dead_lettered", "duplicate"]
@@ -92,6 +100,39 @@ def dead_letter(record: RawRecord, errors: Sequence[ErrorDetail], now: datetime)
     )
 
 
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+DEFAULT_MAX_FUTURE_S = 24 * 3600.0
+
+
+def check_time(
+    message: Event | Label, now: datetime, max_future_s: float = DEFAULT_MAX_FUTURE_S
+) -> list[ErrorDetail]:
+    """Refuse a time the loop cannot order by: before 1900, or more than `max_future_s`
+    ahead of the ingestion clock (a skewed clock, milliseconds read as seconds).
+    Event-time clocks downstream only move forward: one such time would drag them.
+
+    >>> now = datetime(2024, 5, 1, tzinfo=UTC)
+    >>> event = lambda t: Event(event_id="e1", event_time=t, features={})
+    >>> check_time(event(now + timedelta(hours=1)), now)
+    []
+    >>> [(e.code, e.field) for e in check_time(event(datetime(9999, 1, 1, tzinfo=UTC)), now)]
+    [('invalid_value', 'event_time')]
+    """
+    field, at = (
+        ("event_time", message.event_time)
+        if isinstance(message, Event)
+        else ("label_time", message.label_time)
+    )
+    if at is None or EARLIEST <= at <= now + timedelta(seconds=max_future_s):
+        return []
+    reason = (
+        f"{at.isoformat()} is before {EARLIEST.date().isoformat()}"
+        if at < EARLIEST
+        else f"{at.isoformat()} is more than {max_future_s:g} s ahead of {now.isoformat()}"
+    )
+    return [ErrorDetail(code="invalid_value", message=reason, field=field)]
+
+
 def _seen_key(kind: Kind, event_id: str) -> str:
     return f"{kind}:{event_id}"
 
@@ -102,6 +143,7 @@ async def plan_batch(
     topics: Topics,
     seen: SeenStore,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
     now: datetime | None = None,
 ) -> BatchPlan:
     now = now or utcnow()
@@ -143,8 +185,9 @@ async def plan_batch(
 
     for record, kind, result in checked:
         message: Event | Label | None = result.message
-        if message is None:
-            dlq(record, kind, result.errors, "dead_lettered")
+        errors = result.errors if message is None else check_time(message, now, max_future_s)
+        if message is None or errors:
+            dlq(record, kind, errors, "dead_lettered")
             continue
         key = _seen_key(kind, message.event_id)
         previous = plan.remember.get(key) or stored.get(key)

@@ -43,7 +43,13 @@ def test_post_refuses_the_whole_batch_naming_each_bad_field(
     service_factory: Factory, prefix: str
 ) -> None:
     service = service_factory("ingestion").start()
-    bad = [_event(1), {"event_id": "e2", "features": {"x": [1]}}, {**_event(3), "extra": 1}, 7]
+    bad = [
+        _event(1),
+        {"event_id": "e2", "features": {"x": [1]}},
+        {**_event(3), "extra": 1},
+        7,
+        {**_event(5), "event_time": "2999-01-01T00:00:00Z"},
+    ]
     response = httpx.post(f"{service.url}/events", json=bad)
     assert response.status_code == 422
     problems = {(p["index"], p["field"], p["code"]) for p in response.json()["detail"]}
@@ -52,6 +58,7 @@ def test_post_refuses_the_whole_batch_naming_each_bad_field(
         (1, "features.x", "wrong_type"),
         (2, "extra", "unknown_field"),
         (3, None, "not_an_object"),
+        (4, "event_time", "invalid_value"),
     }
     not_json = httpx.post(f"{service.url}/events", content=b"{oops")
     assert (not_json.status_code, not_json.json()["detail"][0]["code"]) == (422, "invalid_json")

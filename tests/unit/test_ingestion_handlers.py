@@ -112,3 +112,29 @@ async def test_every_record_has_exactly_one_fate() -> None:
     assert len(plan.outputs) == len(records)
     assert sum(o.topic == "events" for o in plan.outputs) == 20
     assert sum(o.topic == "ingest.dlq" for o in plan.outputs) == 5
+
+
+async def test_a_time_the_loop_cannot_order_by_is_dead_lettered() -> None:
+    def timed(kind: str, body: dict[str, object], offset: int) -> RawRecord:
+        return RawRecord(f"{kind}.raw", 0, offset, None, json.dumps(body).encode(), 1)
+
+    records = [
+        timed("events", {"event_id": "a", "event_time": "2024-05-01T23:00:00Z", "features": {}}, 0),
+        timed("events", {"event_id": "b", "event_time": "2024-05-02T01:00:00Z", "features": {}}, 1),
+        timed("events", {"event_id": "c", "event_time": "1899-12-31T23:00:00Z", "features": {}}, 2),
+        timed("labels", {"event_id": "a", "label": 1, "label_time": "9999-01-01T00:00:00Z"}, 3),
+    ]
+    plan = await plan_batch(
+        records, topics=TOPICS, seen=InMemorySeenStore(), max_future_s=86_400, now=NOW
+    )
+    fates = [(o.topic, o.code) for o in plan.outputs]
+    assert fates == [
+        ("events", None),
+        ("ingest.dlq", "invalid_value"),
+        ("ingest.dlq", "invalid_value"),
+        ("ingest.dlq", "invalid_value"),
+    ]
+    letters = [DeadLetter.model_validate_json(o.value).error for o in plan.outputs[1:]]
+    assert [e.field for e in letters] == ["event_time", "event_time", "label_time"]
+    assert "more than 86400 s ahead" in letters[0].message
+    assert "before 1900-01-01" in letters[1].message
