@@ -34,9 +34,10 @@ from typing import Any
 
 from services.monitoring.drift import DriftDetected, ErrorDrift
 from services.monitoring.joiner import Joined, Joiner, prediction_time
-from services.monitoring.quality import Quality, canonical, canonical_proba, error_of
+from services.monitoring.quality import Quality, canonical_proba, error_of
 from shared.catalogue import Task
 from shared.clock import utcnow
+from shared.labels import canonical, target
 from shared.messages import Alert, Label, Prediction
 
 __all__ = ["HistoryPoint", "Monitor", "Series", "alert_id"]
@@ -189,7 +190,7 @@ class Monitor:
     def _score_one(self, item: Joined) -> Alert | None:
         prediction = item.prediction
         series = self._series(prediction.model, prediction.source)
-        y_true = canonical(item.label, self.task)
+        y_true = target(item.label, self.task)  # None: no target of this task (unscored)
         y_pred = canonical(prediction.y_pred, self.task)
         if y_pred is None or y_true is None:
             series.unscored += 1

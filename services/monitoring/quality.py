@@ -1,7 +1,7 @@
 """Live quality of predictions against labels, with River's own metrics.
 
-`canonical` makes labels and predictions comparable however they were written
-(`True`, `1`, `1.0`, `"1"`, `"true"` are one class); `Quality` keeps one set of
+`shared.labels.canonical` makes labels and predictions comparable however they were
+written (`True`, `1`, `1.0`, `"1"`, `"true"` are one class); `Quality` keeps one set of
 metrics, cumulative or over a recent window (`river.utils.Rolling`). Metrics are
 River's, so they equal what River computes on the same pairs.
 
@@ -14,66 +14,15 @@ River's, so they equal what River computes on the same pairs.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from river import metrics, utils
 
 from shared.catalogue import Task
+from shared.labels import canonical
 
-__all__ = ["Quality", "canonical", "canonical_proba", "error_of"]
-
-_TRUE = {"true", "True", "TRUE"}
-_FALSE = {"false", "False", "FALSE"}
-
-
-def _as_class(value: Any) -> Hashable:
-    """One spelling per class: bools, integral floats and numeric strings become ints."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text in _TRUE:
-            return 1
-        if text in _FALSE:
-            return 0
-        try:
-            number = float(text)
-        except ValueError:
-            return value
-        if math.isfinite(number) and number.is_integer():
-            return int(number)
-        return number
-    return value
-
-
-def canonical(value: Any, task: Task) -> Any:
-    """A label or prediction in its comparable form for `task` (None stays None).
-
-    Binary: the positive class (True, 1, "1", "true") is `True`, its negative `False`,
-    anything else is kept as its canonical class. Regression: a float (or None if the
-    value is not a finite number).
-
-    >>> canonical("1", "binary"), canonical(0.0, "binary"), canonical(True, "multiclass")
-    (True, False, 1)
-    >>> canonical("2.5", "regression"), canonical("x", "regression")
-    (2.5, None)
-    """
-    if value is None:
-        return None
-    if task == "regression":
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return None
-        return number if math.isfinite(number) else None
-    cls = _as_class(value)
-    if task == "binary" and not isinstance(cls, bool) and cls in (0, 1):
-        return cls == 1
-    return cls
+__all__ = ["Quality", "canonical_proba", "error_of"]
 
 
 def canonical_proba(proba: Mapping[str, float] | None, task: Task) -> dict[Any, float] | None:

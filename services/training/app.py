@@ -100,6 +100,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
             checkpoint_seconds=settings.checkpoint_seconds,
             batch_size=settings.batch_size,
             poll_ms=settings.poll_ms,
+            task=pipeline.task,
             clock=worker_clock,
         )
         consumer.subscribe([topics.features, topics.labels], listener=worker.listener)

@@ -25,6 +25,7 @@ Score(n_learned=1, n_scored=1, n_correct=0)
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,8 @@ __all__ = ["Learned", "LearnerOutput", "OnlineLearner", "PredictionMade", "Score
 # At equal times labels go first: simulate_qa reveals an answer due at t before the
 # question asked at t.
 _LABEL, _FEATURES = 0, 1
+
+log = logging.getLogger(__name__)
 
 _Timer = Literal["prediction", "label", "untimed", "forget"]
 
@@ -95,7 +98,12 @@ class OnlineLearner:
     label for its features (None: forever); it also bounds how long an `event_id` is
     remembered for de-duplication after its event is done. The learner is picklable:
     pickle it whole to checkpoint models, buffers and counters together.
+
+    A model that raises on one item (a class type it cannot order, say) skips that
+    item, counted in `model_errors`, and the other models and items go on.
     """
+
+    model_errors = 0  # a class default: checkpoints from before it still load
 
     def __init__(self, models: Mapping[str, Any], ttl: timedelta | None = None) -> None:
         self.models = dict(models)
@@ -203,8 +211,12 @@ class OnlineLearner:
     def _predict(self, event_id: str, time: datetime, x: dict[str, Any], out: list) -> None:
         y_preds = {}
         for name, model in self.models.items():
-            y_pred = model.predict_one(x)
-            proba = model.predict_proba_one(x) if self._classifiers[name] else None
+            try:
+                y_pred = model.predict_one(x)
+                proba = model.predict_proba_one(x) if self._classifiers[name] else None
+            except Exception:
+                self._model_failed(name, "predict on", event_id)
+                y_pred, proba = None, None
             y_preds[name] = y_pred
             out.append(PredictionMade(event_id, name, y_pred, proba, time))
         self._predictions[event_id] = _Prediction(time, x, y_preds)
@@ -223,10 +235,18 @@ class OnlineLearner:
                 if self._classifiers[name]:
                     correct = y_pred == y
                     score.n_correct += correct
-            model.learn_one(prediction.x, y)
+            try:
+                model.learn_one(prediction.x, y)
+            except Exception:
+                self._model_failed(name, "learn from", event_id)
+                continue
             score.n_learned += 1
             out.append(Learned(event_id, name, correct))
         self._start_timer(time, "forget", event_id)
+
+    def _model_failed(self, name: str, doing: str, event_id: str) -> None:
+        self.model_errors += 1
+        log.warning("model %s could not %s event %s; skipped", name, doing, event_id, exc_info=True)
 
     def _tick(self, time: datetime) -> None:
         """Move the clock forward (never back) and expire what waited longer than ttl."""

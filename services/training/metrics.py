@@ -103,6 +103,11 @@ class LearnerCollector(Collector):
         yield CounterMetricFamily(
             "driftline_training_late", "Items that arrived behind the watermark", value=learner.late
         )
+        yield CounterMetricFamily(
+            "driftline_training_model_errors",
+            "Predictions or learning steps a model raised on (skipped)",
+            value=learner.model_errors,
+        )
 
 
 LEARNER = LearnerCollector()

@@ -32,7 +32,9 @@ from services.training import metrics
 from services.training.checkpoint import CheckpointStore, TrainingState
 from services.training.learner import LearnerOutput, PredictionMade
 from services.training.watermark import PartitionKey
+from shared.catalogue import Task
 from shared.clock import utcnow
+from shared.labels import target
 from shared.messages import GLOBAL_KEY, FeatureVector, Label, Prediction
 from shared.registry import ModelRegistry
 from shared.topics import Topics
@@ -112,6 +114,7 @@ class TrainingWorker:
         checkpoint_seconds: float = 30.0,
         batch_size: int = 500,
         poll_ms: int = 200,
+        task: Task = "binary",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = consumer
@@ -124,6 +127,7 @@ class TrainingWorker:
         self.checkpoint_seconds = checkpoint_seconds
         self.batch_size = batch_size
         self.poll_ms = poll_ms
+        self.task = task
         self.clock = clock
         self.listener = _Rebalance(self)
         self.last_poll = clock()
@@ -251,7 +255,12 @@ class TrainingWorker:
             metrics.CONSUMED.labels("features").inc()
             return
         assert isinstance(message, Label)
-        learner.add_label(message.event_id, message.label, message.label_time)
+        y = target(message.label, self.task)
+        if y is None:
+            self._bad(record, "invalid_value", f"label {message.label!r} is no {self.task} target")
+            state.watermark.observe(tp, None, now)
+            return
+        learner.add_label(message.event_id, y, message.label_time)
         if not learner.has_features(message.event_id):  # the features topic owes this event
             state.watermark.hold(message.event_id, self.topics.features, now)
         state.watermark.observe(tp, message.label_time, now)

@@ -178,7 +178,11 @@ def test_learner_counts_equal_rivers_through_kafka(
     service_factory: Factory, prefix: str, tmp_path: Path, weather: list[Row], delay: int | None
 ) -> None:
     create_topics(prefix)
-    bad = [(b"k0", b"{not json"), (b"k1", b'{"event_id": "x"}')]
+    bad = [
+        (b"k0", b"{not json"),
+        (b"k1", b'{"event_id": "x"}'),
+        (b"k2", b'{"event_id": "w7", "label": "cat"}'),  # no binary target: skipped
+    ]
     kcat_produce(f"{prefix}features", bad[:1] + feature_records(weather, 0, N_ROWS))
     kcat_produce(f"{prefix}labels", bad[1:] + label_records(weather, 0, N_ROWS, delay))
     used = {
@@ -213,6 +217,15 @@ def test_learner_counts_equal_rivers_through_kafka(
             "driftline_training_bad_messages_total",
             topic=f"{prefix}labels",
             code="missing_field",
+        )
+        == 1
+    )
+    assert (
+        metric_value(
+            service,
+            "driftline_training_bad_messages_total",
+            topic=f"{prefix}labels",
+            code="invalid_value",
         )
         == 1
     )

@@ -310,6 +310,37 @@ def test_a_regressor_learns_and_is_scored_without_correctness() -> None:
     assert learner.scores["lin"].n_scored == 1
 
 
+class Fragile(base.Classifier):
+    """Raises on the event ids it is told to, like a model handed a class it cannot order."""
+
+    def __init__(self, bad: set[float]) -> None:
+        self.bad = bad
+
+    def learn_one(self, x: dict[Hashable, Any], y: Any) -> None:
+        if x["x"] in self.bad:
+            raise TypeError("'<' not supported between instances of 'str' and 'bool'")
+
+    def predict_proba_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[Any, float]:
+        if -x["x"] in self.bad:
+            raise ValueError("cannot predict")
+        return {True: 1.0}
+
+
+def test_a_model_that_raises_skips_that_item_and_the_others_go_on() -> None:
+    learner = OnlineLearner(
+        {"fragile": Fragile({2.0, -3.0}), "tree": tree.HoeffdingTreeClassifier()}
+    )
+    for i in range(1, 5):
+        feed(learner, [("features", f"e{i}", at(i), {"x": float(i)}), label(f"e{i}", True)])
+    out = learner.advance(None)
+    fragile = [o for o in out if o.model == "fragile"]
+    assert [o.y_pred for o in fragile if isinstance(o, PredictionMade)] == [True, True, None, True]
+    assert [o.event_id for o in fragile if isinstance(o, Learned)] == ["e1", "e3", "e4"]
+    assert learner.model_errors == 2
+    assert learner.scores["fragile"].n_learned == 3
+    assert learner.scores["tree"].n_learned == 4, "the other model learned every item"
+
+
 def test_a_pickled_learner_resumes_exactly() -> None:
     items = random_stream(seed=11)
     half = len(items) // 2

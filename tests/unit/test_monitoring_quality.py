@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from river import metrics, utils
 
-from services.monitoring.quality import Quality, canonical
+from services.monitoring.quality import Quality
+from shared.labels import canonical
 
 
 def close(a: float | None, b: float) -> bool:
