@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -110,3 +111,17 @@ def wait_for_count(
         if total >= expected or time.monotonic() > deadline:
             return found
         time.sleep(1)
+
+
+def metric_value(
+    service: ServiceProcess, name: str, default: float | None = None, **labels: str
+) -> float:
+    """The sample of `name` on the service's /metrics whose labels include `labels`."""
+    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}(?:{{(.*)}})? (\S+)$", line)
+        if match and labels.items() <= dict(re.findall(r'(\w+)="([^"]*)"', match[1] or "")).items():
+            return float(match[2])
+    if default is not None:
+        return default
+    raise AssertionError(f"{name} {labels} not in /metrics")

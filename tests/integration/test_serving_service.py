@@ -27,7 +27,14 @@ from shared.features import FeatureComputer
 from shared.messages import Event, FeatureVector, Prediction
 from shared.pipeline import PipelineConfig
 from shared.topics import ensure_topics
-from tests.support import BOOTSTRAP, REDIS_URL, ServiceProcess, kcat_produce, kcat_read
+from tests.support import (
+    BOOTSTRAP,
+    REDIS_URL,
+    ServiceProcess,
+    kcat_produce,
+    kcat_read,
+    metric_value,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -287,17 +294,19 @@ def test_a_restart_mid_stream_scores_every_vector_under_one_prediction_id(
             features={"x1": float(i % 11 - 5), "x2": 1.0, "x1_sum_1h": float(i % 5)},
             feature_set_version="v",
         )
-        for i in range(3000)
+        for i in range(9000)
     ]
     messages = [(v.key().encode(), v.to_json()) for v in vectors]
     service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path), BATCH_SIZE="20")
     service.start()
-    kcat_produce(f"{prefix}features", messages[:2500])
-    at_signal = len(wait_until(lambda: len(predictions(prefix)) > 100 and predictions(prefix)))
+    kcat_produce(f"{prefix}features", messages[:8000])
+    scored = {"source": "stream", "model": "logreg"}
+    while metric_value(service, "driftline_serving_predictions_total", 0, **scored) < 100:
+        time.sleep(0.02)
     service.stop(sig)
-    assert at_signal < 2500, "the signal came mid-stream"
+    assert len(predictions(prefix)) < 8000, "the signal came mid-stream"
 
-    kcat_produce(f"{prefix}features", messages[2500:])
+    kcat_produce(f"{prefix}features", messages[8000:])
     service.start()
     found = wait_until(
         lambda: (

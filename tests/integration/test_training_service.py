@@ -27,7 +27,14 @@ from river import evaluate, linear_model, metrics, preprocessing, tree
 
 from services.training.learner import OnlineLearner
 from shared.topics import ensure_topics
-from tests.support import BOOTSTRAP, ServiceProcess, kcat_produce, kcat_read, wait_for_count
+from tests.support import (
+    BOOTSTRAP,
+    ServiceProcess,
+    kcat_produce,
+    kcat_read,
+    metric_value,
+    wait_for_count,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -134,17 +141,6 @@ def wait_learned(service: ServiceProcess, n: int, timeout: float = 120) -> dict[
         if done or time.monotonic() > deadline:
             return body
         time.sleep(0.5)
-
-
-def metric_value(service: ServiceProcess, name: str, **labels: str) -> float:
-    text = httpx.get(f"{service.url}/metrics", timeout=10).text
-    selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = rf"^{re.escape(name)}(\{{{re.escape(selector)}\}})? (\S+)$"
-    for line in text.splitlines():
-        match = re.match(pattern, line)
-        if match and (match.group(1) or not labels):
-            return float(match.group(2))
-    raise AssertionError(f"{name}{{{selector}}} not in /metrics")
 
 
 def assert_counts_match_river(body: dict[str, Any], reference: dict[str, tuple[int, int]]) -> None:
