@@ -194,16 +194,19 @@ class FeaturesService:
 
     async def _handle_new(self, records: list[RawEvent]) -> None:
         """Drop records handled before a restart, read back skipped ones, handle the rest."""
-        fresh = unhandled(records, self.offsets.next_offsets())
+        next_offsets = self.offsets.next_offsets()
+        fresh = unhandled(records, next_offsets)
         if len(fresh) < len(records):
             log.info("skipped %d records published before a restart", len(records) - len(fresh))
             metrics.REDELIVERED.inc(len(records) - len(fresh))
         if fresh:
-            await self.handle(await self._fill_gaps(fresh))
+            await self.handle(await self._fill_gaps(fresh, next_offsets))
 
-    async def _fill_gaps(self, records: list[RawEvent]) -> list[RawEvent]:
+    async def _fill_gaps(
+        self, records: list[RawEvent], next_offsets: dict[int, int]
+    ) -> list[RawEvent]:
         """The batch with any offsets faust skipped read back in, in offset order."""
-        gaps = find_gaps(records, self.offsets.next_offsets())
+        gaps = find_gaps(records, next_offsets)
         if not gaps:
             return records
         filled = list(records)

@@ -114,7 +114,7 @@ class TrainingWorker:
         checkpoint_seconds: float = 30.0,
         batch_size: int = 500,
         poll_ms: int = 200,
-        task: Task = "binary",
+        task: Task,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = consumer
