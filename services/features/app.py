@@ -5,9 +5,10 @@ batch: `plan_batch` computes the vectors, reading and updating the per-entity st
 in the faust table `entity_state` (every update goes to its changelog topic, on the
 source record's partition, so a restart or a new owner of the partition recovers the
 state); then the entity rows are written to Redis in one pipeline (retried until Redis
-answers), then the vectors are produced to `features` and their acks awaited. Only
-then does the agent keep, in a second changelogged table (`source_offsets`), the next
-offset of each `events` partition it handled, and faust acknowledge the events.
+answers), then the vectors are produced to `features` and their acks awaited, and the state's
+changelog writes too. Only then does the agent keep, in a second changelogged table
+(`source_offsets`), the next offset of each `events` partition it handled, await that
+write's ack, and let faust acknowledge the events.
 
 Faust's own offsets are not enough. Its commit can lag what was handled (a stop
 racing a periodic commit), so a restart redelivers records: those below
@@ -42,7 +43,7 @@ from typing import Any, cast
 import faust
 from aiokafka import TopicPartition
 from faust.tables.manager import TableManager
-from faust.types import StreamT, TableT
+from faust.types import FutureMessage, StreamT, TableT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
@@ -83,6 +84,7 @@ class TableStateStore:
 
     def __init__(self, table: TableT[str, EntityState]) -> None:
         self.table = table
+        self.sent: list[FutureMessage] = []  # changelog writes not yet awaited
 
     def get(self, entity_id: str) -> EntityState | None:
         state: EntityState | None = self.table.get(entity_id)
@@ -90,7 +92,7 @@ class TableStateStore:
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.table.data[entity_id] = state
-        self.table.send_changelog(partition, entity_id, state)
+        self.sent.append(self.table.send_changelog(partition, entity_id, state))
 
 
 class SourceOffsets:
@@ -102,7 +104,9 @@ class SourceOffsets:
     def next_offsets(self) -> dict[int, int]:
         return {int(p): int(o) for p, o in self.table.data.items()}
 
-    def advance(self, records: list[RawEvent]) -> None:
+    def advance(self, records: list[RawEvent]) -> list[FutureMessage]:
+        """Keep each partition's next offset; the changelog writes, to await."""
+        sent: list[FutureMessage] = []
         last: dict[int, int] = {}
         for record in records:
             last[record.partition] = max(last.get(record.partition, -1), record.offset)
@@ -110,7 +114,8 @@ class SourceOffsets:
             key = str(partition)
             if offset + 1 > self.table.data.get(key, 0):
                 self.table.data[key] = offset + 1
-                self.table.send_changelog(partition, key, offset + 1)
+                sent.append(self.table.send_changelog(partition, key, offset + 1))
+        return sent
 
 
 class FeaturesService:
@@ -251,17 +256,18 @@ class FeaturesService:
     async def handle(self, records: list[RawEvent]) -> BatchPlan:
         """Compute, store and publish one batch (the faust-free part of the agent)."""
         plan = plan_batch(records, self.states, self.computer)
-        # Hand the batch's changelog records to the producer now (faust buffers table
+        # Hand the state's changelog writes to the producer now (faust buffers table
         # writes and would otherwise warn, batch after batch, that its buffer is full).
         await self.app.producer.buffer.flush()
         for invalid in plan.invalid:
             metrics.INVALID.labels(invalid.errors[0].code).inc()
         if plan.computed:
             await self._publish(plan)
-        # Only once the vectors are acknowledged: a record at or past these offsets
-        # has not been published.
-        self.offsets.advance(records)
-        await self.app.producer.buffer.flush()
+        # The state first, then the offsets, each acknowledged before the next step.
+        # Once the offsets are kept, the state they reflect is durable and a record at
+        # or past them has not been published.
+        await _acked(self.states.sent)
+        await _acked(self.offsets.advance(records))
         return plan
 
     async def _publish(self, plan: BatchPlan) -> None:
@@ -323,6 +329,17 @@ class FeaturesService:
             return web.json(body, status=200 if healthy else 503)
 
         return healthz
+
+
+async def _acked(sent: list[FutureMessage]) -> None:
+    """Wait until the broker acknowledged every changelog write in `sent`, then clear it.
+
+    Faust buffers table writes and sends them from a background task; its own
+    `buffer.flush()` gives up after 0.1 s, so a write could still be pending at a stop.
+    """
+    pending = list(sent)
+    sent.clear()
+    await asyncio.gather(*pending)
 
 
 async def _metrics_view(web: View, request: Request) -> Response:
