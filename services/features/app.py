@@ -12,7 +12,8 @@ write's ack, and let faust acknowledge the events.
 
 Faust's own offsets are not enough. Its commit can lag what was handled (a stop
 racing a periodic commit), so a restart redelivers records: those below
-`source_offsets` were published already and are dropped. Its fetcher can drop
+`source_offsets` were published already and are dropped, as is a record its fetcher
+hands over twice in one batch. Its fetcher can drop
 records around a rebalance or a state recovery (acknowledged without reaching the
 agent): a batch that starts past `source_offsets` has a gap, and the agent reads the
 missing range itself with a plain consumer first. (A gap shows when a later record of
@@ -202,7 +203,7 @@ class FeaturesService:
         next_offsets = self.offsets.next_offsets()
         fresh = unhandled(records, next_offsets)
         if len(fresh) < len(records):
-            log.info("skipped %d records published before a restart", len(records) - len(fresh))
+            log.info("skipped %d records handled already", len(records) - len(fresh))
             metrics.REDELIVERED.inc(len(records) - len(fresh))
         if fresh:
             await self.handle(await self._fill_gaps(fresh, next_offsets))

@@ -102,16 +102,24 @@ class DictStateStore:
 
 
 def unhandled(records: Sequence[RawEvent], next_offsets: Mapping[int, int]) -> list[RawEvent]:
-    """The records at or past their partition's next offset (the others were handled).
+    """The records at or past their partition's next offset, each offset once.
 
-    Faust redelivers what it had not committed when it stopped; those records were
-    published already and are dropped here.
+    Faust redelivers what it had not committed when it stopped, and its fetcher can
+    hand over a record twice around a seek; those were (or are being) published and
+    are dropped here.
 
     >>> rec = lambda p, o: RawEvent(p, o, None, None)
-    >>> [r.offset for r in unhandled([rec(0, 8), rec(0, 9), rec(1, 2)], {0: 9})]
+    >>> [r.offset for r in unhandled([rec(0, 8), rec(0, 9), rec(1, 2), rec(0, 9)], {0: 9})]
     [9, 2]
     """
-    return [r for r in records if r.offset >= next_offsets.get(r.partition, 0)]
+    seen: set[tuple[int, int]] = set()
+    fresh = []
+    for record in records:
+        where = (record.partition, record.offset)
+        if record.offset >= next_offsets.get(record.partition, 0) and where not in seen:
+            seen.add(where)
+            fresh.append(record)
+    return fresh
 
 
 def find_gaps(

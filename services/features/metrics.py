@@ -38,7 +38,7 @@ GAP_RECORDS = Counter(
 )
 REDELIVERED = Counter(
     "driftline_features_redelivered_records_total",
-    "Records faust delivered again after a restart, already published, so skipped",
+    "Records faust delivered again (after a restart, or twice in a batch), so skipped",
 )
 REDIS_WRITES = Counter("driftline_features_redis_writes_total", "Entity rows written to Redis")
 STALE_WRITES = Counter(
