@@ -98,7 +98,7 @@ start_service() {  # start_service NAME PORT
   cd "$ROOT"
   nohup "$PYTHON" -m "services.$name" >"$RUN_DIR/$name.log" 2>&1 &
   echo $! >"$RUN_DIR/$name.pid"
-  wait_for "$name" curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz"
+  wait_for "$name" curl -fs -o /dev/null "http://127.0.0.1:$port/healthz"
   log "$name is healthy"
 }
 
