@@ -180,11 +180,21 @@ def _finite_float(literal: str) -> float:
     return value
 
 
+def _finite_int(literal: str) -> int:
+    value = int(literal)
+    try:
+        float(value)  # every number must fit a float downstream
+    except OverflowError:
+        raise ValueError(f"number {literal[:40]}... is out of range") from None
+    return value
+
+
 def _parse(text: str) -> Any:
     return json.loads(
         text,
         parse_constant=_reject_constant,
         parse_float=_finite_float,
+        parse_int=_finite_int,
         object_pairs_hook=_no_duplicate_keys,
     )
 

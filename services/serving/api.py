@@ -40,10 +40,14 @@ _JSON_TYPES: dict[type, str] = {list: "an array", dict: "an object"}
 
 def _feature_value(value: Any) -> Any:
     """Accept exactly the JSON scalars an Event's features may hold, with one clear error."""
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    if isinstance(value, int | float):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int past float's range
+            finite = False
+        if not finite:
             raise ValueError("must be a finite number")
         return value
     if isinstance(value, str):

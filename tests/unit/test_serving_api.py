@@ -110,10 +110,11 @@ def test_bad_requests_are_422_naming_the_field(
     assert problems == {(field, error_type)}
 
 
-def test_non_finite_numbers_are_refused(client: TestClient) -> None:
+@pytest.mark.parametrize("number", [b"NaN", b"1" + b"0" * 400], ids=["nan", "past-float"])
+def test_non_finite_numbers_are_refused(client: TestClient, number: bytes) -> None:
     response = client.post(
         "/predict",
-        content=b'{"entity_id": "c7", "features": {"amount": NaN}}',
+        content=b'{"entity_id": "c7", "features": {"amount": ' + number + b"}}",
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 422

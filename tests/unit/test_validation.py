@@ -29,6 +29,7 @@ def test_a_valid_event_becomes_a_typed_message() -> None:
         (b'{"a": NaN}', "invalid_json", None),
         (b'{"a": Infinity}', "invalid_json", None),
         (b'{"a": 1e999}', "invalid_json", None),
+        (b'{"a": 1' + b"0" * 400 + b"}", "invalid_json", None),
         (b'{"a": 1, "a": 2}', "invalid_json", None),
         (b"[" * 50_000 + b"]" * 50_000, "invalid_json", None),
         (b"[1, 2]", "not_an_object", None),
