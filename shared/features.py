@@ -92,17 +92,16 @@ def to_float(value: object) -> float | None:
 
     >>> to_float(True), to_float(3), to_float(" 2.5 "), to_float("abc"), to_float(None)
     (1.0, 3.0, 2.5, None, None)
+    >>> to_float(10**400), to_float(float("nan"))
+    (None, None)
     """
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, int | float):
+    if not isinstance(value, int | float | str):
+        return None
+    try:
         number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-    else:
+    except (ValueError, OverflowError):  # not a number; an int past float's range
         return None
     return number if math.isfinite(number) else None
 

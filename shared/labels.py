@@ -57,7 +57,7 @@ def canonical(value: Any, task: Task) -> Any:
     if task == "regression":
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         return number if math.isfinite(number) else None
     cls = _as_class(value)

@@ -1,26 +1,25 @@
 """Bootstrap: wires faust (topics, state table, web), Redis and the handler.
 
-One agent consumes `events` in batches (`BATCH_SIZE`, `BATCH_WITHIN_S`). For each
-batch: `plan_batch` computes the vectors, reading and updating the per-entity state
-in the faust table `entity_state` (every update goes to its changelog topic, on the
-source record's partition, so a restart or a new owner of the partition recovers the
-state); then the entity rows are written to Redis in one pipeline (retried until Redis
-answers), then the vectors are produced to `features` and their acks awaited, and the state's
+One agent consumes `events` in batches (`BATCH_SIZE`, `BATCH_WITHIN_S`). For each batch:
+`plan_batch` computes the vectors, reading and updating the per-entity state in the
+faust table `entity_state` (every update goes to its changelog topic, on the source
+record's partition, so a restart or a new owner of the partition recovers the state);
+then the entity rows are written to Redis in one pipeline (retried until Redis answers),
+then the vectors are produced to `features` and their acks awaited, and the state's
 changelog writes too. Only then does the agent keep, in a second changelogged table
 (`source_offsets`), the next offset of each `events` partition it handled, await that
 write's ack, and let faust acknowledge the events.
 
-Faust's own offsets are not enough. Its commit can lag what was handled (a stop
-racing a periodic commit), so a restart redelivers records: those below
-`source_offsets` were published already and are dropped, as is a record its fetcher
-hands over twice in one batch. Its fetcher can drop
-records around a rebalance or a state recovery (acknowledged without reaching the
-agent): a batch that starts past `source_offsets` has a gap, and the agent reads the
-missing range itself with a plain consumer first. (A gap shows when a later record of
-its partition arrives.) A stop waits for the batch in hand. Delivery is at least once
-(a crash between the vectors' acks and the offsets' changelog republishes a batch);
-a redelivered event finds its event_id in the state and yields the same vector again
-without counting twice.
+Faust's own offsets are not enough. Its commit can lag what was handled (a stop racing a
+periodic commit), so a restart redelivers records: those below `source_offsets` were
+published already and are dropped, as is a record its fetcher hands over twice in one
+batch. Its fetcher can drop records around a rebalance or a state recovery (acknowledged
+without reaching the agent): a batch that starts past `source_offsets` has a gap, and
+the agent reads the missing range itself with a plain consumer first. (A gap shows when
+a later record of its partition arrives.) A stop waits for the batch in hand. Delivery
+is at least once (a crash between the vectors' acks and the offsets' changelog
+republishes a batch); a redelivered event finds its event_id in the state and yields the
+same vector again without counting twice.
 
 While Redis is down the batch waits (retrying, `/healthz` 503) and nothing is
 acknowledged; a SIGTERM then waits too, since committing would skip those events.
@@ -85,7 +84,7 @@ class TableStateStore:
 
     def __init__(self, table: TableT[str, EntityState]) -> None:
         self.table = table
-        self.sent: list[FutureMessage] = []  # changelog writes not yet awaited
+        self._sent: list[FutureMessage] = []  # changelog writes not yet awaited
 
     def get(self, entity_id: str) -> EntityState | None:
         state: EntityState | None = self.table.get(entity_id)
@@ -93,7 +92,12 @@ class TableStateStore:
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.table.data[entity_id] = state
-        self.sent.append(self.table.send_changelog(partition, entity_id, state))
+        self._sent.append(self.table.send_changelog(partition, entity_id, state))
+
+    def take_sent(self) -> list[FutureMessage]:
+        """The changelog writes since the last call, to await."""
+        sent, self._sent = self._sent, []
+        return sent
 
 
 class SourceOffsets:
@@ -267,7 +271,7 @@ class FeaturesService:
         # The state first, then the offsets, each acknowledged before the next step.
         # Once the offsets are kept, the state they reflect is durable and a record at
         # or past them has not been published.
-        await _acked(self.states.sent)
+        await _acked(self.states.take_sent())
         await _acked(self.offsets.advance(records))
         return plan
 
@@ -333,14 +337,12 @@ class FeaturesService:
 
 
 async def _acked(sent: list[FutureMessage]) -> None:
-    """Wait until the broker acknowledged every changelog write in `sent`, then clear it.
+    """Wait until the broker acknowledged every changelog write in `sent`.
 
     Faust buffers table writes and sends them from a background task; its own
     `buffer.flush()` gives up after 0.1 s, so a write could still be pending at a stop.
     """
-    pending = list(sent)
-    sent.clear()
-    await asyncio.gather(*pending)
+    await asyncio.gather(*sent)
 
 
 async def _metrics_view(web: View, request: Request) -> Response:

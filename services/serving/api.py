@@ -6,7 +6,6 @@ the handlers and mapped to responses by `errors.install_error_handlers`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -21,6 +20,7 @@ from services.serving import metrics
 from services.serving.context import Context
 from services.serving.errors import ModelNotReady
 from services.serving.handlers import predict_request
+from shared.features import to_float
 
 __all__ = [
     "ChampionInfo",
@@ -43,11 +43,7 @@ def _feature_value(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int | float):
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:  # an int past float's range
-            finite = False
-        if not finite:
+        if to_float(value) is None:  # NaN, infinity, an int past float's range
             raise ValueError("must be a finite number")
         return value
     if isinstance(value, str):
