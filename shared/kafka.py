@@ -6,11 +6,16 @@ service commits an offset only after the output it caused is acknowledged.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from shared.topics import DLQ_MAX_BYTES
 
-__all__ = ["make_consumer", "make_producer"]
+__all__ = ["make_consumer", "make_producer", "partition_for", "produce_all"]
 
 
 def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
@@ -20,6 +25,7 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        max_batch_size=256 * 1024,
         max_request_size=DLQ_MAX_BYTES + 64 * 1024,
     )
 
@@ -37,3 +43,54 @@ def make_consumer(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
+
+
+_PARTITION_CACHE_MAX = 100_000  # keys remembered per producer process (entities repeat)
+_partition_cache: dict[tuple[bytes, int], int] = {}
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for `key` (murmur2, as Java's).
+
+    >>> partition_for(b"global", 3), partition_for(b"u1", 3)
+    (2, 1)
+    """
+    cached = _partition_cache.get((key, partitions))
+    if cached is None:
+        if len(_partition_cache) >= _PARTITION_CACHE_MAX:
+            _partition_cache.clear()
+        cached = (murmur2(key) & 0x7FFFFFFF) % partitions
+        _partition_cache[(key, partitions)] = cached
+    return cached
+
+
+async def produce_all(
+    producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes, bytes]]
+) -> None:
+    """Send `(key, value)` pairs to `topic` and wait once for every ack.
+
+    Records are grouped by the partition their key picks and appended to producer
+    batches directly, so a batch of thousands costs a few awaits, not one per record.
+    Order per key is kept (one partition, append order). Raises if any send fails.
+    """
+    if not items:
+        return
+    partitions = producer.client.cluster.partitions_for_topic(topic)
+    if not partitions:
+        await producer.client._wait_on_metadata(topic)
+        partitions = producer.client.cluster.partitions_for_topic(topic)
+    count = len(partitions)
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for key, value in items:
+        by_partition.setdefault(partition_for(key, count), []).append((key, value))
+    sent: list[asyncio.Future[Any]] = []
+    for partition, records in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                sent.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value)} bytes fits no batch of {topic}")
+        sent.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*sent)
