@@ -14,6 +14,7 @@ River's, so they equal what River computes on the same pairs.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,21 +40,32 @@ def error_of(y_true: Any, y_pred: Any, task: Task) -> float:
     return float(y_true != y_pred)
 
 
-def _classification(task: Task, window: int | None) -> dict[str, Any]:
-    binary = task == "binary"
-    kinds: dict[str, tuple[type, dict[str, Any]]] = {
-        "accuracy": (metrics.Accuracy, {}),
-        "precision": (metrics.Precision if binary else metrics.MacroPrecision, {}),
-        "recall": (metrics.Recall if binary else metrics.MacroRecall, {}),
-        "f1": (metrics.F1 if binary else metrics.MacroF1, {}),
+def _classification(task: Task, cm: metrics.ConfusionMatrix) -> dict[str, Any]:
+    """Accuracy, precision, recall and F1 read from one shared confusion matrix.
+
+    River's metrics are views of their confusion matrix (`cm=`): sharing one is
+    exact, and a pair is counted once instead of once per metric. For binary, the
+    matrix holds the canonical classes as they are, not `== True` as a
+    `BinaryMetric` would store them: precision, recall and F1 only read the
+    positive class's row, column and cell, which are the same either way.
+    """
+    if task == "binary":
+        return {
+            "accuracy": metrics.Accuracy(cm=cm),
+            "precision": metrics.Precision(cm=cm),
+            "recall": metrics.Recall(cm=cm),
+            "f1": metrics.F1(cm=cm),
+        }
+    return {
+        "accuracy": metrics.Accuracy(cm=cm),
+        "precision": metrics.MacroPrecision(cm=cm),
+        "recall": metrics.MacroRecall(cm=cm),
+        "f1": metrics.MacroF1(cm=cm),
     }
-    return {name: _make(cls, kwargs, window) for name, (cls, kwargs) in kinds.items()}
 
 
-def _make(cls: type, kwargs: dict[str, Any], window: int | None) -> Any:
-    if window is None:
-        return cls(**kwargs)
-    return utils.Rolling(cls, window_size=window, **kwargs)
+def _make(cls: type, window: int | None) -> Any:
+    return cls() if window is None else utils.Rolling(cls, window_size=window)
 
 
 class Quality:
@@ -62,22 +74,31 @@ class Quality:
     Classification: accuracy, precision, recall, F1 (binary with positive class True,
     macro-averaged for multiclass), and log loss over the pairs that came with
     probabilities (`log_loss` is None until one did). Regression: MAE and RMSE.
+    A window is kept as `river.utils.Rolling` keeps one: the oldest pair is reverted
+    when a new one would overflow it.
     """
 
     def __init__(self, task: Task, window: int | None = None) -> None:
         self.task = task
         self.n = 0  # pairs scored
         self.n_proba = 0  # of which with probabilities (log loss)
+        self._binary = task == "binary"
+        self._cm: metrics.ConfusionMatrix | None = None
+        self._window: deque[tuple[Any, Any]] | None = None
+        if window is not None:
+            self._window = deque(maxlen=window)
         if task == "regression":
             self._metrics: dict[str, Any] = {
-                "mae": _make(metrics.MAE, {}, window),
-                "rmse": _make(metrics.RMSE, {}, window),
+                "mae": _make(metrics.MAE, window),
+                "rmse": _make(metrics.RMSE, window),
             }
             self._log_loss: Any = None
         else:
-            self._metrics = _classification(task, window)
-            loss = metrics.LogLoss if task == "binary" else metrics.CrossEntropy
-            self._log_loss = _make(loss, {}, window)
+            self._cm = metrics.ConfusionMatrix()
+            self._metrics = _classification(task, self._cm)
+            self._log_loss = _make(
+                metrics.LogLoss if self._binary else metrics.CrossEntropy, window
+            )
 
     def update(self, y_true: Any, y_pred: Any, proba: Mapping[str, float] | None = None) -> None:
         """Score one pair, given raw (as sent) or canonical values; y_pred must not be None."""
@@ -87,11 +108,20 @@ class Quality:
     def update_canonical(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
         """Score one pair already in canonical form (see `canonical`)."""
         self.n += 1
-        for metric in self._metrics.values():
-            metric.update(y_true, y_pred)
-        if self._log_loss is None or not proba:
+        cm = self._cm
+        if cm is None:  # regression
+            for metric in self._metrics.values():
+                metric.update(y_true, y_pred)
             return
-        if self.task == "binary":
+        window = self._window
+        if window is not None:
+            if len(window) == window.maxlen:
+                cm.revert(*window[0])
+            window.append((y_true, y_pred))
+        cm.update(y_true, y_pred)
+        if not proba:
+            return
+        if self._binary:
             if True in proba:
                 p_true = proba[True]
             elif False in proba:

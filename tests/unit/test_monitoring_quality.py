@@ -121,3 +121,23 @@ def test_nothing_scored_yet_gives_none() -> None:
         "f1": None,
         "log_loss": None,
     }
+
+
+def test_binary_metrics_equal_rivers_also_with_predictions_of_no_class() -> None:
+    """One confusion matrix serves every metric; predictions that are neither class
+    ("yes", 2) count as River's separate metrics count them, cumulative and windowed."""
+    rng = random.Random(5)
+    ours, window = Quality("binary"), Quality("binary", window=50)
+    river = [metrics.Accuracy(), metrics.Precision(), metrics.Recall(), metrics.F1()]
+    rolling = [utils.Rolling(type(m), window_size=50) for m in river]
+    for _ in range(500):
+        y = rng.random() < 0.5
+        y_pred = rng.choice([True, False, "yes", 2])
+        ours.update(y, y_pred)
+        window.update(y, y_pred)
+        for metric in (*river, *rolling):
+            metric.update(y, canonical(y_pred, "binary"))
+    names = ("accuracy", "precision", "recall", "f1")
+    for name, metric, roll in zip(names, river, rolling, strict=True):
+        assert ours.get()[name] == metric.get(), name
+        assert window.get()[name] == roll.get(), name
