@@ -7,27 +7,29 @@ event-time joins make the replay give the same counts as the first pass, and
 deterministic alert ids keep it from publishing an alert twice. Offsets are still
 committed to `GROUP_ID` (best effort), only so that lag tools can watch the group.
 
-Event time advances by a watermark: the oldest last-seen time over the partitions
-that have data, ignoring partitions that are caught up and idle for `idle_s`
-seconds (else one quiet partition would stop every expiry). `http` predictions
-do not move it: they carry the time of a request, and a replay of last year's
-events next to live traffic must not see its labels expire.
+Each poll is one round of the services' loop: decode the batch (each message
+parsed once, with its typed model; an invalid one is counted and logged), hand it
+to the pure `BatchHandler` (join, score, drift: no I/O), publish the alerts it
+returned with one `produce_all` (acks awaited once), then commit (every few
+seconds). Event time advances by a `Watermark` (see `watermark`), which the worker
+keeps told of what each partition delivered and which ones are caught up.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import Gauge
 from pydantic import ValidationError
 
-from services.monitoring.joiner import prediction_time
+from services.monitoring.handler import BatchHandler
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
+from services.monitoring.watermark import Watermark
+from shared.kafka import produce_all
 from shared.messages import Alert, Label, Prediction
 from shared.topics import Topics, partitions_of
 
@@ -95,14 +97,13 @@ class MonitoringWorker:
         self.metrics = metrics
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
-        self.idle_s = idle_s
+        self.watermark = Watermark(idle_s)
+        self.handler = BatchHandler(monitor, self.watermark, topics)
         self.last_poll = time.monotonic()
         self.replay_ends: dict[TopicPartition, int] = {}
         self.replaying = True
         self.consumed = 0
-        self._last_time: dict[TopicPartition, datetime] = {}
-        self._last_message: dict[TopicPartition, float] = {}
-        self._caught_up: dict[TopicPartition, bool] = {}
+        self._lag: dict[TopicPartition, Gauge] = {}
         self._last_commit = time.monotonic()
         self._unpublished: list[Alert] = []
 
@@ -116,63 +117,60 @@ class MonitoringWorker:
             self.bootstrap_servers,
             [self.topics.predictions, self.topics.labels],
         )
+        self.watermark.assign(self.replay_ends)
         self.replaying = any(end > 0 for end in self.replay_ends.values())
         log.info("monitoring replays %d messages", sum(self.replay_ends.values()))
 
     async def run(self) -> None:
         while True:
             batch = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-            self.last_poll = time.monotonic()
+            now = self.last_poll = time.monotonic()
             started = time.perf_counter()
-            for tp, records in batch.items():
-                for record in records:
-                    self._handle(tp, record)
+            decoded = self.decode(batch, now)
             await self._update_positions()
-            watermark = self._watermark()
-            if watermark is not None:
-                self._unpublished += self.monitor.advance(
-                    watermark,
-                    labels_at=self._watermark(self.topics.labels),
-                    predictions_at=self._watermark(self.topics.predictions),
-                )
+            self._unpublished += self.handler.handle(decoded, now)
             if self._unpublished:
                 await self._publish()
             if batch:
                 self.metrics.latency.observe(time.perf_counter() - started)
             await self._commit()
 
-    def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        self.consumed += 1
-        self._last_message[tp] = time.monotonic()
-        if not self.replaying and record.timestamp is not None:
-            self.metrics.record_latency.observe(max(0.0, time.time() - record.timestamp / 1000))
-        value = record.value
-        try:
-            if record.topic == self.topics.predictions:
-                prediction = Prediction.model_validate_json(value or b"")
-                if prediction.source != "http":  # timed by a request, not by a stream
-                    self._seen_time(tp, prediction_time(prediction))
-                self.monitor.add_prediction(prediction)
-                return
-            label = Label.model_validate_json(value or b"")
-            if label.label_time is not None:
-                self._seen_time(tp, label.label_time)
-            self.monitor.add_label(label)
-        except ValidationError as error:
-            invalid = self.metrics.collector.invalid
-            invalid[record.topic] = invalid.get(record.topic, 0) + 1
-            log.warning(
-                "skipping an invalid message topic=%s partition=%s offset=%s: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                error.errors()[0]["msg"] if error.errors() else error,
+    def decode(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]], now: float
+    ) -> dict[TopicPartition, list[Prediction | Label]]:
+        """Each record parsed once with its topic's model; invalid ones counted, logged
+        and left out. Tells the watermark which partitions delivered at `now`."""
+        decoded: dict[TopicPartition, list[Prediction | Label]] = {}
+        observe = None if self.replaying else self.metrics.record_latency.observe
+        wall_ms = time.time() * 1000
+        for tp, records in batch.items():
+            model: type[Prediction] | type[Label] = (
+                Prediction if tp.topic == self.topics.predictions else Label
             )
+            validate = model.model_validate_json
+            messages: list[Prediction | Label] = []
+            for record in records:
+                if observe is not None and record.timestamp is not None:
+                    observe(max(0.0, (wall_ms - record.timestamp) / 1000))
+                try:
+                    messages.append(validate(record.value or b""))
+                except ValidationError as error:
+                    self._invalid(record, error)
+            decoded[tp] = messages
+            self.consumed += len(records)
+        self.watermark.delivered(batch, now)
+        return decoded
 
-    def _seen_time(self, tp: TopicPartition, at: datetime) -> None:
-        last = self._last_time.get(tp)
-        if last is None or at > last:
-            self._last_time[tp] = at
+    def _invalid(self, record: ConsumerRecord, error: ValidationError) -> None:
+        invalid = self.metrics.collector.invalid
+        invalid[record.topic] = invalid.get(record.topic, 0) + 1
+        log.warning(
+            "skipping an invalid message topic=%s partition=%s offset=%s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error.errors()[0]["msg"] if error.errors() else error,
+        )
 
     async def _update_positions(self) -> None:
         """Lag per partition, which partitions are caught up, whether the replay is over."""
@@ -181,50 +179,27 @@ class MonitoringWorker:
             position = await self.consumer.position(tp)
             high = self.consumer.highwater(tp)
             if high is not None:
-                self.metrics.consumer_lag.labels(tp.topic, tp.partition).set(
-                    max(0, high - position)
-                )
-            self._caught_up[tp] = high is not None and position >= high
+                lag = self._lag.get(tp)
+                if lag is None:
+                    lag = self._lag[tp] = self.metrics.consumer_lag.labels(tp.topic, tp.partition)
+                lag.set(max(0, high - position))
+            self.watermark.caught_up(tp, high is not None and position >= high)
             if position < self.replay_ends.get(tp, 0):
                 done = False
         if self.replaying and done:
             self.replaying = False
             log.info("monitoring replay done: %d messages", self.consumed)
 
-    def _watermark(self, topic: str | None = None) -> datetime | None:
-        """Event time every partition with data (of `topic`, or of both) has reached
-        (see the module doc).
-
-        None while a partition has data whose time is not known yet (not read so far).
-        """
-        now = time.monotonic()
-        times = []
-        last_times = [t for tp, t in self._last_time.items() if topic in (None, tp.topic)]
-        for tp in self.consumer.assignment():
-            if topic not in (None, tp.topic):
-                continue
-            caught_up = self._caught_up.get(tp, False)
-            last = self._last_time.get(tp)
-            if last is None:
-                if caught_up:
-                    continue  # empty, or labels without label_time only
-                return None
-            if caught_up and now - self._last_message.get(tp, now) >= self.idle_s:
-                continue
-            times.append(last)
-        if times:
-            return min(times)
-        return max(last_times) if last_times else None
-
     async def _publish(self) -> None:
-        """Send the alerts raised so far; on failure keep them and retry next round."""
+        """Send the alerts raised so far, acks awaited once; on failure keep them and
+        retry next round."""
         alerts = self._unpublished
         try:
-            sent = [
-                await self.producer.send(self.topics.alerts, a.to_json(), key=a.subject.encode())
-                for a in alerts
-            ]
-            await asyncio.gather(*sent)
+            await produce_all(
+                self.producer,
+                self.topics.alerts,
+                [(a.subject.encode(), a.to_json()) for a in alerts],
+            )
         except Exception:
             log.exception("publishing %d alerts failed; will retry", len(alerts))
             return

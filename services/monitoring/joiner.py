@@ -39,6 +39,7 @@ from shared.messages import Label, Prediction
 __all__ = ["Joined", "Joiner", "prediction_time"]
 
 _Timer = Literal["prediction", "label", "forget_prediction", "forget_label"]
+_ON_LABELS = frozenset(("prediction", "forget_label"))  # timers the labels' clock drives
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +86,9 @@ class Joiner:
         self._seen_predictions: set[str] = set()
         self._seen_labels: set[str] = set()
         # timers driven by the labels' clock, and by the predictions' clock
-        self._timers: dict[str, list[tuple[datetime, int, _Timer, str, str]]] = {
-            "labels": [],
-            "predictions": [],
-        }
+        self._label_timers: list[tuple[datetime, int, _Timer, str, str]] = []
+        self._prediction_timers: list[tuple[datetime, int, _Timer, str, str]] = []
+        self._timers = {"labels": self._label_timers, "predictions": self._prediction_timers}
         self._unscheduled: list[str] = []  # labels that came before any clock
         self._seq = 0
 
@@ -97,21 +97,25 @@ class Joiner:
     def add_prediction(self, prediction: Prediction) -> list[Joined]:
         """Add a prediction: joined now if its label is known, else it waits."""
         pid, event_id = prediction.prediction_id, prediction.event_id
-        if pid in self._seen_predictions:
+        seen = self._seen_predictions
+        if pid in seen:
             self.duplicate_predictions += 1
             return []
         if event_id is None:
             self.without_event += 1
             return []
-        self._seen_predictions.add(pid)
-        event = self._events.setdefault(event_id, _Event())
-        if event.label is not None:
-            event.label.joined += 1
-            since = self._latest(prediction_time(prediction), event.label.since)
-            self._start_timer(since, "forget_prediction", event_id, pid)
-            return [Joined(prediction, event.label.value, event.label.label_time)]
+        seen.add(pid)
+        event = self._events.get(event_id)
+        if event is None:
+            event = self._events[event_id] = _Event()
+        at = prediction.event_time or prediction.time
+        label = event.label
+        if label is not None:
+            label.joined += 1
+            self._start_timer(self._latest(at, label.since), "forget_prediction", event_id, pid)
+            return [Joined(prediction, label.value, label.label_time)]
         event.waiting[pid] = prediction
-        self._start_timer(prediction_time(prediction), "prediction", event_id, pid)
+        self._start_timer(at, "prediction", event_id, pid)
         return []
 
     def add_label(self, label: Label) -> list[Joined]:
@@ -121,17 +125,23 @@ class Joiner:
             self.duplicate_labels += 1
             return []
         self._seen_labels.add(event_id)
-        event = self._events.setdefault(event_id, _Event())
+        event = self._events.get(event_id)
+        if event is None:
+            event = self._events[event_id] = _Event()
+        waiting = event.waiting
         since = label.label_time
-        if since is None and event.waiting:
-            since = min(prediction_time(p) for p in event.waiting.values())
+        if since is None and waiting:
+            since = min(prediction_time(p) for p in waiting.values())
         since = since or self.clock
-        event.label = _Label(label.label, label.label_time, since, joined=len(event.waiting))
-        joined = [Joined(p, label.label, label.label_time) for p in event.waiting.values()]
-        for pid, prediction in event.waiting.items():
-            forget_since = self._latest(prediction_time(prediction), since)
-            self._start_timer(forget_since, "forget_prediction", event_id, pid)
-        event.waiting.clear()
+        event.label = _Label(label.label, label.label_time, since, joined=len(waiting))
+        if not waiting:
+            joined = []
+        else:
+            joined = [Joined(p, label.label, label.label_time) for p in waiting.values()]
+            for pid, prediction in waiting.items():
+                forget_since = self._latest(prediction_time(prediction), since)
+                self._start_timer(forget_since, "forget_prediction", event_id, pid)
+            waiting.clear()
         if since is None:
             self._unscheduled.append(event_id)
         else:
@@ -212,9 +222,12 @@ class Joiner:
     def _start_timer(self, since: datetime, what: _Timer, event_id: str, pid: str) -> None:
         if self.ttl is not None:
             self._seq += 1
-            stream = "labels" if what in ("prediction", "forget_label") else "predictions"
-            heapq.heappush(self._timers[stream], (since, self._seq, what, event_id, pid))
+            timers = self._label_timers if what in _ON_LABELS else self._prediction_timers
+            heapq.heappush(timers, (since, self._seq, what, event_id, pid))
 
     def _latest(self, since: datetime, label_since: datetime | None) -> datetime:
         """When a joined prediction's id may start to be forgotten: not before its label."""
-        return max(t for t in (since, label_since, self.clock) if t is not None)
+        if label_since is not None and label_since > since:
+            since = label_since
+        clock = self.clock
+        return clock if clock is not None and clock > since else since

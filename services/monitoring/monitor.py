@@ -34,7 +34,7 @@ from typing import Any
 
 from services.monitoring.drift import DriftDetected, ErrorDrift
 from services.monitoring.joiner import Joined, Joiner, prediction_time
-from services.monitoring.quality import Quality, canonical_proba, error_of
+from services.monitoring.quality import Quality, error_of
 from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.labels import canonical, target
@@ -43,6 +43,15 @@ from shared.messages import Alert, Label, Prediction
 __all__ = ["HistoryPoint", "Monitor", "Series", "alert_id"]
 
 SeriesKey = tuple[str, str]  # (model, source)
+
+
+_UNKNOWN = object()
+_CLASSES_MAX = 10_000  # probability keys remembered (classes: a handful, in practice)
+
+
+def _scoring_order(item: Joined) -> tuple[datetime, str, str]:
+    prediction = item.prediction
+    return (prediction_time(prediction), prediction.event_id or "", prediction.prediction_id)
 
 
 def alert_id(subject: str, ordinal: int) -> str:
@@ -107,8 +116,11 @@ class Monitor:
         self.series: dict[SeriesKey, Series] = {}
         self.alerts: dict[str, Alert] = {}  # by alert_id, in the order raised
         self._published: dict[str, Alert] = {}  # alerts already on the topic
-        # joins waiting to be scored, by (due, prediction time, event_id, prediction_id)
-        self._due: list[tuple[datetime, datetime, str, str, Joined]] = []
+        # joins waiting to be scored: a bucket per due time, and a heap of those times
+        self._due: dict[datetime, list[Joined]] = {}
+        self._due_times: list[datetime] = []
+        self._unreleased = 0
+        self._classes: dict[str, Any] = {}  # canonical class of each probability key seen
 
     # ---- input
 
@@ -151,24 +163,39 @@ class Monitor:
     @property
     def unreleased(self) -> int:
         """Joins made but not scored yet (their time is beyond the watermark)."""
-        return len(self._due)
+        return self._unreleased
 
     # ---- scoring order
 
     def _queue(self, joined: list[Joined]) -> None:
+        due_at = self._due
         for item in joined:
-            at = prediction_time(item.prediction)
-            due = max(at, item.label_time) if item.label_time else at
-            key = (due, at, item.prediction.event_id or "", item.prediction.prediction_id)
-            heapq.heappush(self._due, (*key, item))
+            prediction = item.prediction
+            due = prediction.event_time or prediction.time
+            if item.label_time is not None and item.label_time > due:
+                due = item.label_time
+            bucket = due_at.get(due)
+            if bucket is None:
+                due_at[due] = [item]
+                heapq.heappush(self._due_times, due)
+            else:
+                bucket.append(item)
+            self._unreleased += 1
 
     def _release(self, watermark: datetime | None) -> list[Alert]:
+        """Score the joins due by `watermark` (all if None), in the order of
+        (due, prediction time, event_id, prediction_id)."""
         alerts = []
-        due = self._due
-        while due and (watermark is None or due[0][0] <= watermark):
-            alert = self._score_one(heapq.heappop(due)[-1])
-            if alert is not None:
-                alerts.append(alert)
+        times = self._due_times
+        while times and (watermark is None or times[0] <= watermark):
+            bucket = self._due.pop(heapq.heappop(times))
+            if len(bucket) > 1:
+                bucket.sort(key=_scoring_order)
+            self._unreleased -= len(bucket)
+            for item in bucket:
+                alert = self._score_one(item)
+                if alert is not None:
+                    alerts.append(alert)
         return alerts
 
     # ---- scoring
@@ -195,7 +222,7 @@ class Monitor:
         if y_pred is None or y_true is None:
             series.unscored += 1
             return None
-        proba = canonical_proba(prediction.probabilities, self.task)
+        proba = self._proba(prediction.probabilities)
         series.cumulative.update_canonical(y_true, y_pred, proba)
         series.window.update_canonical(y_true, y_pred, proba)
         version = series.versions.get(prediction.model_version)
@@ -209,6 +236,21 @@ class Monitor:
             series.history.append(HistoryPoint(n, float(value or 0.0), event_time))
         found = series.drift.update(error_of(y_true, y_pred, self.task))
         return None if found is None else self._alert(series, prediction, found)
+
+    def _proba(self, probabilities: dict[str, float] | None) -> dict[Any, float] | None:
+        """`canonical_proba`, with each key's canonical class looked up once."""
+        if not probabilities or self.task == "regression":
+            return None
+        classes = self._classes
+        proba = {}
+        for key, p in probabilities.items():
+            cls = classes.get(key, _UNKNOWN)
+            if cls is _UNKNOWN:
+                if len(classes) >= _CLASSES_MAX:
+                    classes.clear()
+                cls = classes[key] = canonical(key, self.task)
+            proba[cls] = float(p)
+        return proba
 
     def _alert(self, series: Series, prediction: Prediction, found: DriftDetected) -> Alert | None:
         series.alerts += 1

@@ -1,4 +1,5 @@
-"""The monitoring worker's event-time watermark, with a small fake of the consumer."""
+"""The monitoring worker's decoding and event-time watermark, with a small fake of the
+consumer: records go through `decode` and the pure `BatchHandler`, as in `run`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ TOPICS = Topics("unit.")
 PREDICTIONS = TopicPartition(TOPICS.predictions, 0)
 LABELS = TopicPartition(TOPICS.labels, 0)
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
+NOW = 100.0  # the monotonic clock, in seconds
 
 
 class FakeConsumer:
@@ -26,7 +28,7 @@ class FakeConsumer:
 
 def _worker() -> MonitoringWorker:
     monitor = Monitor("binary", ttl=timedelta(days=1))
-    return MonitoringWorker(
+    worker = MonitoringWorker(
         cast(Any, FakeConsumer()),
         cast(Any, None),
         monitor,
@@ -34,6 +36,17 @@ def _worker() -> MonitoringWorker:
         MonitoringMetrics(monitor),
         bootstrap_servers="unused:9092",
     )
+    worker.watermark.assign(FakeConsumer().assignment())
+    return worker
+
+
+def _handle(worker: MonitoringWorker, tp: TopicPartition, value: bytes) -> None:
+    """One poll of one record, as `MonitoringWorker.run` handles it."""
+    worker.handler.handle(worker.decode({tp: [_record(tp, value)]}, NOW), NOW)
+
+
+def _watermark(worker: MonitoringWorker, topic: str | None = None) -> datetime | None:
+    return worker.watermark.get(NOW, topic)
 
 
 def _record(tp: TopicPartition, value: bytes) -> ConsumerRecord:
@@ -57,18 +70,44 @@ def _prediction(event: str, source: str, at: datetime) -> bytes:
 def test_http_predictions_do_not_move_the_event_time_clock() -> None:
     worker = _worker()
     label = Label(event_id="e1", label=1, label_time=T0).to_json()
-    worker._handle(LABELS, _record(LABELS, label))
-    worker._handle(PREDICTIONS, _record(PREDICTIONS, _prediction("e0", "learner", T0)))
+    _handle(worker, LABELS, label)
+    _handle(worker, PREDICTIONS, _prediction("e0", "learner", T0))
     live = datetime.now(UTC)
-    worker._handle(PREDICTIONS, _record(PREDICTIONS, _prediction("live", "http", live)))
-    assert worker._watermark(TOPICS.predictions) == T0
-    assert worker._watermark() == T0
+    _handle(worker, PREDICTIONS, _prediction("live", "http", live))
+    assert _watermark(worker, TOPICS.predictions) == T0
+    assert _watermark(worker) == T0
 
 
 def test_stream_predictions_move_it() -> None:
     worker = _worker()
     later = T0 + timedelta(hours=2)
-    worker._handle(PREDICTIONS, _record(PREDICTIONS, _prediction("e0", "stream", later)))
-    worker._handle(LABELS, _record(LABELS, Label(event_id="e0", label=1, label_time=T0).to_json()))
-    assert worker._watermark(TOPICS.predictions) == later
-    assert worker._watermark() == T0
+    _handle(worker, PREDICTIONS, _prediction("e0", "stream", later))
+    _handle(worker, LABELS, Label(event_id="e0", label=1, label_time=T0).to_json())
+    assert _watermark(worker, TOPICS.predictions) == later
+    assert _watermark(worker) == T0
+
+
+def test_invalid_records_are_counted_and_left_out() -> None:
+    worker = _worker()
+    good = _prediction("e0", "stream", T0)
+    records = [_record(PREDICTIONS, v) for v in (b"not json", good, b'{"event_id": "e1"}')]
+    decoded = worker.decode({PREDICTIONS: records}, NOW)
+    assert [m.event_id for m in decoded[PREDICTIONS]] == ["e0"]
+    assert worker.metrics.collector.invalid == {TOPICS.predictions: 2}
+    assert worker.consumed == 3
+
+
+def test_a_batch_gives_the_alerts_to_publish_and_no_io() -> None:
+    """The handler alone (no consumer, no producer) raises the drift alert."""
+    worker = _worker()
+    batch: dict[TopicPartition, list[Prediction | Label]] = {PREDICTIONS: [], LABELS: []}
+    for i in range(3000):
+        at = T0 + timedelta(seconds=i)
+        wrong = i >= 1500 and i % 2 == 0
+        p = Prediction.model_validate_json(_prediction(f"e{i}", "stream", at))
+        batch[PREDICTIONS].append(p)
+        batch[LABELS].append(
+            Label(event_id=p.event_id or "", label=0 if wrong else 1, label_time=at)
+        )
+    alerts = worker.handler.handle(batch, NOW)
+    assert alerts and alerts[0].subject == "logreg:stream" and alerts[0].kind == "concept_drift"
