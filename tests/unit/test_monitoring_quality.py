@@ -128,8 +128,9 @@ def test_binary_metrics_equal_rivers_also_with_predictions_of_no_class() -> None
     ("yes", 2) count as River's separate metrics count them, cumulative and windowed."""
     rng = random.Random(5)
     ours, window = Quality("binary"), Quality("binary", window=50)
-    river = [metrics.Accuracy(), metrics.Precision(), metrics.Recall(), metrics.F1()]
-    rolling = [utils.Rolling(type(m), window_size=50) for m in river]
+    kinds: list[Any] = [metrics.Accuracy, metrics.Precision, metrics.Recall, metrics.F1]
+    river: list[Any] = [kind() for kind in kinds]
+    rolling: list[Any] = [utils.Rolling(kind, window_size=50) for kind in kinds]
     for _ in range(500):
         y = rng.random() < 0.5
         y_pred = rng.choice([True, False, "yes", 2])
