@@ -15,7 +15,7 @@ from aiokafka.partitioner import murmur2
 
 from shared.topics import DLQ_MAX_BYTES
 
-__all__ = ["make_consumer", "make_producer", "partition_for", "produce_all"]
+__all__ = ["make_consumer", "make_producer", "partition_for", "produce_all", "send_all"]
 
 
 def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
@@ -64,17 +64,17 @@ def partition_for(key: bytes, partitions: int) -> int:
     return cached
 
 
-async def produce_all(
+async def send_all(
     producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes, bytes]]
-) -> None:
-    """Send `(key, value)` pairs to `topic` and wait once for every ack.
+) -> list[asyncio.Future[Any]]:
+    """Queue `(key, value)` pairs for `topic`; return the futures of their acks.
 
     Records are grouped by the partition their key picks and appended to producer
     batches directly, so a batch of thousands costs a few awaits, not one per record.
-    Order per key is kept (one partition, append order). Raises if any send fails.
+    Order per key is kept (one partition, append order).
     """
     if not items:
-        return
+        return []
     partitions = producer.client.cluster.partitions_for_topic(topic)
     if not partitions:
         await producer.client._wait_on_metadata(topic)
@@ -93,4 +93,11 @@ async def produce_all(
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"a record of {len(value)} bytes fits no batch of {topic}")
         sent.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*sent)
+    return sent
+
+
+async def produce_all(
+    producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes, bytes]]
+) -> None:
+    """`send_all`, then wait once for every ack. Raises if any send failed."""
+    await asyncio.gather(*await send_all(producer, topic, items))

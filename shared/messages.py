@@ -81,7 +81,7 @@ ErrorCode = Literal[
 class Message(BaseModel):
     """Base of every message: strict, frozen, no unknown fields."""
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

@@ -15,14 +15,15 @@ class TrainingSettings(CommonSettings):
     group_id: str = "driftline-training"
     # Checkpoint (new model versions + the learner with its input offsets) after this
     # many consumed records, or this many seconds, whichever comes first; and at shutdown.
-    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_every: int = Field(default=100_000, ge=1)
     checkpoint_seconds: float = Field(default=30.0, gt=0)
     # A caught-up partition quiet for this long (wall time) no longer holds the watermark.
     idle_ms: int = Field(default=2000, ge=0)
     # Longest wait (wall time) for the features of a label already consumed (meanwhile
     # quiet features partitions are not skipped), and for a silent topic's first record.
     label_wait_ms: int = Field(default=60_000, ge=0)
-    batch_size: int = Field(default=500, ge=1)
+    # Records per poll: a batch is parsed, learned and published before the next.
+    batch_size: int = Field(default=5000, ge=1)
     poll_ms: int = Field(default=200, ge=10)
     # How many registry versions per model GET /api/models lists (newest).
     api_versions: int = Field(default=20, ge=1)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
@@ -34,18 +35,22 @@ from services.training.learner import LearnerOutput, PredictionMade
 from services.training.watermark import PartitionKey
 from shared.catalogue import Task
 from shared.clock import utcnow
+from shared.kafka import send_all
 from shared.labels import target
 from shared.messages import GLOBAL_KEY, FeatureVector, Label, Prediction
 from shared.registry import ModelRegistry
 from shared.topics import Topics
-from shared.validation import validate_raw
+from shared.validation import parse_message
 
-__all__ = ["TrainingWorker", "to_prediction"]
+__all__ = ["TrainingWorker", "prediction_fields", "prediction_json", "to_prediction"]
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5  # how often caught-up status and lag are checked
 CHECKPOINT_RETRY_S = 5.0
+_CONSUMED_FEATURES = metrics.CONSUMED.labels("features")
+_CONSUMED_LABELS = metrics.CONSUMED.labels("labels")
+MAX_UNACKED_BATCHES = 200  # producer batches in flight before the loop waits for acks
 
 
 def _plain(value: Any) -> Any:
@@ -54,18 +59,10 @@ def _plain(value: Any) -> Any:
     return item() if callable(item) and not isinstance(value, bool | int | float | str) else value
 
 
-def to_prediction(
+def prediction_fields(
     made: PredictionMade, version: str, entity_id: str | None, now: datetime
-) -> Prediction:
-    """The `learner` prediction message for one model's prediction of one event.
-
-    >>> from datetime import UTC, datetime
-    >>> t = datetime(2024, 1, 1, tzinfo=UTC)
-    >>> made = PredictionMade("e1", "logreg", 1, {0: 0.25, 1: 0.75}, t)
-    >>> p = to_prediction(made, "3", "k1", t)
-    >>> p.prediction_id, p.model_version, p.y_pred, p.probabilities
-    ('e1:logreg:learner', '3', 1, {'0': 0.25, '1': 0.75})
-    """
+) -> dict[str, Any]:
+    """The fields of the `learner` prediction message for one model's prediction of one event."""
     probabilities = None
     if made.proba is not None:
         probabilities = {
@@ -73,18 +70,42 @@ def to_prediction(
             for label, p in made.proba.items()
             if math.isfinite(float(p))
         }
-    return Prediction(
-        prediction_id=f"{made.event_id}:{made.model}:learner",
-        event_id=made.event_id,
-        entity_id=entity_id,
-        model=made.model,
-        model_version=version,
-        y_pred=_plain(made.y_pred),
-        probabilities=probabilities,
-        source="learner",
-        event_time=made.event_time,
-        time=now,
-    )
+    return {
+        "prediction_id": f"{made.event_id}:{made.model}:learner",
+        "event_id": made.event_id,
+        "entity_id": entity_id,
+        "model": made.model,
+        "model_version": version,
+        "y_pred": _plain(made.y_pred),
+        "probabilities": probabilities,
+        "source": "learner",
+        "event_time": made.event_time,
+        "time": now,
+    }
+
+
+def to_prediction(
+    made: PredictionMade, version: str, entity_id: str | None, now: datetime
+) -> Prediction:
+    """The `learner` prediction message (what `prediction_json` encodes, as the typed model).
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+    >>> made = PredictionMade("e1", "logreg", 1, {0: 0.25, 1: 0.75}, t)
+    >>> p = to_prediction(made, "3", "k1", t)
+    >>> p.prediction_id, p.model_version, p.y_pred, p.probabilities
+    ('e1:logreg:learner', '3', 1, {'0': 0.25, '1': 0.75})
+    >>> Prediction.model_validate_json(prediction_json(made, "3", "k1", t)) == p
+    True
+    """
+    return Prediction(**prediction_fields(made, version, entity_id, now))
+
+
+def prediction_json(
+    made: PredictionMade, version: str, entity_id: str | None, now: datetime
+) -> bytes:
+    """The `learner` prediction message as JSON, encoded without building the model."""
+    return orjson.dumps(prediction_fields(made, version, entity_id, now), option=orjson.OPT_UTC_Z)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -110,9 +131,9 @@ class TrainingWorker:
         topics: Topics,
         state: TrainingState,
         *,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int = 100_000,
         checkpoint_seconds: float = 30.0,
-        batch_size: int = 500,
+        batch_size: int = 5000,
         poll_ms: int = 200,
         task: Task,
         clock: Callable[[], float] = time.monotonic,
@@ -138,6 +159,7 @@ class TrainingWorker:
         self._retry_at = 0.0  # after a failed checkpoint, not before this
         self._revoked_times: dict[PartitionKey, datetime] = {}
         self._stop = asyncio.Event()
+        self._unacked: list[asyncio.Future[Any]] = []  # prediction batches not yet acked
         self.restored = {  # what the process started from (checkpoint or nothing)
             "records": state.records,
             "versions": dict(state.versions),
@@ -229,6 +251,9 @@ class TrainingWorker:
                 for record in records:
                     metrics.LATENCY.observe(max(0.0, (wall_ms - record.timestamp) / 1000))
         if self._checkpoint_due(now):
+            # A failed send ends the loop here, as it should: the restart re-learns from
+            # the last checkpoint, whose state never claims an unacknowledged prediction.
+            await self._await_acks()
             try:
                 await self.checkpoint()
             except Exception:  # Redis or Kafka away: keep learning, try again later
@@ -238,7 +263,7 @@ class TrainingWorker:
     def _consume(self, tp: TopicPartition, record: ConsumerRecord, now: float) -> None:
         state, learner = self.state, self.state.learner
         kind = FeatureVector if tp.topic == self.topics.features else Label
-        result = validate_raw(kind, record.value)
+        result = parse_message(kind, record.value)
         message = result.message
         if message is None:
             self._bad(record, result.errors[0].code, result.errors[0].message)
@@ -252,7 +277,7 @@ class TrainingWorker:
                 state.entities[message.event_id] = message.entity_id
             state.watermark.release(message.event_id)
             state.watermark.observe(tp, message.event_time, now)
-            metrics.CONSUMED.labels("features").inc()
+            _CONSUMED_FEATURES.inc()
             return
         assert isinstance(message, Label)
         y = target(message.label, self.task)
@@ -264,7 +289,7 @@ class TrainingWorker:
         if not learner.has_features(message.event_id):  # the features topic owes this event
             state.watermark.hold(message.event_id, self.topics.features, now)
         state.watermark.observe(tp, message.label_time, now)
-        metrics.CONSUMED.labels("labels").inc()
+        _CONSUMED_LABELS.inc()
 
     def _bad(self, record: ConsumerRecord, code: str, message: str) -> None:
         metrics.BAD_MESSAGES.labels(record.topic, code).inc()
@@ -278,23 +303,32 @@ class TrainingWorker:
         )
 
     async def _publish(self, outputs: Iterable[LearnerOutput]) -> None:
+        """Queue the learner's predictions; their acks are awaited before a checkpoint."""
         now = utcnow()
         entities = self.state.entities
-        sent = []
+        records = []
         predicted: set[str] = set()
+        counts: dict[str, int] = {}
         for output in outputs:
             if not isinstance(output, PredictionMade):
                 continue
             entity = entities.get(output.event_id)
-            message = to_prediction(output, self.state.version_of(output.model), entity, now)
-            key = (entity or GLOBAL_KEY).encode()
-            sent.append(await self.producer.send(self.topics.predictions, message.to_json(), key))
-            metrics.PREDICTIONS.labels(output.model).inc()
+            value = prediction_json(output, self.state.version_of(output.model), entity, now)
+            records.append(((entity or GLOBAL_KEY).encode(), value))
+            counts[output.model] = counts.get(output.model, 0) + 1
             predicted.add(output.event_id)
-        if sent:
-            await asyncio.gather(*sent)
+        self._unacked += await send_all(self.producer, self.topics.predictions, records)
+        if len(self._unacked) > MAX_UNACKED_BATCHES:
+            await self._await_acks()
+        for model, count in counts.items():
+            metrics.PREDICTIONS.labels(model).inc(count)
         for event_id in predicted:
             entities.pop(event_id, None)
+
+    async def _await_acks(self) -> None:
+        """Wait for every prediction sent so far (raises if one failed)."""
+        unacked, self._unacked = self._unacked, []
+        await asyncio.gather(*unacked)
 
     async def _refresh(self, now: float) -> None:
         """Which partitions are caught up (for the watermark's idle rule), and the lag."""
@@ -320,6 +354,7 @@ class TrainingWorker:
 
     async def checkpoint(self) -> None:
         """Save the state and new versions, announce them, commit the group offsets."""
+        await self._await_acks()  # the state claims these predictions were published
         published = await self.store.save(self.state)
         self.last_checkpoint = self.clock()
         self._since_checkpoint = 0

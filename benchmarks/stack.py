@@ -1,0 +1,168 @@
+"""The bench's own slice of the stack: topics under a fresh prefix, services as child processes.
+
+Kafka and Redis are the local ones (`make infra`); every run gets a unique topic
+prefix, consumer groups and Redis namespace, so a bench never disturbs `make up`'s
+stack or an earlier run. Services are started with `python -m services.<name>` on
+ports away from the fixed ones and stopped (SIGTERM, then SIGKILL) at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+__all__ = ["BenchStack", "Service", "read_metrics"]
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+PORTS = {
+    "ingestion": 18101,
+    "features": 18166,
+    "training": 18103,
+    "serving": 18100,
+    "monitoring": 18102,
+}
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+
+
+def read_metrics(text: str) -> dict[str, float]:
+    """Prometheus text as {"name{labels}": value} (labels exactly as printed)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            out[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *_children(int(child))]
+    return found
+
+
+def _peak_rss(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Service:
+    """One running `python -m services.<name>` child process."""
+
+    def __init__(self, name: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.name = name
+        self.port = port
+        self.process = process
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def metrics(self) -> dict[str, float]:
+        return read_metrics(httpx.get(f"{self.url}/metrics", timeout=5).text)
+
+    def metric(self, name: str) -> float:
+        """The sum of every sample of `name` (all label sets)."""
+        total = 0.0
+        for key, value in self.metrics().items():
+            if key == name or key.startswith(name + "{"):
+                total += value
+        return total
+
+    def peak_rss(self) -> int:
+        """Peak resident memory (VmHWM) of the process plus that of its children, bytes."""
+        return sum(_peak_rss(pid) for pid in [self.process.pid, *_children(self.process.pid)])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class BenchStack:
+    """Services of one bench run, isolated by `prefix`."""
+
+    def __init__(self, pipeline: Path, tag: str = "bench") -> None:
+        self.prefix = f"{tag}{uuid.uuid4().hex[:6]}."
+        self.pipeline = pipeline
+        self.services: dict[str, Service] = {}
+        self.logs = ROOT / ".bench" / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def env(self, name: str, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=BOOTSTRAP,
+            REDIS_URL=REDIS_URL,
+            PIPELINE_CONFIG=str(self.pipeline),
+            TOPIC_PREFIX=self.prefix,
+            PORT=str(PORTS[name]),
+            GROUP_ID=f"{self.prefix}driftline-{name}",
+            LOG_LEVEL="WARNING",
+            **extra,
+        )
+        if name == "features":
+            env["DATA_DIR"] = str(ROOT / ".bench" / "data" / self.prefix)
+        return env
+
+    def start(self, name: str, **extra: str) -> Service:
+        log = self.logs / f"{self.prefix}{name}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            cwd=ROOT,
+            env=self.env(name, **extra),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        service = Service(name, PORTS[name], process, log)
+        self.services[name] = service
+        self._wait_healthy(service)
+        if os.environ.get("BENCH_PROFILE") == name:  # collapsed stacks, for a flame graph
+            out = self.logs / f"{self.prefix}{name}.profile.txt"
+            profile = ["py-spy", "record", "--pid", str(process.pid), "--format", "raw"]
+            subprocess.Popen(
+                [*profile, "--duration", "30", "-o", str(out)], stdout=subprocess.DEVNULL
+            )
+        return service
+
+    def _wait_healthy(self, service: Service, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited; see {service.log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{service.url}/healthz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.3)
+        raise RuntimeError(f"{service.name} not healthy in {timeout_s:.0f} s; see {service.log}")
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[BenchStack]:
+        try:
+            yield self
+        finally:
+            self.stop()
