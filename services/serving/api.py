@@ -1,25 +1,45 @@
 """HTTP entry points of serving: predict, the models served, health and metrics.
 
-Routes only decode, call a handler and encode: errors are `ServingError`s raised by
-the handlers and mapped to responses by `errors.install_error_handlers`.
+Routes only decode, call a handler and encode. `/predict` is the hot path and does
+all three itself: the body is parsed and validated in one pass
+(`PredictRequest.model_validate_json`), the answer is encoded with orjson, errors
+become their responses right there (the same bodies `errors.install_error_handlers`
+gives every other route), and its request count and latency are recorded inline,
+with no middleware around every route.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from services.serving import metrics
-from services.serving.context import Context
-from services.serving.errors import ModelNotReady
-from services.serving.handlers import predict_request
+from services.serving.context import Context, ServingContext
+from services.serving.errors import (
+    INTERNAL_ERROR,
+    ModelNotReady,
+    PredictionFailed,
+    ServingError,
+    error_response,
+    validation_response,
+)
+from services.serving.handlers import encode_prediction, predict_request
 from shared.features import to_float
 
 __all__ = [
@@ -28,9 +48,10 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "VersionInfo",
-    "observe_predict_requests",
     "router",
 ]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -104,30 +125,72 @@ class ModelsResponse(BaseModel):
     models: dict[str, list[VersionInfo]]  # every version seen, per model name, oldest first
 
 
-@router.post("/predict")
-async def predict(body: PredictRequest, context: Context) -> PredictResponse:
-    """Predict with the current champion from the live features plus the request's."""
-    served = await predict_request(
-        entity_id=body.entity_id,
-        event_id=body.event_id,
-        features=body.features,
-        holder=context.holder,
-        store=context.store,
-        computer=context.computer,
-    )
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+_JSON = "application/json"
+_requests_by_status: dict[int, Any] = {}  # prometheus children, resolved once per status
+_predictions_by_model: dict[str, Any] = {}
+
+
+def _observe(status: int, started: float) -> None:
+    counter = _requests_by_status.get(status)
+    if counter is None:
+        counter = _requests_by_status[status] = metrics.REQUESTS.labels(str(status))
+    counter.inc()
+    metrics.REQUEST_LATENCY.observe(time.perf_counter() - started)
+
+
+async def _answer(body: bytes, context: ServingContext) -> Response:
+    try:
+        request = PredictRequest.model_validate_json(body)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_context=False, include_input=False)
+        return validation_response([{**p, "loc": ("body", *p["loc"])} for p in problems])
+    try:
+        served = await predict_request(
+            entity_id=request.entity_id,
+            event_id=request.event_id,
+            features=request.features,
+            holder=context.holder,
+            store=context.store,
+            computer=context.computer,
+        )
+    except ServingError as error:
+        if error.cause is not None:
+            log.error("predict for entity %s: %s: %s", request.entity_id, error.detail, error.cause)
+        if isinstance(error, PredictionFailed):
+            metrics.PREDICT_ERRORS.labels("http", context.holder.champion).inc()
+        return error_response(error)
     prediction = served.prediction
-    context.sink.publish_nowait(prediction)
-    metrics.PREDICTIONS.labels("http", prediction.model).inc()
-    assert prediction.event_id is not None
-    return PredictResponse(
-        prediction=prediction.y_pred,
-        probabilities=prediction.probabilities,
-        model=prediction.model,
-        model_version=prediction.model_version,
-        prediction_id=prediction.prediction_id,
-        event_id=prediction.event_id,
-        features_used=served.features_used,
-    )
+    context.sink.publish_nowait(served.key(), encode_prediction(prediction))
+    model = prediction["model"]
+    counter = _predictions_by_model.get(model)
+    if counter is None:
+        counter = _predictions_by_model[model] = metrics.PREDICTIONS.labels("http", model)
+    counter.inc()
+    return Response(orjson.dumps(served.response()), media_type=_JSON)
+
+
+@router.post("/predict", response_model=PredictResponse, openapi_extra=_PREDICT_BODY)
+async def predict(request: Request) -> Response:
+    """Predict with the current champion from the live features plus the request's.
+
+    The body is a `PredictRequest`; the answer a `PredictResponse`, 422 naming the
+    field for a bad request, 503 while no model is loaded or the feature store does
+    not answer, 500 (saying nothing of the error) when the model raises.
+    """
+    started = time.perf_counter()
+    try:
+        response = await _answer(await request.body(), request.app.state.context)
+    except Exception:
+        log.exception("predict failed")
+        response = Response(orjson.dumps({"detail": INTERNAL_ERROR}), 500, media_type=_JSON)
+    _observe(response.status_code, started)
+    return response
 
 
 @router.get("/models")
@@ -177,21 +240,5 @@ async def readyz(context: Context) -> JSONResponse:
 
 @router.get("/metrics")
 async def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-async def observe_predict_requests(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """HTTP middleware: count `/predict` requests by status and time them."""
-    if request.url.path != "/predict":
-        return await call_next(request)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        metrics.REQUESTS.labels(str(status)).inc()
-        metrics.REQUEST_LATENCY.observe(time.perf_counter() - started)
+    """Every serving process's metrics (merged when serving runs as several processes)."""
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,10 @@
-"""Bootstrap: wires Kafka, Redis, the pipeline and the handlers into the serving service."""
+"""Bootstrap of one HTTP worker: wires Kafka, Redis, the pipeline and the handlers into the app.
+
+Each worker process (see `processes`) builds its own app: its own Redis client, its
+own producer for `http` predictions and its own groupless `models` reader, so each
+hot-swaps the champion by itself. The stream scorer is another process
+(`stream_process`); a worker only reads its health from the shared `StreamStatus`.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,23 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
-from services.serving.api import observe_predict_requests, router
+from services.serving import metrics
+from services.serving.api import router
+from services.serving.bootstrap import features_redis, watched_models
 from services.serving.config import ServingSettings
 from services.serving.context import ServingContext
 from services.serving.errors import install_error_handlers
-from services.serving.models import ModelHolder, RedisArtifactLoader
+from services.serving.models import ModelHolder
+from services.serving.processes import StreamStatus
 from services.serving.publisher import PredictionPublisher
-from services.serving.stream import FeatureScorer
-from services.serving.watcher import ModelWatcher
-from shared import tasks
 from shared.feature_store import RedisOnlineStore
 from shared.features import FeatureComputer
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import make_producer
 from shared.pipeline import load_pipeline
-from shared.topics import Topics, ensure_topics, partitions_of
+from shared.topics import Topics
 
-__all__ = ["build_app", "create_app"]
+__all__ = ["MAX_IDLE_S", "build_app", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -39,89 +44,68 @@ def build_app(lifespan: Lifespan) -> FastAPI:
     """The FastAPI app around a lifespan that sets `app.state.context` (tests pass fakes)."""
     app = FastAPI(title="Driftline serving", lifespan=lifespan)
     app.include_router(router)
-    app.middleware("http")(observe_predict_requests)
     install_error_handlers(app)
     return app
 
 
-def create_app(settings: ServingSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ServingSettings | None = None,
+    stream: StreamStatus | None = None,
+    process: str = "http-0",
+) -> FastAPI:
+    """The app of one HTTP worker named `process`; `stream` is the scorer's shared status."""
     settings = settings or ServingSettings()
     topics = Topics(settings.topic_prefix)
+    stream = stream or StreamStatus(enabled=False)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.set_process(process)
         pipeline = load_pipeline(settings.pipeline_config)  # fail fast on a bad config
         holder = ModelHolder(champion=pipeline.models[0].name)
-        bootstrap = settings.kafka_bootstrap_servers
-        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
-        redis = Redis.from_url(settings.redis_url)
-        producer = make_producer(bootstrap, client_id=CLIENT_ID)
-        # no group: every replica reads the whole `models` topic itself
-        models_consumer = make_consumer(
-            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
-        )
-        features_consumer = make_consumer(
-            topics.features,
-            bootstrap_servers=bootstrap,
-            group_id=settings.group_id,
-            client_id=CLIENT_ID,
-        )
+        redis = features_redis(settings)
+        producer = make_producer(settings.kafka_bootstrap_servers, client_id=CLIENT_ID)
         await producer.start()
         await producer.partitions_for(topics.predictions)  # the first send then never waits
-        await models_consumer.start()
-        await features_consumer.start()
-        watcher = ModelWatcher(
-            models_consumer,
-            topics.models,
-            await partitions_of(bootstrap, topics.models),
-            holder,
-            RedisArtifactLoader(redis),
-        )
-        await watcher.catch_up(settings.models_catch_up_timeout_s)
-        scorer = FeatureScorer(
-            features_consumer, producer, holder, topics.predictions, batch_size=settings.batch_size
-        )
-        running = [
-            tasks.start(watcher.run(), name="serving-models-watcher"),
-            tasks.start(scorer.run(), name="serving-features-scorer"),
-        ]
         publisher = PredictionPublisher(
             producer, topics.predictions, max_pending=settings.max_pending_publishes
         )
-
-        def liveness() -> tuple[bool, dict[str, Any]]:
-            idle = {
-                "models_idle_s": round(watcher.seconds_since_poll(), 3),
-                "features_idle_s": round(scorer.seconds_since_poll(), 3),
-            }
-            alive = all(not t.done() for t in running) and max(idle.values()) < MAX_IDLE_S
-            return alive, idle
-
-        app.state.context = ServingContext(
-            holder=holder,
-            store=RedisOnlineStore(
-                redis,
-                namespace=f"driftline:{settings.topic_prefix}features",
-                ttl_s=settings.feature_ttl_s,
-            ),
-            computer=FeatureComputer(pipeline),
-            sink=publisher,
-            liveness=liveness,
-        )
-        log.info(
-            "serving %s (champion %s) from %s; scoring %s",
-            pipeline.name,
-            holder.champion,
-            topics.models,
-            topics.features,
-        )
         try:
-            yield
+            async with watched_models(settings, holder, client_id=CLIENT_ID) as watcher:
+                publisher.start()
+
+                def liveness() -> tuple[bool, dict[str, Any]]:
+                    alive = watcher.alive(MAX_IDLE_S) and stream.alive()
+                    return alive, {
+                        "process": process,
+                        "workers": settings.workers,
+                        "models_idle_s": round(watcher.seconds_since_poll(), 3),
+                        **stream.details(),
+                    }
+
+                app.state.context = ServingContext(
+                    holder=holder,
+                    store=RedisOnlineStore(
+                        redis,
+                        namespace=f"driftline:{settings.topic_prefix}features",
+                        ttl_s=settings.feature_ttl_s,
+                    ),
+                    computer=FeatureComputer(pipeline),
+                    sink=publisher,
+                    liveness=liveness,
+                )
+                log.info(
+                    "%s serving %s (champion %s) from %s",
+                    process,
+                    pipeline.name,
+                    holder.champion,
+                    topics.models,
+                )
+                try:
+                    yield
+                finally:
+                    await publisher.close()
         finally:
-            await tasks.cancel(*running)
-            await publisher.close()
-            await features_consumer.stop()
-            await models_consumer.stop()
             await producer.stop()
             await redis.aclose()
 

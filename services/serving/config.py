@@ -12,13 +12,23 @@ __all__ = ["ServingSettings"]
 class ServingSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8000
-    # Consumer group of the `features` scorer; the `models` reader uses no group.
+    # HTTP worker processes, each a uvicorn server with its own model watcher. On a
+    # 2-core machine 2 answer about twice what 1 does while the stream scorer idles.
+    workers: int = Field(default=2, ge=1)
+    # Run the `features` scorer (a process of its own); false serves HTTP only, for
+    # replicas that scale HTTP while another instance scores the stream.
+    stream_scoring: bool = True
+    # Consumer group of the `features` scorer; the `models` readers use no group.
     group_id: str = "driftline-serving"
     # Most feature vectors scored (and predictions produced) per batch.
-    batch_size: int = Field(default=500, ge=1)
+    batch_size: int = Field(default=2000, ge=1)
     # TTL the online store is opened with (serving only reads; kept for the store's config).
     feature_ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
-    # HTTP predictions being published at once; past it a prediction is dropped and counted.
+    # Longest a live-feature read may take: a stalled Redis answers 503 after this.
+    redis_timeout_s: float = Field(default=0.5, gt=0)
+    # Longest one read of a model artifact from the registry's Redis may take.
+    artifact_timeout_s: float = Field(default=10.0, gt=0)
+    # HTTP predictions buffered or being published; past it a prediction is dropped and counted.
     max_pending_publishes: int = Field(default=10_000, ge=1)
     # Longest the start-up waits to read the `models` topic to its end.
     models_catch_up_timeout_s: float = Field(default=30.0, gt=0)

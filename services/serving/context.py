@@ -11,15 +11,17 @@ from fastapi import Depends, Request
 from services.serving.models import ModelHolder
 from shared.feature_store import OnlineStore
 from shared.features import FeatureComputer
-from shared.messages import Prediction
 
 __all__ = ["Context", "PredictionSink", "ServingContext"]
 
 
 class PredictionSink(Protocol):
-    """Where HTTP predictions go; must return at once (the send happens in the background)."""
+    """Where HTTP predictions go; must return at once (the send happens in the background).
 
-    def publish_nowait(self, prediction: Prediction) -> None: ...
+    `key` is the entity's, `value` a `Prediction` message's JSON.
+    """
+
+    def publish_nowait(self, key: bytes, value: bytes) -> None: ...
 
 
 def _always_alive() -> tuple[bool, dict[str, Any]]:

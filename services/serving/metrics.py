@@ -1,33 +1,84 @@
-"""Prometheus metrics of the serving service (names prefixed `driftline_serving_`)."""
+"""Prometheus metrics of the serving service (names prefixed `driftline_serving_`).
+
+Serving runs as several processes (HTTP workers and the stream scorer, see
+`processes`); under `python -m services.serving` their metrics are file-backed
+(prometheus_client's multiprocess mode) and `/metrics` on any worker shows them all
+merged: counters summed, gauges as each says. Metrics kept per process carry a
+`process` label (`http-0`, `http-1`, ..., `stream`), set once by `set_process`.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 __all__ = [
+    "CONTENT_TYPE_LATEST",
     "INVALID_MESSAGES",
     "MODEL_LOAD_ERRORS",
     "MODEL_SWAPS",
     "MODEL_VERSION",
     "PREDICTIONS",
+    "PREDICT_ERRORS",
     "PUBLISH_ERRORS",
     "REQUESTS",
     "REQUEST_LATENCY",
     "STREAM_LAG",
     "STREAM_SKIPPED",
+    "exposition",
+    "process_name",
+    "set_process",
 ]
+
+_process = "main"
+
+
+def set_process(name: str) -> None:
+    """Name this process in the per-process metrics (`http-0`, `stream`, ...)."""
+    global _process
+    _process = name
+
+
+def process_name() -> str:
+    return _process
+
+
+def exposition() -> bytes:
+    """The metrics text: every process's, merged, when they are file-backed."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
 
 REQUESTS = Counter(
     "driftline_serving_requests_total", "POST /predict requests by HTTP status", ["status"]
 )
 REQUEST_LATENCY = Histogram(
     "driftline_serving_request_latency_seconds",
-    "POST /predict handling time",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    "POST /predict handling time (from the body read to the response built)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 PREDICTIONS = Counter(
     "driftline_serving_predictions_total",
     "Predictions made, by source (http, stream) and model",
+    ["source", "model"],
+)
+PREDICT_ERRORS = Counter(
+    "driftline_serving_predict_errors_total",
+    "Predictions that failed because the model raised, by source and model",
     ["source", "model"],
 )
 PUBLISH_ERRORS = Counter(
@@ -37,14 +88,17 @@ PUBLISH_ERRORS = Counter(
 )
 MODEL_SWAPS = Counter(
     "driftline_serving_model_swaps_total",
-    "Model versions swapped in (first load included)",
-    ["model"],
+    "Model versions swapped in (first load included), per serving process",
+    ["model", "process"],
 )
 MODEL_LOAD_ERRORS = Counter(
     "driftline_serving_model_load_errors_total", "Model versions that failed to load", ["model"]
 )
 MODEL_VERSION = Gauge(
-    "driftline_serving_model_version", "The version being served (numeric versions)", ["model"]
+    "driftline_serving_model_version",
+    "The version being served (numeric versions), per serving process",
+    ["model", "process"],
+    multiprocess_mode="livemax",
 )
 STREAM_SKIPPED = Counter(
     "driftline_serving_stream_skipped_total",
@@ -52,7 +106,10 @@ STREAM_SKIPPED = Counter(
     ["reason"],
 )
 STREAM_LAG = Gauge(
-    "driftline_serving_stream_lag", "Feature vectors not yet scored", ["topic", "partition"]
+    "driftline_serving_stream_lag",
+    "Feature vectors not yet scored",
+    ["topic", "partition"],
+    multiprocess_mode="livemax",
 )
 INVALID_MESSAGES = Counter(
     "driftline_serving_invalid_messages_total",

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from river import compose
 from river.base import Classifier
 
 from services.serving import metrics
@@ -81,8 +82,21 @@ def _probabilities(proba: Mapping[Any, Any]) -> dict[str, float] | None:
         p = float(p)
         if not math.isfinite(p):
             return None
-        out[str(_plain(label))] = min(1.0, max(0.0, p))
+        key = label if type(label) is str else str(_plain(label))
+        out[key] = 0.0 if p < 0.0 else 1.0 if p > 1.0 else p
     return out
+
+
+def _predicts_by_max_proba(model: RiverModel) -> bool:
+    """Whether `predict_one` is River's default: the most probable class of `predict_proba_one`.
+
+    Then one `predict_proba_one` gives both answers, exactly as the two calls would
+    (a pipeline's steps before the model only transform while predicting).
+    """
+    if not isinstance(model, Classifier):
+        return False
+    final = list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
+    return type(final).predict_one is Classifier.predict_one
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +115,31 @@ class LoadedModel:
     version: str
     model: RiverModel
     loaded_at: datetime = field(default_factory=utcnow)
+    is_classifier: bool = field(init=False, repr=False, compare=False)
+    _by_max_proba: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_classifier(self) -> bool:
-        return isinstance(self.model, Classifier)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_classifier", isinstance(self.model, Classifier))
+        object.__setattr__(self, "_by_max_proba", _predicts_by_max_proba(self.model))
 
     def predict(self, vector: Mapping[str, float | None]) -> Scored:
-        """`predict_one` (and `predict_proba_one` for a classifier) on the vector."""
-        x = model_input(vector)
+        """`predict_one` (and `predict_proba_one` for a classifier) on the vector.
+
+        A model that raises gives `PredictionFailed`, whose `detail` names the model
+        and version only (clients read it); the error itself is in `cause`, for logs.
+        """
+        x = {name: value for name, value in vector.items() if value is not None}
         try:
-            y_pred = self.model.predict_one(x)
-            proba = self.model.predict_proba_one(x) if self.is_classifier else None
+            if self._by_max_proba:
+                proba = self.model.predict_proba_one(x)
+                y_pred = max(proba, key=proba.get) if proba else None
+            else:
+                y_pred = self.model.predict_one(x)
+                proba = self.model.predict_proba_one(x) if self.is_classifier else None
         except Exception as error:
             raise PredictionFailed(
-                f"model {self.name!r} version {self.version!r} failed to predict: {error!r}"
+                f"model {self.name!r} version {self.version!r} failed to predict",
+                cause=repr(error),
             ) from error
         return Scored(_plain(y_pred), None if proba is None else _probabilities(proba))
 
@@ -225,9 +250,10 @@ class ModelHolder:
             return False
         self.current = loaded
         self.load_error = None
-        metrics.MODEL_SWAPS.labels(loaded.name).inc()
+        process = metrics.process_name()
+        metrics.MODEL_SWAPS.labels(loaded.name, process).inc()
         if loaded.version.isdigit():
-            metrics.MODEL_VERSION.labels(loaded.name).set(int(loaded.version))
+            metrics.MODEL_VERSION.labels(loaded.name, process).set(int(loaded.version))
         log.info("serving model %s version %s", loaded.name, loaded.version)
         return True
 

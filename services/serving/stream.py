@@ -1,52 +1,35 @@
 """The `features` scorer: every feature vector scored by the champion, as a `stream` prediction.
 
-Per batch: decode each vector, score it with the model served when the batch
-started, produce the predictions, wait for the broker's acks, then commit the
-offsets. A crash re-delivers the batch; the prediction ids (event, model, version)
-are deterministic, so downstream de-duplicates. A vector that arrives while no
-model exists yet, or that is not a valid `FeatureVector`, is logged, counted and
-skipped, never fatal.
+Per batch: score every message with the model served when the batch started (the
+pure `handlers.score_records`, run in a thread so the process's event loop keeps
+fetching meanwhile), produce all predictions with `produce_all` (one wait for every
+ack), then commit the offsets. A crash re-delivers the batch; the prediction ids
+(event, model, version) are deterministic, so downstream de-duplicates. A vector
+that arrives while no model exists yet, that is not a valid `FeatureVector`, or
+that the model raises on, is logged, counted and skipped, never fatal.
+
+The scorer runs in a process of its own (`stream_process`), so scoring never
+competes with HTTP requests for an event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
+from collections import Counter
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pydantic import ValidationError
 
 from services.serving import metrics
-from services.serving.errors import PredictionFailed
-from services.serving.handlers import score_vector
-from services.serving.models import LoadedModel, ModelHolder
+from services.serving.handlers import score_records
+from services.serving.models import ModelHolder
 from shared.batch_loop import Batch, BatchLoop
-from shared.messages import FeatureVector, Prediction
+from shared.clock import utcnow
+from shared.kafka import produce_all
 
-__all__ = ["FeatureScorer", "SkipReason", "score_message"]
+__all__ = ["FeatureScorer"]
 
 log = logging.getLogger(__name__)
-
-SkipReason = Literal["invalid", "no_model", "predict_failed"]
-
-
-def score_message(
-    value: bytes | None, model: LoadedModel | None
-) -> tuple[Prediction | None, SkipReason | None, str]:
-    """Score one raw `features` message: (prediction, None, "") or (None, reason, why)."""
-    try:
-        if value is None:
-            raise ValueError("null value")
-        vector = FeatureVector.model_validate_json(value)
-    except (ValidationError, ValueError) as error:
-        return None, "invalid", str(error).splitlines()[0]
-    if model is None:
-        return None, "no_model", "no model loaded yet"
-    try:
-        return score_vector(vector, model), None, ""
-    except PredictionFailed as error:
-        return None, "predict_failed", error.detail
 
 
 class FeatureScorer(BatchLoop):
@@ -59,7 +42,7 @@ class FeatureScorer(BatchLoop):
         holder: ModelHolder,
         predictions_topic: str,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
     ) -> None:
         super().__init__(consumer, batch_size=batch_size, lag=metrics.STREAM_LAG)
         self.producer = producer
@@ -68,36 +51,34 @@ class FeatureScorer(BatchLoop):
 
     async def process(self, batch: Batch) -> None:
         model = self.holder.current  # one model for the whole batch
-        predictions: list[Prediction] = []
-        no_model = 0
-        for records in batch.values():
-            for record in records:
-                prediction, reason, why = score_message(record.value, model)
-                if prediction is not None:
-                    predictions.append(prediction)
-                    continue
-                assert reason is not None
-                metrics.STREAM_SKIPPED.labels(reason).inc()
-                if reason == "no_model":
-                    no_model += 1
-                    continue
-                if reason == "invalid":
-                    metrics.INVALID_MESSAGES.labels(record.topic).inc()
-                log.warning(
-                    "skipped %s topic=%s partition=%d offset=%d: %s",
-                    reason,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    why,
-                )
-        if no_model:
-            log.info("skipped %d feature vectors: %s", no_model, "no model loaded yet")
-        sent = [
-            await self.producer.send(self.predictions_topic, p.to_json(), key=p.key().encode())
-            for p in predictions
-        ]
-        await asyncio.gather(*sent)
-        for prediction in predictions:
-            metrics.PREDICTIONS.labels("stream", prediction.model).inc()
+        records = [record for records in batch.values() for record in records]
+        scored = await asyncio.to_thread(
+            score_records, [record.value for record in records], model, utcnow()
+        )
+        await produce_all(self.producer, self.predictions_topic, scored.records)
+        if scored.records:
+            assert model is not None
+            metrics.PREDICTIONS.labels("stream", model.name).inc(len(scored.records))
+        reasons = Counter(reason for _, reason, _ in scored.skipped)
+        for reason, count in reasons.items():
+            metrics.STREAM_SKIPPED.labels(reason).inc(count)
+        if reasons["no_model"]:
+            log.info("skipped %d feature vectors: no model loaded yet", reasons["no_model"])
+        for index, reason, why in scored.skipped:
+            if reason == "no_model":
+                continue
+            record = records[index]
+            if reason == "invalid":
+                metrics.INVALID_MESSAGES.labels(record.topic).inc()
+            else:
+                assert model is not None
+                metrics.PREDICT_ERRORS.labels("stream", model.name).inc()
+            log.warning(
+                "skipped %s topic=%s partition=%d offset=%d: %s",
+                reason,
+                record.topic,
+                record.partition,
+                record.offset,
+                why,
+            )
         await self.commit(batch)

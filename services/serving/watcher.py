@@ -8,8 +8,10 @@ loads the champion's; `run` then hot-swaps each newer champion version as it com
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
@@ -58,9 +60,15 @@ class ModelWatcher:
         self.holder = holder
         self.loader = loader
         self.last_poll = time.monotonic()
+        self.task: asyncio.Task[Any] | None = None  # `run`, once started
 
     def seconds_since_poll(self) -> float:
         return time.monotonic() - self.last_poll
+
+    def alive(self, max_idle_s: float) -> bool:
+        """Whether `run` is running and polled within `max_idle_s`."""
+        running = self.task is not None and not self.task.done()
+        return running and self.seconds_since_poll() < max_idle_s
 
     async def catch_up(self, timeout_s: float = 30.0) -> None:
         """Read every announcement so far, then load the champion's newest version."""

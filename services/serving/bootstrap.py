@@ -1,0 +1,68 @@
+"""What both kinds of serving process wire the same way: Redis clients and the model watcher.
+
+Every HTTP worker and the stream scorer keep their own `ModelHolder`, fed by their
+own groupless `models` reader (`watched_models`), so each hot-swaps on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from services.serving.config import ServingSettings
+from services.serving.models import ModelHolder, RedisArtifactLoader
+from services.serving.watcher import ModelWatcher
+from shared import tasks
+from shared.kafka import make_consumer
+from shared.topics import Topics, partitions_of
+
+__all__ = ["features_redis", "watched_models"]
+
+
+def features_redis(settings: ServingSettings) -> Redis:
+    """The client for live features: one attempt, bounded by `redis_timeout_s` (then a 503)."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@contextlib.asynccontextmanager
+async def watched_models(
+    settings: ServingSettings, holder: ModelHolder, *, client_id: str
+) -> AsyncIterator[ModelWatcher]:
+    """A `models` reader caught up (the champion's newest version loaded) and running."""
+    topic = Topics(settings.topic_prefix).models
+    bootstrap = settings.kafka_bootstrap_servers
+    registry = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.artifact_timeout_s,
+        socket_connect_timeout=settings.artifact_timeout_s,
+    )
+    # no group: every process reads the whole `models` topic itself
+    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
+    await consumer.start()
+    try:
+        watcher = ModelWatcher(
+            consumer,
+            topic,
+            await partitions_of(bootstrap, topic),
+            holder,
+            RedisArtifactLoader(registry),
+        )
+        await watcher.catch_up(settings.models_catch_up_timeout_s)
+        running = tasks.start(watcher.run(), name="serving-models-watcher")
+        watcher.task = running
+        try:
+            yield watcher
+        finally:
+            await tasks.cancel(running)
+    finally:
+        await consumer.stop()
+        await registry.aclose()
