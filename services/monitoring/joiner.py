@@ -30,44 +30,68 @@ remembered until `ttl` after it was resolved, so a re-delivery never counts twic
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from shared.messages import Label, Prediction
 
-__all__ = ["Joined", "Joiner", "prediction_time"]
+__all__ = ["Joined", "Joiner", "Predicted", "prediction_time"]
 
 _Timer = Literal["prediction", "label", "forget_prediction", "forget_label"]
 _ON_LABELS = frozenset(("prediction", "forget_label"))  # timers the labels' clock drives
 
 
-@dataclass(frozen=True, slots=True)
-class Joined:
+class Predicted(NamedTuple):
+    """What monitoring keeps of a `Prediction` while it waits to be joined and scored.
+
+    A tuple of plain values (the same names as the message's fields), so the garbage
+    collector stops tracking it, where a pydantic model is three tracked objects: the
+    join state can hold many predictions for a whole TTL, and the collector would
+    otherwise walk every one of them on each full collection.
+    """
+
+    prediction_id: str
+    event_id: str | None
+    model: str
+    model_version: str
+    source: str
+    y_pred: bool | int | float | str | None
+    probabilities: dict[str, float] | None
+    event_time: datetime | None
+    time: datetime
+
+    @classmethod
+    def of(cls, p: Prediction) -> Predicted:
+        return cls(
+            p.prediction_id,
+            p.event_id,
+            p.model,
+            p.model_version,
+            p.source,
+            p.y_pred,
+            p.probabilities,
+            p.event_time,
+            p.time,
+        )
+
+
+class Joined(NamedTuple):
     """A prediction with its event's label."""
 
-    prediction: Prediction
+    prediction: Predicted
     label: Any
     label_time: datetime | None
 
 
-@dataclass(slots=True)
-class _Label:
-    value: Any
-    label_time: datetime | None
-    since: datetime | None  # when its wait started (None: before any clock)
-    joined: int = 0
+# A label waiting for predictions: (value, label_time, since, joined). `since` is when
+# its wait started (None: before any clock); `joined` how many predictions it joined.
+# A tuple of immutable values, so the garbage collector stops tracking it: the join
+# state holds one per labelled event for a whole TTL, and the GC would otherwise walk
+# every one of them on each full collection.
+_LabelState = tuple[Any, datetime | None, datetime | None, int]
 
 
-@dataclass(slots=True)
-class _Event:
-    """What is known about one event_id: its label, and predictions waiting for it."""
-
-    label: _Label | None = None
-    waiting: dict[str, Prediction] = field(default_factory=dict)
-
-
-def prediction_time(prediction: Prediction) -> datetime:
+def prediction_time(prediction: Prediction | Predicted) -> datetime:
     """When a prediction starts waiting: its event's time, else when it was made."""
     return prediction.event_time or prediction.time
 
@@ -82,7 +106,8 @@ class Joiner:
         self.duplicate_labels = 0
         self.expired_labels = 0  # labels no prediction joined within ttl
         self.without_event = 0  # predictions with no event_id (cannot be joined)
-        self._events: dict[str, _Event] = {}
+        self._labels: dict[str, _LabelState] = {}  # by event_id
+        self._waiting: dict[str, dict[str, Predicted]] = {}  # by event_id, prediction_id
         self._seen_predictions: set[str] = set()
         self._seen_labels: set[str] = set()
         # timers driven by the labels' clock, and by the predictions' clock
@@ -94,9 +119,9 @@ class Joiner:
 
     # ---- input
 
-    def add_prediction(self, prediction: Prediction) -> list[Joined]:
+    def add_prediction(self, message: Prediction | Predicted) -> list[Joined]:
         """Add a prediction: joined now if its label is known, else it waits."""
-        pid, event_id = prediction.prediction_id, prediction.event_id
+        pid, event_id = message.prediction_id, message.event_id
         seen = self._seen_predictions
         if pid in seen:
             self.duplicate_predictions += 1
@@ -105,16 +130,19 @@ class Joiner:
             self.without_event += 1
             return []
         seen.add(pid)
-        event = self._events.get(event_id)
-        if event is None:
-            event = self._events[event_id] = _Event()
+        prediction = message if isinstance(message, Predicted) else Predicted.of(message)
         at = prediction.event_time or prediction.time
-        label = event.label
+        label = self._labels.get(event_id)
         if label is not None:
-            label.joined += 1
-            self._start_timer(self._latest(at, label.since), "forget_prediction", event_id, pid)
-            return [Joined(prediction, label.value, label.label_time)]
-        event.waiting[pid] = prediction
+            value, label_time, since, joined = label
+            self._labels[event_id] = (value, label_time, since, joined + 1)
+            self._start_timer(self._latest(at, since), "forget_prediction", event_id, pid)
+            return [Joined(prediction, value, label_time)]
+        waiting = self._waiting.get(event_id)
+        if waiting is None:
+            self._waiting[event_id] = {pid: prediction}
+        else:
+            waiting[pid] = prediction
         self._start_timer(at, "prediction", event_id, pid)
         return []
 
@@ -125,23 +153,18 @@ class Joiner:
             self.duplicate_labels += 1
             return []
         self._seen_labels.add(event_id)
-        event = self._events.get(event_id)
-        if event is None:
-            event = self._events[event_id] = _Event()
-        waiting = event.waiting
+        waiting = self._waiting.pop(event_id, None)
         since = label.label_time
         if since is None and waiting:
             since = min(prediction_time(p) for p in waiting.values())
         since = since or self.clock
-        event.label = _Label(label.label, label.label_time, since, joined=len(waiting))
-        if not waiting:
-            joined = []
-        else:
+        joined: list[Joined] = []
+        if waiting:
             joined = [Joined(p, label.label, label.label_time) for p in waiting.values()]
             for pid, prediction in waiting.items():
                 forget_since = self._latest(prediction_time(prediction), since)
                 self._start_timer(forget_since, "forget_prediction", event_id, pid)
-            waiting.clear()
+        self._labels[event_id] = (label.label, label.label_time, since, len(joined))
         if since is None:
             self._unscheduled.append(event_id)
         else:
@@ -156,7 +179,7 @@ class Joiner:
         *,
         labels_at: datetime | None = None,
         predictions_at: datetime | None = None,
-    ) -> list[Prediction]:
+    ) -> list[Predicted]:
         """Move the clock to `watermark` (never back); return predictions that expired.
 
         `labels_at`/`predictions_at` are how far each input stream has got (default:
@@ -166,12 +189,12 @@ class Joiner:
         if self.clock is None or watermark > self.clock:
             self.clock = watermark
         for event_id in self._unscheduled:
-            event = self._events.get(event_id)
-            if event is not None and event.label is not None:
-                event.label.since = self.clock
+            label = self._labels.get(event_id)
+            if label is not None:
+                self._labels[event_id] = (label[0], label[1], self.clock, label[3])
             self._start_timer(self.clock, "label", event_id, "")
         self._unscheduled.clear()
-        expired: list[Prediction] = []
+        expired: list[Predicted] = []
         if self.ttl is None:
             return expired
         for stream, at in (("labels", labels_at), ("predictions", predictions_at)):
@@ -182,42 +205,36 @@ class Joiner:
                 expired += self._fire(what, event_id, pid)
         return expired
 
-    def _fire(self, what: _Timer, event_id: str, pid: str) -> list[Prediction]:
+    def _fire(self, what: _Timer, event_id: str, pid: str) -> list[Predicted]:
         assert self.clock is not None
         if what == "forget_prediction":
             self._seen_predictions.discard(pid)
         elif what == "forget_label":
             self._seen_labels.discard(event_id)
         elif what == "prediction":
-            event = self._events.get(event_id)
-            prediction = event.waiting.pop(pid, None) if event else None
+            waiting = self._waiting.get(event_id)
+            prediction = waiting.pop(pid, None) if waiting is not None else None
             if prediction is not None:
+                if not waiting:
+                    del self._waiting[event_id]
                 self._start_timer(self.clock, "forget_prediction", event_id, pid)
-                self._drop_if_empty(event_id)
                 return [prediction]
         else:  # a label's wait is over: later predictions for it will not join
-            event = self._events.get(event_id)
-            if event is not None and event.label is not None:
-                self.expired_labels += event.label.joined == 0
-                event.label = None
+            label = self._labels.pop(event_id, None)
+            if label is not None:
+                self.expired_labels += label[3] == 0
                 self._start_timer(self.clock, "forget_label", event_id, "")
-                self._drop_if_empty(event_id)
         return []
 
     @property
     def waiting_predictions(self) -> int:
-        return sum(len(e.waiting) for e in self._events.values())
+        return sum(len(waiting) for waiting in self._waiting.values())
 
     @property
     def waiting_labels(self) -> int:
-        return sum(e.label is not None for e in self._events.values())
+        return len(self._labels)
 
     # ---- internals
-
-    def _drop_if_empty(self, event_id: str) -> None:
-        event = self._events.get(event_id)
-        if event is not None and event.label is None and not event.waiting:
-            del self._events[event_id]
 
     def _start_timer(self, since: datetime, what: _Timer, event_id: str, pid: str) -> None:
         if self.ttl is not None:

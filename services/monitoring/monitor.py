@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.monitoring.drift import DriftDetected, ErrorDrift
-from services.monitoring.joiner import Joined, Joiner, prediction_time
+from services.monitoring.joiner import Joined, Joiner, Predicted, prediction_time
 from services.monitoring.quality import Quality, error_of
 from shared.catalogue import Task
 from shared.clock import utcnow
@@ -252,7 +252,7 @@ class Monitor:
             proba[cls] = float(p)
         return proba
 
-    def _alert(self, series: Series, prediction: Prediction, found: DriftDetected) -> Alert | None:
+    def _alert(self, series: Series, prediction: Predicted, found: DriftDetected) -> Alert | None:
         series.alerts += 1
         ident = alert_id(series.subject, series.alerts)
         published = self._published.get(ident)
