@@ -34,7 +34,7 @@ from typing import Any
 
 from services.monitoring.drift import DriftDetected, ErrorDrift
 from services.monitoring.joiner import Joined, Joiner, Predicted, prediction_time
-from services.monitoring.quality import Quality, error_of
+from services.monitoring.quality import Quality, error_of, log_loss_term
 from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.labels import canonical, target
@@ -222,13 +222,13 @@ class Monitor:
         if y_pred is None or y_true is None:
             series.unscored += 1
             return None
-        proba = self._proba(prediction.probabilities)
-        series.cumulative.update_canonical(y_true, y_pred, proba)
-        series.window.update_canonical(y_true, y_pred, proba)
+        loss = log_loss_term(y_true, self._proba(prediction.probabilities), self.task)
+        series.cumulative.update_scored(y_true, y_pred, loss)
+        series.window.update_scored(y_true, y_pred, loss)
         version = series.versions.get(prediction.model_version)
         if version is None:
             version = series.versions[prediction.model_version] = Quality(self.task)
-        version.update_canonical(y_true, y_pred, proba)
+        version.update_scored(y_true, y_pred, loss)
         n = series.cumulative.n
         if n % self.history_every == 0:
             value = series.window.get()[series.window.primary]

@@ -14,16 +14,19 @@ River's, so they equal what River computes on the same pairs.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from river import metrics, utils
+from river import metrics, stats, utils
 
 from shared.catalogue import Task
 from shared.labels import canonical
 
-__all__ = ["Quality", "canonical_proba", "error_of"]
+__all__ = ["Quality", "canonical_proba", "error_of", "log_loss_term"]
+
+_EPS = 1e-15  # River clamps probabilities into [1e-15, 1 - 1e-15] before the log
 
 
 def canonical_proba(proba: Mapping[str, float] | None, task: Task) -> dict[Any, float] | None:
@@ -38,6 +41,33 @@ def error_of(y_true: Any, y_pred: Any, task: Task) -> float:
     if task == "regression":
         return abs(float(y_true) - float(y_pred))
     return float(y_true != y_pred)
+
+
+def log_loss_term(y_true: Any, proba: dict[Any, float] | None, task: Task) -> float | None:
+    """One pair's term of River's `LogLoss` (binary) or `CrossEntropy` (multiclass),
+    computed as their `_eval` computes it; None if there is no probability to score.
+
+    >>> round(log_loss_term(True, {True: 0.8, False: 0.2}, "binary"), 6)
+    0.223144
+    >>> log_loss_term(True, {"cat": 1.0}, "binary") is None
+    True
+    """
+    if not proba or task == "regression":
+        return None
+    if task == "binary":
+        if True in proba:
+            p_true = proba[True]
+        elif False in proba:
+            p_true = 1.0 - proba[False]
+        else:
+            return None
+        p_true = max(min(p_true, 1 - _EPS), _EPS)
+        return -math.log(p_true) if y_true is True else -math.log(1 - p_true)
+    total = 0.0
+    for label, p in proba.items():
+        if y_true == label:
+            total += math.log(max(min(p, 1 - _EPS), _EPS))
+    return -total
 
 
 def _classification(task: Task, cm: metrics.ConfusionMatrix) -> dict[str, Any]:
@@ -82,23 +112,23 @@ class Quality:
         self.task = task
         self.n = 0  # pairs scored
         self.n_proba = 0  # of which with probabilities (log loss)
-        self._binary = task == "binary"
         self._cm: metrics.ConfusionMatrix | None = None
         self._window: deque[tuple[Any, Any]] | None = None
+        self._loss_window: deque[float] | None = None
         if window is not None:
             self._window = deque(maxlen=window)
+            self._loss_window = deque(maxlen=window)
+        # log loss: the mean of the terms, as River's LogLoss/CrossEntropy keep it
+        self._log_loss: stats.Mean | None = None
         if task == "regression":
             self._metrics: dict[str, Any] = {
                 "mae": _make(metrics.MAE, window),
                 "rmse": _make(metrics.RMSE, window),
             }
-            self._log_loss: Any = None
         else:
             self._cm = metrics.ConfusionMatrix()
             self._metrics = _classification(task, self._cm)
-            self._log_loss = _make(
-                metrics.LogLoss if self._binary else metrics.CrossEntropy, window
-            )
+            self._log_loss = stats.Mean()
 
     def update(self, y_true: Any, y_pred: Any, proba: Mapping[str, float] | None = None) -> None:
         """Score one pair, given raw (as sent) or canonical values; y_pred must not be None."""
@@ -107,6 +137,11 @@ class Quality:
 
     def update_canonical(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
         """Score one pair already in canonical form (see `canonical`)."""
+        self.update_scored(y_true, y_pred, log_loss_term(y_true, proba, self.task))
+
+    def update_scored(self, y_true: Any, y_pred: Any, loss: float | None) -> None:
+        """Score one canonical pair whose log loss term (`log_loss_term`) is known:
+        several `Quality`s of one prediction share the work."""
         self.n += 1
         cm = self._cm
         if cm is None:  # regression
@@ -119,18 +154,14 @@ class Quality:
                 cm.revert(*window[0])
             window.append((y_true, y_pred))
         cm.update(y_true, y_pred)
-        if not proba:
+        if loss is None or self._log_loss is None:
             return
-        if self._binary:
-            if True in proba:
-                p_true = proba[True]
-            elif False in proba:
-                p_true = 1.0 - proba[False]
-            else:
-                return
-            self._log_loss.update(y_true is True, p_true)
-        else:
-            self._log_loss.update(y_true, proba)
+        losses = self._loss_window
+        if losses is not None:
+            if len(losses) == losses.maxlen:
+                self._log_loss.revert(losses[0])
+            losses.append(loss)
+        self._log_loss.update(loss)
         self.n_proba += 1
 
     def get(self) -> dict[str, float | None]:

@@ -142,3 +142,27 @@ def test_binary_metrics_equal_rivers_also_with_predictions_of_no_class() -> None
     for name, metric, roll in zip(names, river, rolling, strict=True):
         assert ours.get()[name] == metric.get(), name
         assert window.get()[name] == roll.get(), name
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_log_loss_equals_rivers_cumulative_and_windowed(task: Any) -> None:
+    rng = random.Random(11)
+    classes = [True, False] if task == "binary" else [0, 1, 2]
+    ours, window = Quality(task), Quality(task, window=40)
+    kind: Any = metrics.LogLoss if task == "binary" else metrics.CrossEntropy
+    river: Any = kind()
+    rolling: Any = utils.Rolling(kind, window_size=40)
+    for i in range(400):
+        y = rng.choice(classes)
+        weights = [rng.random() + (i % 7 == 0) * 1e-16 for _ in classes]
+        proba = {c: w / sum(weights) for c, w in zip(classes, weights, strict=True)}
+        if i % 5 == 0:  # some pairs come without probabilities
+            proba = {}
+        ours.update(y, classes[0], {str(c): p for c, p in proba.items()})
+        window.update(y, classes[0], {str(c): p for c, p in proba.items()})
+        if proba:
+            target = proba[True] if task == "binary" else proba
+            river.update(y, target)
+            rolling.update(y, target)
+    assert ours.get()["log_loss"] == river.get()
+    assert window.get()["log_loss"] == rolling.get()
