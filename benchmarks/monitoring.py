@@ -227,6 +227,8 @@ def _watch(
         raise TimeoutError(f"monitoring did not finish in {timeout}s: {log.read_text()[-3000:]}")
     # the messages read before the first poll saw any are not timed: leave them out
     share = 1 - first[1] / total
+    if share < 0.5:
+        raise RuntimeError(f"too few predictions to time: {first[1]} of {total} read at start")
     if os.environ.get("MONITORING_BENCH_DEBUG"):
         print(f"first seen {first[1]} of {total}; consumed {consumed_at - first[0]:.2f}s")
     return {
@@ -343,21 +345,22 @@ def run_monitoring_bench(
 ) -> list[dict[str, Any]]:
     """Monitoring alone, each figure beside a bare consumer's from the same run:
     predictions/s replaying filled topics, then CPU and lag following a live stream
-    of `live_rate` events/s (each with its predictions and label)."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    n_predictions, n_labels = asyncio.run(_fill(prefix, n))
-    total = n_predictions + n_labels
-    bare_s = asyncio.run(_bare_consume(prefix, total))
-    timed = _run_service(prefix, total, n_predictions, timeout)
-    baseline = n_predictions / bare_s
-    replay = "bare aiokafka consume + json.loads (same topics)"
+    of `live_rate` events/s (each with its predictions and label). 0 skips either."""
     rows = []
-    for name, seconds in (
-        ("monitoring predictions consumed", timed["consumed_s"]),
-        ("monitoring predictions scored", timed["scored_s"]),
-    ):
-        value = n_predictions / seconds
-        rows.append(_row(name, value, "predictions/s", replay, baseline))
+    if n:
+        prefix = f"bench{uuid.uuid4().hex[:8]}."
+        n_predictions, n_labels = asyncio.run(_fill(prefix, n))
+        total = n_predictions + n_labels
+        bare_s = asyncio.run(_bare_consume(prefix, total))
+        timed = _run_service(prefix, total, n_predictions, timeout)
+        baseline = n_predictions / bare_s
+        replay = "bare aiokafka consume + json.loads (same topics)"
+        for name, seconds in (
+            ("monitoring predictions consumed", timed["consumed_s"]),
+            ("monitoring predictions scored", timed["scored_s"]),
+        ):
+            value = n_predictions / seconds
+            rows.append(_row(name, value, "predictions/s", replay, baseline))
     if live_rate:
         live = _run_live(live_rate, live_seconds, timeout)
         stream = f"bare aiokafka consume + json.loads following the same {live_rate:,} events/s"

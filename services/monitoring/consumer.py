@@ -141,17 +141,20 @@ class MonitoringWorker:
         """Each record parsed once with its topic's model; invalid ones counted, logged
         and left out. Tells the watermark which partitions delivered at `now`."""
         decoded: dict[TopicPartition, list[Prediction | Label]] = {}
-        observe = None if self.replaying else self.metrics.record_latency.observe
         wall_ms = time.time() * 1000
         for tp, records in batch.items():
+            if not self.replaying:
+                self.metrics.record_latency.observe_many(
+                    max(0.0, (wall_ms - r.timestamp) / 1000)
+                    for r in records
+                    if r.timestamp is not None
+                )
             model: type[Prediction] | type[Label] = (
                 Prediction if tp.topic == self.topics.predictions else Label
             )
             validate = model.model_validate_json
             messages: list[Prediction | Label] = []
             for record in records:
-                if observe is not None and record.timestamp is not None:
-                    observe(max(0.0, (wall_ms - record.timestamp) / 1000))
                 try:
                     messages.append(validate(record.value or b""))
                 except ValidationError as error:

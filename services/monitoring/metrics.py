@@ -8,15 +8,22 @@ own registry (tests start several apps in one process).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from services.monitoring.monitor import Monitor
 
-__all__ = ["MonitorCollector", "MonitoringMetrics"]
+__all__ = ["BatchHistogram", "MonitorCollector", "MonitoringMetrics"]
 
 P = "driftline_monitoring_"
 
@@ -76,6 +83,43 @@ class MonitorCollector(Collector):
         yield from (expired_labels, invalid, waiting)
 
 
+class BatchHistogram(Collector):
+    """A histogram fed a whole batch of observations at once, exposed as
+    `prometheus_client.Histogram` exposes one (`_bucket`, `_count`, `_sum`).
+
+    For one observation per message: `Histogram.observe` takes two locks per call,
+    a cost per message that the service's event loop (its only writer) does not need.
+
+    >>> h = BatchHistogram("x_seconds", "X", (0.1, 1.0))
+    >>> h.observe_many([0.05, 0.1, 0.5, 7.0])
+    >>> [(s.name, s.labels.get("le"), s.value) for s in next(h.collect()).samples][:3]
+    [('x_seconds_bucket', '0.1', 2.0), ('x_seconds_bucket', '1.0', 3.0), ('x_seconds_bucket', '+Inf', 4.0)]
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(float(b) for b in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self.sum = 0.0
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        counts, bounds, total = self.counts, self.bounds, 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1  # le: the first bound >= value
+            total += value
+        self.sum += total
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, running = [], 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            running += count
+            cumulative.append((floatToGoString(bound), float(running)))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=cumulative, sum_value=self.sum
+        )
+
+
 class MonitoringMetrics:
     """The registry of one monitoring app, with its lag gauge and latency histogram."""
 
@@ -95,9 +139,9 @@ class MonitoringMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
-        self.record_latency = Histogram(
+        self.record_latency = BatchHistogram(
             f"{P}latency_seconds",
             "From a message's broker timestamp to its handling (live messages only)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
         )
+        self.registry.register(self.record_latency)

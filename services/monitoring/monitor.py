@@ -108,6 +108,7 @@ class Monitor:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.task = task
+        self._binary = task == "binary"
         self.joiner = Joiner(ttl)
         self.window_size = window_size
         self.drift_params = {"delta": drift_delta, "warmup": drift_warmup, "margin": drift_margin}
@@ -217,8 +218,12 @@ class Monitor:
     def _score_one(self, item: Joined) -> Alert | None:
         prediction = item.prediction
         series = self._series(prediction.model, prediction.source)
-        y_true = target(item.label, self.task)  # None: no target of this task (unscored)
-        y_pred = canonical(prediction.y_pred, self.task)
+        label, y_pred = item.label, prediction.y_pred
+        if self._binary and label.__class__ is bool and y_pred.__class__ is bool:
+            y_true = label  # a bool is its own target and canonical form, for binary
+        else:
+            y_true = target(label, self.task)  # None: no target of this task (unscored)
+            y_pred = canonical(y_pred, self.task)
         if y_pred is None or y_true is None:
             series.unscored += 1
             return None
