@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -136,15 +136,8 @@ def settle(seconds: float = 4.0) -> None:
     time.sleep(seconds)
 
 
-def run_learning_bench(n: int, models: list[str], *, path: bool = True) -> list[Row]:
-    """Training alone (features and labels topics filled), and the whole learning path."""
-    rows = synthetic_rows(n)
+def _training_alone(rows: list, models: list[str], pipeline: Path, river: float) -> list[Row]:
     names = "+".join(models)
-    river = river_rate(rows, models)
-    out: list[Row] = []
-    work = Path(".bench")
-    pipeline = write_pipeline(work / f"pipeline-{names}.yaml", models, sorted(rows[0][0]))
-
     stack = BenchStack(pipeline)
     topics = Topics(stack.prefix)
     asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, 3))
@@ -153,35 +146,58 @@ def run_learning_bench(n: int, models: list[str], *, path: bool = True) -> list[
         training = stack.start("training")
         settle()
         asyncio.run(fill({topics.features: vectors, topics.labels: labels}))
-        rate = wait_learned(training, n, len(models), f"training alone ({names})")
+        rate = wait_learned(training, len(rows), len(models), f"training alone ({names})")
         rss = training.peak_rss()
     relay = relay_rate(topics.features, len(vectors))
-    out.append(
-        Row(f"training alone, {names}", rate, "labelled events/s", "River in-process", river)
-    )
-    out.append(
-        Row(f"training alone, {names}", rate, "labelled events/s", "bare aiokafka relay", relay)
-    )
-    out[-1].extra["peak_rss_mb"] = rss / 2**20
-    if not path:
-        return out
+    name = f"training alone, {names}"
+    return [
+        Row(name, rate, "labelled events/s", "River in-process", river),
+        Row(
+            name,
+            rate,
+            "labelled events/s",
+            "bare aiokafka relay",
+            relay,
+            {"peak_rss_mb": rss / 2**20},
+        ),
+    ]
 
+
+def _learning_path(rows: list, models: list[str], pipeline: Path, river: float) -> Row:
+    names = "+".join(models)
     stack = BenchStack(pipeline)
     topics = Topics(stack.prefix)
     asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, 3))
-    events, raw_labels = raw_messages(rows)
+    events, labels = raw_messages(rows)
     with stack.running():
         for name in ("ingestion", "features", "training"):
             stack.start(name)
         settle()
-        asyncio.run(fill({topics.events_raw: events, topics.labels_raw: raw_labels}))
+        cpu = {name: s.cpu_seconds() for name, s in stack.services.items()}
+        asyncio.run(fill({topics.events_raw: events, topics.labels_raw: labels}))
         training = stack.services["training"]
-        rate = wait_learned(training, n, len(models), f"learning path ({names})")
+        rate = wait_learned(training, len(rows), len(models), f"learning path ({names})")
+        per_1000 = {
+            name: round((s.cpu_seconds() - cpu[name]) * 1000 / len(rows), 3)
+            for name, s in stack.services.items()
+        }
         peaks = {name: s.peak_rss() / 2**20 for name, s in stack.services.items()}
-    row = Row(f"learning path, {names}", rate, "events/s", "River in-process", river)
-    row.extra["peak_rss_mb"] = peaks
-    out.append(row)
+    extra = {"peak_rss_mb": peaks, "cpu_s_per_1000_events": per_1000}
+    return Row(f"learning path, {names}", rate, "events/s", "River in-process", river, extra)
+
+
+def run_learning_bench(
+    n: int, models: list[str], *, alone: bool = True, path: bool = True
+) -> list[Row]:
+    """Training alone (features and labels topics filled), and the whole learning path."""
+    rows = synthetic_rows(n)
+    river = river_rate(rows, models)
+    pipeline = write_pipeline(
+        Path(".bench") / f"pipeline-{'+'.join(models)}.yaml", models, sorted(rows[0][0])
+    )
+    out: list[Row] = []
+    if alone:
+        out += _training_alone(rows, models, pipeline, river)
+    if path:
+        out.append(_learning_path(rows, models, pipeline, river))
     return out
-
-
-Bench = Callable[[], list[Row]]

@@ -64,6 +64,13 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 class Service:
     """One running `python -m services.<name>` child process."""
 
@@ -88,6 +95,10 @@ class Service:
     def peak_rss(self) -> int:
         """Peak resident memory (VmHWM) of the process plus that of its children, bytes."""
         return sum(_peak_rss(pid) for pid in [self.process.pid, *_children(self.process.pid)])
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the process and its live children."""
+        return sum(_cpu_seconds(pid) for pid in [self.process.pid, *_children(self.process.pid)])
 
     def stop(self) -> None:
         if self.process.poll() is None:

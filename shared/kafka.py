@@ -65,13 +65,14 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 async def send_all(
-    producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes, bytes]]
+    producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes | None, bytes]]
 ) -> list[asyncio.Future[Any]]:
     """Queue `(key, value)` pairs for `topic`; return the futures of their acks.
 
     Records are grouped by the partition their key picks and appended to producer
     batches directly, so a batch of thousands costs a few awaits, not one per record.
-    Order per key is kept (one partition, append order).
+    Order per key is kept (one partition, append order); keyless records all go to
+    the partition of the empty key.
     """
     if not items:
         return []
@@ -80,9 +81,9 @@ async def send_all(
         await producer.client._wait_on_metadata(topic)
         partitions = producer.client.cluster.partitions_for_topic(topic)
     count = len(partitions)
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
     for key, value in items:
-        by_partition.setdefault(partition_for(key, count), []).append((key, value))
+        by_partition.setdefault(partition_for(key or b"", count), []).append((key, value))
     sent: list[asyncio.Future[Any]] = []
     for partition, records in by_partition.items():
         batch = producer.create_batch()
@@ -97,7 +98,7 @@ async def send_all(
 
 
 async def produce_all(
-    producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes, bytes]]
+    producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes | None, bytes]]
 ) -> None:
     """`send_all`, then wait once for every ack. Raises if any send failed."""
     await asyncio.gather(*await send_all(producer, topic, items))

@@ -190,14 +190,16 @@ def _finite_int(literal: str) -> int:
     return value
 
 
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+    parse_int=_finite_int,
+    object_pairs_hook=_no_duplicate_keys,
+)
+
+
 def _parse(text: str) -> Any:
-    return json.loads(
-        text,
-        parse_constant=_reject_constant,
-        parse_float=_finite_float,
-        parse_int=_finite_int,
-        object_pairs_hook=_no_duplicate_keys,
-    )
+    return _DECODER.decode(text)
 
 
 def decode_json(
@@ -230,7 +232,8 @@ def validate_raw(
         return ValidationResult(
             errors=[_error("not_an_object", f"expected a JSON object, got {_json_type(document)}")]
         )
-    return validate_document(message_type, document)
+    assert raw is not None  # decode_json refuses None
+    return _validate(message_type, raw, document)
 
 
 def validate_document(message_type: type[M], document: object) -> ValidationResult[M]:
@@ -238,8 +241,13 @@ def validate_document(message_type: type[M], document: object) -> ValidationResu
     refuses, the JSON Schema explains why with our codes. The two agree on what they
     accept (tests/unit/test_messages_schemas.py); if only the model objects, its
     reason is reported as `invalid_value`."""
+    return _validate(message_type, json.dumps(document).encode(), document)
+
+
+def _validate(message_type: type[M], text: bytes, document: object) -> ValidationResult[M]:
+    """The typed model over `text`, the JSON text of the strictly parsed `document`."""
     try:
-        return ValidationResult(message=message_type.model_validate_json(json.dumps(document)))
+        return ValidationResult(message=message_type.model_validate_json(text))
     except (PydanticValidationError, ValueError) as exc:
         errors = check_document(message_type, document)
         if errors or not isinstance(exc, PydanticValidationError):

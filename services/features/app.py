@@ -79,12 +79,13 @@ class TableStateStore:
     """The handler's `StateStore` on a faust table, writing its changelog explicitly.
 
     A batch holds records of several partitions, so the changelog partition is the
-    record's own, passed in, rather than faust's "current event".
+    record's own, passed in, rather than faust's "current event". The changelog is
+    compacted by entity, so a batch sends only each entity's last state.
     """
 
     def __init__(self, table: TableT[str, EntityState]) -> None:
         self.table = table
-        self._sent: list[FutureMessage] = []  # changelog writes not yet awaited
+        self._changed: dict[str, int] = {}  # entity -> changelog partition, this batch
 
     def get(self, entity_id: str) -> EntityState | None:
         state: EntityState | None = self.table.get(entity_id)
@@ -92,12 +93,13 @@ class TableStateStore:
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.table.data[entity_id] = state
-        self._sent.append(self.table.send_changelog(partition, entity_id, state))
+        self._changed[entity_id] = partition
 
     def take_sent(self) -> list[FutureMessage]:
-        """The changelog writes since the last call, to await."""
-        sent, self._sent = self._sent, []
-        return sent
+        """Send the changelog of every entity changed since the last call; the writes, to await."""
+        changed, self._changed = self._changed, {}
+        data = self.table.data
+        return [self.table.send_changelog(p, e, data[e]) for e, p in changed.items()]
 
 
 class SourceOffsets:
@@ -159,6 +161,9 @@ class FeaturesService:
             consumer_auto_offset_reset="earliest",
             processing_guarantee="at_least_once",
             broker_session_timeout=settings.session_timeout_s,
+            # Let the producer fill batches: a batch of vectors is awaited as a whole.
+            producer_linger=0.005,
+            producer_max_batch_size=256 * 1024,
             web_enabled=True,
             web_bind=settings.host,
             web_host=settings.host,
@@ -182,6 +187,12 @@ class FeaturesService:
         self.app.agent(self.source, name="compute-features")(self._agent)
         self.app.page("/healthz")(self._healthz_view())
         self.app.page("/metrics")(_metrics_view)
+        self.app.task(self._settle_logging)
+
+    async def _settle_logging(self) -> None:
+        """Faust's worker leaves the root logger at DEBUG as it starts, and faust logs a
+        debug line per record sent: set the configured level back."""
+        logging.getLogger().setLevel(self.settings.log_level.upper())
 
     async def _agent(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
@@ -261,17 +272,15 @@ class FeaturesService:
     async def handle(self, records: list[RawEvent]) -> BatchPlan:
         """Compute, store and publish one batch (the faust-free part of the agent)."""
         plan = plan_batch(records, self.states, self.computer)
-        # Hand the state's changelog writes to the producer now (faust buffers table
-        # writes and would otherwise warn, batch after batch, that its buffer is full).
-        await self.app.producer.buffer.flush()
         for invalid in plan.invalid:
             metrics.INVALID.labels(invalid.errors[0].code).inc()
+        state_written = self.states.take_sent()
         if plan.computed:
             await self._publish(plan)
         # The state first, then the offsets, each acknowledged before the next step.
         # Once the offsets are kept, the state they reflect is durable and a record at
         # or past them has not been published.
-        await _acked(self.states.take_sent())
+        await _acked(state_written)
         await _acked(self.offsets.advance(records))
         return plan
 
@@ -281,10 +290,10 @@ class FeaturesService:
         metrics.REDIS_WRITES.inc(written)
         metrics.STALE_WRITES.inc(len(rows) - written)
         sent = [
-            await self.sink.send(key=c.vector.key().encode(), value=c.vector.to_json())
+            self.sink.send_soon(key=c.vector.key().encode(), value=c.vector.to_json())
             for c in plan.computed
         ]
-        await asyncio.gather(*sent)
+        await _acked(sent)
         now_ms = time.time() * 1000
         for computed in plan.computed:
             if computed.timestamp_ms is not None:

@@ -24,7 +24,7 @@ class FeaturesSettings(CommonSettings):
     max_state_entries: int = Field(default=10_000, ge=1)
     # Events handled (and written to Redis in one pipeline) per batch, and the
     # longest a partial batch waits.
-    batch_size: int = Field(default=500, ge=1)
+    batch_size: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
     # A worker silent this long leaves the consumer group (its partitions move on).
     session_timeout_s: float = Field(default=10, gt=0)

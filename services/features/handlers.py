@@ -30,7 +30,7 @@ from typing import Protocol
 from shared.feature_store import EntityRow
 from shared.features import EntityState, FeatureComputer
 from shared.messages import ErrorDetail, Event, FeatureVector
-from shared.validation import validate_raw
+from shared.validation import parse_message
 
 __all__ = [
     "BatchPlan",
@@ -178,7 +178,7 @@ def plan_batch(
     """Handle records in order; states are updated as it goes (a state changes only by identity)."""
     plan = BatchPlan()
     for record in records:
-        result = validate_raw(Event, record.value)
+        result = parse_message(Event, record.value)
         if result.message is None:
             first = result.errors[0]
             log.warning(

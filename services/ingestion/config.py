@@ -25,4 +25,5 @@ class IngestionSettings(CommonSettings):
     max_batch_items: int = Field(default=1000, ge=1)
     # Largest POST body accepted (a batch of items).
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    batch_size: int = Field(default=500, ge=1)
+    # Raw records per poll: validated, produced and remembered as one batch.
+    batch_size: int = Field(default=2000, ge=1)

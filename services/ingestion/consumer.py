@@ -18,6 +18,7 @@ from services.ingestion import metrics
 from services.ingestion.handlers import BatchPlan, RawRecord, plan_batch
 from services.ingestion.seen import SeenStore
 from shared.batch_loop import Batch, BatchLoop
+from shared.kafka import send_all
 from shared.topics import Topics
 
 __all__ = ["IngestionWorker"]
@@ -57,8 +58,11 @@ class IngestionWorker(BatchLoop):
             max_bytes=self.max_bytes,
             max_future_s=self.max_future_s,
         )
-        sent = [await self.producer.send(o.topic, o.value, key=o.key) for o in plan.outputs]
-        await asyncio.gather(*sent)
+        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for o in plan.outputs:
+            by_topic.setdefault(o.topic, []).append((o.key, o.value))
+        sent = [f for t, items in by_topic.items() for f in await send_all(self.producer, t, items)]
+        await asyncio.gather(*sent)  # every output acknowledged before it is remembered
         await self.seen.remember(plan.remember, self.dedup_window_s)
         self._count(plan)
         await self.commit(batch)
