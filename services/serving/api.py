@@ -132,16 +132,6 @@ _PREDICT_BODY = {
     }
 }
 _JSON = "application/json"
-_requests_by_status: dict[int, Any] = {}  # prometheus children, resolved once per status
-_predictions_by_model: dict[str, Any] = {}
-
-
-def _observe(status: int, started: float) -> None:
-    counter = _requests_by_status.get(status)
-    if counter is None:
-        counter = _requests_by_status[status] = metrics.REQUESTS.labels(str(status))
-    counter.inc()
-    metrics.REQUEST_LATENCY.observe(time.perf_counter() - started)
 
 
 async def _answer(body: bytes, context: ServingContext) -> Response:
@@ -167,11 +157,7 @@ async def _answer(body: bytes, context: ServingContext) -> Response:
         return error_response(error)
     prediction = served.prediction
     context.sink.publish_nowait(served.key(), encode_prediction(prediction))
-    model = prediction["model"]
-    counter = _predictions_by_model.get(model)
-    if counter is None:
-        counter = _predictions_by_model[model] = metrics.PREDICTIONS.labels("http", model)
-    counter.inc()
+    metrics.TALLY.prediction(prediction["model"])
     return Response(orjson.dumps(served.response()), media_type=_JSON)
 
 
@@ -189,7 +175,7 @@ async def predict(request: Request) -> Response:
     except Exception:
         log.exception("predict failed")
         response = Response(orjson.dumps({"detail": INTERNAL_ERROR}), 500, media_type=_JSON)
-    _observe(response.status_code, started)
+    metrics.TALLY.request(response.status_code, time.perf_counter() - started)
     return response
 
 

@@ -8,6 +8,7 @@ hot-swaps the champion by itself. The stream scorer is another process
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -21,9 +22,11 @@ from services.serving.bootstrap import features_redis, watched_models
 from services.serving.config import ServingSettings
 from services.serving.context import ServingContext
 from services.serving.errors import install_error_handlers
+from services.serving.live import CoalescingReader
 from services.serving.models import ModelHolder
 from services.serving.processes import StreamStatus
 from services.serving.publisher import PredictionPublisher
+from shared import tasks
 from shared.feature_store import RedisOnlineStore
 from shared.features import FeatureComputer
 from shared.kafka import make_producer
@@ -38,6 +41,12 @@ CLIENT_ID = "driftline-serving"
 MAX_IDLE_S = 30.0  # a consumer that has not polled for this long is considered stuck
 
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+
+
+async def _flush_metrics(every_s: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        metrics.TALLY.flush()
 
 
 def build_app(lifespan: Lifespan) -> FastAPI:
@@ -85,10 +94,12 @@ def create_app(
 
                 app.state.context = ServingContext(
                     holder=holder,
-                    store=RedisOnlineStore(
-                        redis,
-                        namespace=f"driftline:{settings.topic_prefix}features",
-                        ttl_s=settings.feature_ttl_s,
+                    store=CoalescingReader(
+                        RedisOnlineStore(
+                            redis,
+                            namespace=f"driftline:{settings.topic_prefix}features",
+                            ttl_s=settings.feature_ttl_s,
+                        )
                     ),
                     computer=FeatureComputer(pipeline),
                     sink=publisher,
@@ -101,9 +112,12 @@ def create_app(
                     holder.champion,
                     topics.models,
                 )
+                flushing = tasks.start(_flush_metrics(), name="serving-metrics-flush")
                 try:
                     yield
                 finally:
+                    await tasks.cancel(flushing)
+                    metrics.TALLY.flush()
                     await publisher.close()
         finally:
             await producer.stop()

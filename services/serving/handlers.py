@@ -14,7 +14,7 @@ fraction of the time; `tests/unit/test_serving_handlers.py` checks the two agree
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -113,7 +113,7 @@ async def predict_request(
             f"features are allowed, not {len(merged)}"
         )
     event = Event.model_construct(
-        event_id=event_id or uuid.uuid4().hex,
+        event_id=event_id or os.urandom(16).hex(),
         event_time=now or utcnow(),
         entity_id=entity_id,
         features=merged,
@@ -122,7 +122,7 @@ async def predict_request(
     record = prediction_record(
         model,
         vector,
-        prediction_id=uuid.uuid4().hex,
+        prediction_id=os.urandom(16).hex(),  # random, as uuid4 (and faster)
         event_id=event.event_id,
         entity_id=entity_id,
         event_time=event.event_time,

@@ -151,7 +151,9 @@ class ServerOptions:
 def bind_socket(options: ServerOptions) -> socket.socket:
     """The listening socket every HTTP worker accepts on (bound once, by the parent)."""
     family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto given: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP, and
+    # without it small responses on kept-alive connections wait for delayed ACKs (40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((options.host, options.port))
     sock.listen(options.backlog)

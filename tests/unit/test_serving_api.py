@@ -10,10 +10,12 @@ from datetime import timedelta
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from river import linear_model
 
 from services.serving.app import build_app
 from services.serving.context import ServingContext
 from services.serving.models import LoadedModel, ModelHolder, model_input, published
+from services.serving.processes import StreamStatus
 from shared.catalogue import RiverModel, build_model
 from shared.clock import utcnow
 from shared.feature_store import EntityRow, InMemoryOnlineStore
@@ -36,13 +38,15 @@ PIPELINE = PipelineConfig.model_validate(
 
 
 class ListSink:
-    """Collects what the API publishes."""
+    """Collects what the API publishes (decoded with the strict message model)."""
 
     def __init__(self) -> None:
         self.predictions: list[Prediction] = []
+        self.keys: list[bytes] = []
 
-    def publish_nowait(self, prediction: Prediction) -> None:
-        self.predictions.append(prediction)
+    def publish_nowait(self, key: bytes, value: bytes) -> None:
+        self.keys.append(key)
+        self.predictions.append(Prediction.model_validate_json(value))
 
 
 @pytest.fixture
@@ -143,6 +147,7 @@ def test_predict_merges_the_request_over_the_live_row(
     assert (body["model"], body["model_version"], body["event_id"]) == ("logreg", "3", "req-1")
 
     (logged,) = context.sink.predictions  # type: ignore[attr-defined]
+    assert context.sink.keys == [b"c7"]  # type: ignore[attr-defined]
     assert logged.source == "http" and logged.prediction_id == body["prediction_id"]
     assert (logged.event_id, logged.entity_id, logged.model_version) == ("req-1", "c7", "3")
 
@@ -177,3 +182,47 @@ def test_metrics_count_requests_by_status(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'driftline_serving_requests_total{status="422"}' in text
     assert "driftline_serving_request_latency_seconds_bucket" in text
+
+
+def test_a_model_that_raises_is_a_500_that_leaks_nothing(
+    client: TestClient, context: ServingContext
+) -> None:
+    class Broken(linear_model.LogisticRegression):
+        def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:  # type: ignore[override]
+            raise RuntimeError("secret internals at /srv/models/x.pkl")
+
+    context.holder.swap(LoadedModel("logreg", "7", Broken()))
+    response = client.post("/predict", json={"entity_id": "c7"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "model 'logreg' version '7' failed to predict"}
+    assert context.sink.predictions == []  # type: ignore[attr-defined]
+
+
+def test_too_many_merged_features_are_422(client: TestClient, context: ServingContext) -> None:
+    context.holder.swap(LoadedModel("logreg", "1", trained_logreg()))
+    features = {f"f{i}": 1 for i in range(1000)}  # 1000 allowed, plus the row's two
+    response = client.post("/predict", json={"entity_id": "c7", "features": features})
+    assert response.status_code == 422
+    assert "at most 1000 features" in response.json()["detail"]
+
+
+def test_healthz_is_503_once_the_stream_scorer_misses_its_deadline(context: ServingContext) -> None:
+    status = StreamStatus(enabled=True)
+    status.extend(30)
+
+    def liveness() -> tuple[bool, dict[str, object]]:
+        return status.alive(), status.details()
+
+    context.liveness = liveness
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.context = context
+        yield
+
+    with TestClient(build_app(lifespan)) as client:
+        assert client.get("/healthz").status_code == 200
+        status.deadline = 0.0
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unhealthy"
