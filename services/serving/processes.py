@@ -88,7 +88,7 @@ class StreamStatus:
     `deadline`: monotonic time by which the scorer must have polled again (the
     clock is system-wide on Linux, so every process reads the same one);
     `restarts`: how often the supervisor restarted the scorer; `enabled`: whether
-    a scorer runs at all (`STREAM_SCORING=false` leaves it out).
+    a scorer runs at all (`STREAM_SCORING=false` leaves it out); `pid`: the scorer's.
 
     >>> status = StreamStatus(enabled=True)
     >>> status.extend(30.0); status.alive(), status.restarts
@@ -98,7 +98,7 @@ class StreamStatus:
     """
 
     def __init__(self, enabled: bool = True) -> None:
-        self._values: Any = RawArray("d", 3)  # deadline, restarts, enabled
+        self._values: Any = RawArray("d", 4)  # deadline, restarts, enabled, pid
         self._values[2] = 1.0 if enabled else 0.0
 
     @property
@@ -117,6 +117,15 @@ class StreamStatus:
     def restarts(self) -> int:
         return int(self._values[1])
 
+    @property
+    def pid(self) -> int:
+        """The running scorer's process id (0 before it starts)."""
+        return int(self._values[3])
+
+    @pid.setter
+    def pid(self, value: int) -> None:
+        self._values[3] = value
+
     def count_restart(self) -> None:
         self._values[1] += 1
 
@@ -133,6 +142,7 @@ class StreamStatus:
         return {
             "stream_deadline_in_s": round(self.deadline - time.monotonic(), 3),
             "stream_restarts": self.restarts,
+            "stream_pid": self.pid,
         }
 
 

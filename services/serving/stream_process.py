@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from services.serving import metrics
@@ -38,6 +39,7 @@ HEARTBEAT_S = 1.0
 def run_stream_process(settings: ServingSettings, status: StreamStatus, parent_pid: int) -> None:
     """The child process's entry point."""
     die_with_parent(parent_pid)
+    status.pid = os.getpid()
     configure_logging(settings.log_level)
     metrics.set_process("stream")
     asyncio.run(score_stream(settings, status))

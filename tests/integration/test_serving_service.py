@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import re
 import signal
 import threading
 import time
@@ -232,9 +234,15 @@ def test_predict_uses_live_features_and_hot_swaps_without_failing(
         "hat": ["1"],
         "logreg": ["1", "2"],
     }
+    # every serving process (HTTP workers and the stream scorer) swapped on its own
     metrics = httpx.get(f"{service.url}/metrics").text
-    assert 'driftline_serving_model_version{model="logreg"} 2.0' in metrics
-    assert 'driftline_serving_model_swaps_total{model="logreg"} 2.0' in metrics
+    workers = httpx.get(f"{service.url}/healthz").json()["workers"]
+    processes = {f"http-{i}" for i in range(workers)} | {"stream"}
+    for name, value in [("model_version", "2.0"), ("model_swaps_total", "2.0")]:
+        found = re.findall(
+            rf'^driftline_serving_{name}{{model="logreg",process="([^"]+)"}} (\S+)$', metrics, re.M
+        )
+        assert dict(found) == dict.fromkeys(processes, value), (name, found)
 
 
 def test_every_feature_vector_gets_one_stream_prediction_from_the_newest_version(
@@ -323,3 +331,30 @@ def test_a_restart_mid_stream_scores_every_vector_under_one_prediction_id(
         assert copies[vector.event_id] == {(f"{vector.event_id}:logreg:stream:1", expected)}
     if sig == signal.SIGTERM:
         assert len(found) == len(vectors), "a graceful stop commits what it published"
+
+
+def test_a_killed_stream_scorer_is_restarted_and_scores_on(
+    service_factory: Factory, topics: str, pipeline_path: Path, redis_keys: None
+) -> None:
+    prefix = topics
+    publish_model(prefix, "logreg", "1", trained(flip=False))
+    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path)).start()
+    health = wait_until(lambda: httpx.get(f"{service.url}/healthz").json().get("stream_pid"))
+    assert health
+    os.kill(health, signal.SIGKILL)
+    restarted = wait_until(
+        lambda: (
+            (h := httpx.get(f"{service.url}/healthz").json())["stream_pid"] not in (0, health) and h
+        )
+    )
+    assert restarted["stream_restarts"] == 1 and restarted["status"] == "ok"
+    vector = FeatureVector(
+        event_id="after",
+        entity_id="c1",
+        event_time=utcnow(),
+        features={"x1": 1.0, "x2": 1.0, "x1_sum_1h": 1.0},
+        feature_set_version="v",
+    )
+    kcat_produce(f"{prefix}features", [(b"c1", vector.to_json())])
+    found = wait_until(lambda: [p for p in predictions(prefix) if p.source == "stream"])
+    assert [p.event_id for p in found] == ["after"]
