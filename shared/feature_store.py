@@ -26,13 +26,13 @@ pipeline (one round trip).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from redis.asyncio import Redis
 
 from shared.features import EntityState, time_us
@@ -80,8 +80,8 @@ return 1
 """
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
 class RedisOnlineStore:
@@ -128,9 +128,9 @@ class RedisOnlineStore:
             entity_id=entity_id,
             event_time=datetime.fromisoformat(fields["event_time"]),
             event_id=fields["event_id"],
-            features=json.loads(fields["features"]),
-            raw=json.loads(fields["raw"]),
-            state=json.loads(fields["state"]),
+            features=orjson.loads(fields["features"]),
+            raw=orjson.loads(fields["raw"]),
+            state=orjson.loads(fields["state"]),
         )
 
 
@@ -174,7 +174,7 @@ def _copy(row: EntityRow) -> EntityRow:
         row.entity_id,
         row.event_time,
         row.event_id,
-        json.loads(_dumps(row.features)),
-        json.loads(_dumps(row.raw)),
-        json.loads(_dumps(row.state)),
+        orjson.loads(_dumps(row.features)),
+        orjson.loads(_dumps(row.raw)),
+        orjson.loads(_dumps(row.state)),
     )

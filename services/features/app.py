@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.tables.manager import TableManager
 from faust.types import FutureMessage, StreamT, TableT
 from faust.web import Request, Response, View
@@ -55,13 +55,14 @@ from services.features.handlers import (
     BatchPlan,
     RawEvent,
     find_gaps,
+    newest_rows,
     plan_batch,
     unhandled,
 )
 from shared import tasks
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
 from shared.features import EntityState, FeatureComputer
-from shared.kafka import make_consumer
+from shared.kafka import make_consumer, produce_all
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
 
@@ -285,15 +286,12 @@ class FeaturesService:
         return plan
 
     async def _publish(self, plan: BatchPlan) -> None:
-        rows = [c.row for c in plan.computed]
+        rows = newest_rows([c.row for c in plan.computed])
         written = await self._write_rows(rows)
         metrics.REDIS_WRITES.inc(written)
         metrics.STALE_WRITES.inc(len(rows) - written)
-        sent = [
-            self.sink.send_soon(key=c.vector.key().encode(), value=c.vector.to_json())
-            for c in plan.computed
-        ]
-        await _acked(sent)
+        vectors = [(c.vector.key().encode(), c.vector.to_json()) for c in plan.computed]
+        await produce_all(self._kafka_producer(), self.topics.features, vectors)
         now_ms = time.time() * 1000
         for computed in plan.computed:
             if computed.timestamp_ms is not None:
@@ -317,6 +315,16 @@ class FeaturesService:
             else:
                 self.redis_failing = False
                 return written
+
+    def _kafka_producer(self) -> AIOKafkaProducer:
+        """The aiokafka producer inside faust's, for whole batches of vectors.
+
+        Faust's `Topic.send`/`send_soon` cost a future, a buffer hop and a debug line
+        per record; `produce_all` appends a batch to producer batches directly and
+        awaits their acks once (a third of this service's CPU at 10k events/s).
+        """
+        producer = cast(Any, self.app.producer)._ensure_producer()
+        return cast(AIOKafkaProducer, producer)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Whether the worker is processing, and why not."""

@@ -41,6 +41,7 @@ __all__ = [
     "StateStore",
     "compute_features",
     "find_gaps",
+    "newest_rows",
     "plan_batch",
     "unhandled",
 ]
@@ -201,3 +202,24 @@ def plan_batch(
             FeaturesComputed(computed.vector, computed.row, computed.duplicate, record.timestamp_ms)
         )
     return plan
+
+
+def newest_rows(rows: Sequence[EntityRow]) -> list[EntityRow]:
+    """Each entity's newest row of a batch: what writing them all in order would leave.
+
+    The store keeps a row unless a newer one comes (an equal time replaces it), so the
+    last row with the latest time per entity is the only write that counts.
+
+    >>> from datetime import UTC, datetime
+    >>> at = lambda d: datetime(2024, 1, d, tzinfo=UTC)
+    >>> rows = [EntityRow("a", at(2), "e1", {}, {}, {}), EntityRow("a", at(1), "e2", {}, {}, {}),
+    ...         EntityRow("b", at(1), "e3", {}, {}, {}), EntityRow("a", at(2), "e4", {}, {}, {})]
+    >>> [r.event_id for r in newest_rows(rows)]
+    ['e4', 'e3']
+    """
+    newest: dict[str, EntityRow] = {}
+    for row in rows:
+        kept = newest.get(row.entity_id)
+        if kept is None or row.event_time >= kept.event_time:
+            newest[row.entity_id] = row
+    return list(newest.values())

@@ -8,10 +8,10 @@ raw message whose own coordinates are on record is known to be done already.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
 from redis.asyncio import Redis
 
 __all__ = ["InMemorySeenStore", "RedisSeenStore", "SeenRecord", "SeenStore"]
@@ -42,12 +42,22 @@ class InMemorySeenStore:
         self.records.update(records)
 
 
+# KEYS: the ids' keys; ARGV[1]: ttl in seconds, ARGV[2..]: the records, in KEYS' order.
+_REMEMBER = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+
 class RedisSeenStore:
-    """One string key per id with a TTL; lookups and writes pipelined."""
+    """One string key per id with a TTL; a batch is one MGET and one script call."""
 
     def __init__(self, redis: Redis, namespace: str = "driftline:ingest:seen") -> None:
         self.redis = redis
         self.namespace = namespace
+        self._remember = redis.register_script(_REMEMBER)
 
     def _key(self, key: str) -> str:
         return f"{self.namespace}:{key}"
@@ -56,13 +66,13 @@ class RedisSeenStore:
         if not keys:
             return []
         values = await self.redis.mget([self._key(k) for k in keys])
-        return [None if v is None else SeenRecord(**json.loads(v)) for v in values]
+        return [None if v is None else SeenRecord(**orjson.loads(v)) for v in values]
 
     async def remember(self, records: dict[str, SeenRecord], ttl_s: int) -> None:
         if not records:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for key, record in records.items():
-            value = json.dumps({"source": record.source, "entity_id": record.entity_id})
-            pipe.set(self._key(key), value, ex=ttl_s)
-        await pipe.execute()
+        keys = [self._key(key) for key in records]
+        values = [
+            orjson.dumps({"source": r.source, "entity_id": r.entity_id}) for r in records.values()
+        ]
+        await self._remember(keys=keys, args=[ttl_s, *values])
