@@ -27,6 +27,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,6 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.13.0"
 GO = os.environ.get("GO", "/usr/local/go/bin/go")
-BARE_PORT = 18190
 SERVING_PORT = 18180
 MAX_RATE_S = 5.0  # each max-throughput attack runs this long
 MAX_RATE_CONNECTIONS = 32  # concurrent requests in the max-throughput attacks
@@ -216,6 +216,12 @@ def serve_bare(port: int, workers: int) -> None:
     sys.exit(Supervisor(children).run())
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -239,8 +245,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def bare_server(workers: int, port: int = BARE_PORT) -> Iterator[str]:
-    """The bare baseline running on `port` with `workers` processes; yields its base URL."""
+def bare_server(workers: int, port: int | None = None) -> Iterator[str]:
+    """The bare baseline on `port` (default: a free one) with `workers` processes; yields its URL."""
+    port = port or _free_port()
     command = ["-m", "benchmarks.http", "--serve-bare", "--port", str(port)]
     process = subprocess.Popen([sys.executable, *command, "--workers", str(workers)], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -281,7 +288,7 @@ def run_http_bench(
     entity_ids: Sequence[str] | None = None,
     features: dict[str, Any] | None = None,
     workers: int | None = None,
-    bare_port: int = BARE_PORT,
+    bare_port: int | None = None,
     max_rate_s: float = MAX_RATE_S,
 ) -> list[dict[str, Any]]:
     """Serving's `/predict` against the bare baseline: max req/s, then latency at `rate`.
@@ -465,11 +472,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--label", default="quiet")
     parser.add_argument("--workers", type=int, help="HTTP workers (default: serving's)")
-    parser.add_argument("--port", type=int, default=BARE_PORT)
+    parser.add_argument("--port", type=int, help="the bare baseline's (default: a free one)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare:
-        serve_bare(args.port, args.workers or 2)
+        serve_bare(args.port or _free_port(), args.workers or 2)
         return
     if args.url:
         rows = run_http_bench(
@@ -481,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             workers=args.workers,
         )
     else:
-        with seeded_serving(workers=args.workers) as (url, entity_ids):
+        with seeded_serving(port=_free_port(), workers=args.workers) as (url, entity_ids):
             rows = run_http_bench(
                 url,
                 label=args.label,

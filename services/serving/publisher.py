@@ -1,9 +1,9 @@
 """Publishing HTTP predictions without making the client wait for Kafka.
 
 `publish_nowait` appends the encoded prediction to a buffer and returns; one
-background task sends whatever has gathered with `produce_all` (one wait for every
-ack per send, so a busy worker sends hundreds per round trip instead of starting a
-task per request). A failed send is logged and counted, never raised into a
+background task sends whatever has gathered within `linger_s` (5 ms) with
+`produce_all` (one wait for every ack per send, so a busy worker sends hundreds per
+round trip instead of starting a task per request). A failed send is logged and counted, never raised into a
 request. Past `max_pending` buffered or in-flight predictions a new one is dropped
 and counted (Kafka down must not grow memory without bound). `close` sends what is
 left, bounded by a timeout.
@@ -35,8 +35,10 @@ class PredictionPublisher:
         topic: str,
         max_pending: int = 10_000,
         source: str = "http",
+        linger_s: float = 0.005,
     ) -> None:
         self.producer = producer
+        self.linger_s = linger_s
         self.topic = topic
         self.max_pending = max_pending
         self.source = source
@@ -65,6 +67,8 @@ class PredictionPublisher:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            if not self._closing:
+                await asyncio.sleep(self.linger_s)  # let a few more requests join this send
             self._wake.clear()
             await self._send_buffer()
             if self._closing and not self._buffer:
