@@ -82,7 +82,7 @@ test: infra ## the whole suite against the real Kafka and Redis
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
-bench: venv
+bench: infra ## the benchmarks: each figure beside its baseline from the same run
 	$(PY) -m benchmarks
 
 lint: venv

@@ -1,35 +1,52 @@
-"""`make bench`: throughput of Driftline's hot paths, as ratios to same-run baselines.
+"""`make bench`: Driftline's figures, each beside a baseline measured in the same run.
 
-These machines are noisy, so each figure is compared with a baseline measured
-alongside it (best of several repeats), never with an absolute number.
+These machines are noisy, so no figure stands alone: each has a baseline from the
+same run (River in-process, a bare aiokafka relay, a bare FastAPI endpoint, a bare
+consumer) and the ratio. The table is printed and written to `.bench/results.json`.
+Kafka and Redis must be up (`make bench` starts them); each part runs its services
+as child processes under a fresh topic prefix, so `make up`'s stack is not touched.
+
+    python -m benchmarks            # everything (about 15 minutes)
+    python -m benchmarks --quick    # smaller streams, shorter loads
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
+from benchmarks.http import run_http_bench, seeded_serving
+from benchmarks.learning import (
+    raw_messages,
+    run_learning_bench,
+    synthetic_rows,
+    write_pipeline,
+)
+from benchmarks.monitoring import run_monitoring_bench
+from benchmarks.report import Row, print_table, write_results
+from benchmarks.stack import BenchStack
+from benchmarks.stream import flowing
 from shared.messages import Event
+from shared.topics import Topics
 from shared.validation import validate_raw
 
 __all__ = ["main"]
 
-REPEATS = 5
+THREE = ["logreg", "hoeffding_tree", "hat"]
 
 
-def _best_rate(work: Callable[[], int]) -> float:
-    """Items per second, best of REPEATS runs."""
-    best = 0.0
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        n = work()
-        best = max(best, n / (time.perf_counter() - started))
-    return best
-
-
-def _events(n: int) -> list[bytes]:
+def _rows(dicts: list[dict[str, Any]]) -> list[Row]:
     return [
+        Row(d["name"], float(d["value"]), d["unit"], d["baseline"], float(d["baseline_value"]))
+        for d in dicts
+    ]
+
+
+def bench_validation(n: int = 20_000) -> list[Row]:
+    raw = [
         json.dumps(
             {
                 "event_id": f"e{i}",
@@ -41,29 +58,82 @@ def _events(n: int) -> list[bytes]:
         for i in range(n)
     ]
 
+    def best(work: Callable[[bytes], object]) -> float:
+        rates = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for value in raw:
+                work(value)
+            rates.append(n / (time.perf_counter() - started))
+        return max(rates)
 
-def bench_validation(n: int = 20_000) -> None:
-    raw = _events(n)
+    base, mine = best(json.loads), best(lambda v: validate_raw(Event, v))
+    return [Row("ingestion validation (one core)", mine, "events/s", "json.loads alone", base)]
 
-    def baseline() -> int:  # the least any consumer must do: parse the JSON
-        for value in raw:
-            json.loads(value)
-        return n
 
-    def ours() -> int:  # strict parse + JSON Schema + typed model
-        for value in raw:
-            validate_raw(Event, value)
-        return n
-
-    base, mine = _best_rate(baseline), _best_rate(ours)
-    print(
-        f"ingestion validation: {mine:,.0f} events/s; json.loads alone {base:,.0f}/s; "
-        f"ratio {mine / base:.3f} (cost of full validation: {base / mine:.1f}x a bare parse)"
+def bench_serving_under_stream(n: int, rate: int, duration_s: float) -> list[Row]:
+    """`/predict` while events and labels flow at `rate`/s through the learning loop."""
+    rows = synthetic_rows(n)
+    pipeline = write_pipeline(
+        BenchStack.work / "pipeline-stream.yaml", ["logreg"], sorted(rows[0][0])
     )
+    stack = BenchStack(pipeline)
+    topics = Topics(stack.prefix)
+    events, labels = raw_messages(rows, start_now=True)
+    with stack.running():
+        for name in ("ingestion", "features"):
+            stack.start(name)
+        stack.start("training", CHECKPOINT_SECONDS="5")
+        serving = stack.start("serving")
+        with flowing(topics, events, labels, rate):
+            stack.wait_ready(serving, timeout_s=120)
+            entities = [f"u{i}" for i in range(64)]
+            label = f"{rate:,} events/s flowing"
+            out = _rows(
+                run_http_bench(serving.url, label=label, duration_s=duration_s, entity_ids=entities)
+            )
+        for row in out:
+            row.extra["peak_rss_mb"] = {k: s.peak_rss() / 2**20 for k, s in stack.services.items()}
+    return out
+
+
+def bench_serving_quiet(duration_s: float) -> list[Row]:
+    with seeded_serving() as (url, entities):
+        return _rows(run_http_bench(url, label="quiet", duration_s=duration_s, entity_ids=entities))
 
 
 def main() -> None:
-    bench_validation()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller streams, shorter loads")
+    args = parser.parse_args()
+    n = 20_000 if args.quick else 60_000
+    load_s = 10.0 if args.quick else 30.0
+    parts: list[tuple[str, Callable[[], list[Row]]]] = [
+        ("validation", bench_validation),
+        ("learning, logreg", lambda: run_learning_bench(n, ["logreg"])),
+        ("learning, three models", lambda: run_learning_bench(n // 3, THREE, alone=False)),
+        (
+            "monitoring",
+            lambda: _rows(run_monitoring_bench(max(2 * n, 100_000), live_seconds=load_s / 2)),
+        ),
+        ("serving, quiet", lambda: bench_serving_quiet(load_s)),
+        ("serving, stream", lambda: bench_serving_under_stream(n * 4, 1000, load_s)),
+    ]
+    rows: list[Row] = []
+    for i, (name, part) in enumerate(parts, 1):
+        print(f"[{i}/{len(parts)}] {name} ...", flush=True)
+        started = time.monotonic()
+        try:
+            found = part()
+        except Exception as error:  # one broken part must not hide the others
+            print(f"    {name} failed: {error!r}", flush=True)
+            continue
+        rows += found
+        print(f"    done in {time.monotonic() - started:.0f} s", flush=True)
+    print()
+    table = print_table(rows)
+    write_results(rows, table)
+    print("\nwritten to .bench/results.json and .bench/results.md")
 
 
 if __name__ == "__main__":

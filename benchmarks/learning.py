@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+import redis
+
 from benchmarks.relay import relay_rate
 from benchmarks.report import Row, progress
-from benchmarks.stack import BOOTSTRAP, BenchStack, Service
+from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack, Service
 from shared.catalogue import build_model
 from shared.kafka import make_producer, produce_all
 from shared.messages import FeatureVector, Label
@@ -59,16 +62,26 @@ def _time(i: int) -> datetime:
     return START + timedelta(seconds=i)
 
 
-def raw_messages(rows: Iterable[tuple[dict[str, Any], Any]]) -> tuple[list, list]:
-    """(events, labels) as (key, value) pairs; each label one row after its event."""
-    import orjson
+def raw_messages(
+    rows: Iterable[tuple[dict[str, Any], Any]], *, start_now: bool = False, rate: int = 1000
+) -> tuple[list, list]:
+    """(events, labels) as (key, value) pairs; each label one step after its event.
 
+    Events are a second apart from 2024-01-01, or, with `start_now`, `1 / rate` s apart
+    from now (live traffic at `rate`/s, whose times ingestion accepts as they come).
+    """
+    start, step = (
+        (datetime.now(UTC), timedelta(seconds=1 / rate))
+        if start_now
+        else (START, timedelta(seconds=1))
+    )
     events, labels = [], []
     for i, (x, y) in enumerate(rows):
         key = f"u{i % ENTITIES}"
-        event = {"event_id": f"b{i}", "event_time": _time(i).isoformat(), "entity_id": key}
+        at = start + i * step
+        event = {"event_id": f"b{i}", "event_time": at.isoformat(), "entity_id": key}
         events.append((key.encode(), orjson.dumps({**event, "features": x})))
-        label = {"event_id": f"b{i}", "label": y, "label_time": _time(i + 1).isoformat()}
+        label = {"event_id": f"b{i}", "label": y, "label_time": (at + step).isoformat()}
         labels.append((key.encode(), orjson.dumps(label)))
     return events, labels
 
@@ -131,6 +144,11 @@ def wait_learned(training: Service, n: int, models: int, desc: str) -> float:
     return (t_high[1] - t_low[1]) / max(t_high[0] - t_low[0], 1e-3)
 
 
+def redis_bytes() -> int:
+    """Redis's `used_memory` now."""
+    return int(redis.Redis.from_url(REDIS_URL).info("memory")["used_memory"])
+
+
 def settle(seconds: float = 4.0) -> None:
     """Let freshly started consumers join their groups before the inputs flow."""
     time.sleep(seconds)
@@ -174,6 +192,7 @@ def _learning_path(rows: list, models: list[str], pipeline: Path, river: float) 
             stack.start(name)
         settle()
         cpu = {name: s.cpu_seconds() for name, s in stack.services.items()}
+        redis_before = redis_bytes()
         asyncio.run(fill({topics.events_raw: events, topics.labels_raw: labels}))
         training = stack.services["training"]
         rate = wait_learned(training, len(rows), len(models), f"learning path ({names})")
@@ -182,7 +201,12 @@ def _learning_path(rows: list, models: list[str], pipeline: Path, river: float) 
             for name, s in stack.services.items()
         }
         peaks = {name: s.peak_rss() / 2**20 for name, s in stack.services.items()}
-    extra = {"peak_rss_mb": peaks, "cpu_s_per_1000_events": per_1000}
+        grown = (redis_bytes() - redis_before) * 1000 / len(rows)
+    extra = {
+        "peak_rss_mb": peaks,
+        "cpu_s_per_1000_events": per_1000,
+        "redis_bytes_per_1000_events": grown,
+    }
     return Row(f"learning path, {names}", rate, "events/s", "River in-process", river, extra)
 
 
@@ -193,7 +217,7 @@ def run_learning_bench(
     rows = synthetic_rows(n)
     river = river_rate(rows, models)
     pipeline = write_pipeline(
-        Path(".bench") / f"pipeline-{'+'.join(models)}.yaml", models, sorted(rows[0][0])
+        BenchStack.work / f"pipeline-{'+'.join(models)}.yaml", models, sorted(rows[0][0])
     )
     out: list[Row] = []
     if alone:

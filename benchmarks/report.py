@@ -92,8 +92,11 @@ def print_table(rows: list[Row]) -> str:
     return table
 
 
-def write_results(rows: list[Row], path: Path = Path(".bench/results.json")) -> None:
+def write_results(rows: list[Row], table: str, path: Path = Path(".bench/results.json")) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    about = machine()
+    head = f"{about['cores']} cores, {about['memory_gib']} GiB, {about['cpu']}, {about['when']}"
+    path.with_suffix(".md").write_text(f"Machine: {head}\n\n{table}\n")
     body = {
         "machine": machine(),
         "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],

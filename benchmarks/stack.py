@@ -113,6 +113,8 @@ class Service:
 class BenchStack:
     """Services of one bench run, isolated by `prefix`."""
 
+    work = ROOT / ".bench"
+
     def __init__(self, pipeline: Path, tag: str = "bench") -> None:
         self.prefix = f"{tag}{uuid.uuid4().hex[:6]}."
         self.pipeline = pipeline
@@ -166,6 +168,16 @@ class BenchStack:
                     return
             time.sleep(0.3)
         raise RuntimeError(f"{service.name} not healthy in {timeout_s:.0f} s; see {service.log}")
+
+    def wait_ready(self, service: Service, timeout_s: float = 90) -> None:
+        """Until `service` answers `/readyz` 200 (serving: a champion is loaded)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"{service.name} not ready in {timeout_s:.0f} s; see {service.log}")
 
     def stop(self) -> None:
         for service in reversed(list(self.services.values())):
