@@ -27,19 +27,23 @@ from shared.logs import configure_logging
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
 
-__all__ = ["HEARTBEAT_S", "MAX_IDLE_S", "run_stream_process", "score_stream"]
+__all__ = ["HEARTBEAT_S", "MAX_IDLE_S", "STREAM_NICENESS", "run_stream_process", "score_stream"]
 
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "driftline-serving-stream"
 MAX_IDLE_S = 30.0  # a scorer that has not polled for this long is stuck
 HEARTBEAT_S = 1.0
+STREAM_NICENESS = 5  # the scorer's CPU weight is about a third of an HTTP worker's
 
 
 def run_stream_process(settings: ServingSettings, status: StreamStatus, parent_pid: int) -> None:
     """The child process's entry point."""
     die_with_parent(parent_pid)
     status.pid = os.getpid()
+    # when CPU is short, the kernel runs HTTP workers first: a request waits for
+    # no scoring burst, the stream only lags (and catches up in larger batches)
+    os.nice(STREAM_NICENESS)
     configure_logging(settings.log_level)
     metrics.set_process("stream")
     asyncio.run(score_stream(settings, status))
