@@ -76,7 +76,7 @@ def test_the_request_tally_adds_what_observe_would() -> None:
     registry.register(reference)
     before = {
         s.labels.get("le"): s.value
-        for s in list(metrics.REQUEST_LATENCY.collect())[0].samples
+        for s in next(iter(metrics.REQUEST_LATENCY.collect())).samples
         if s.name.endswith("_bucket")
     }
     tally = metrics.RequestTally()
@@ -86,12 +86,12 @@ def test_the_request_tally_adds_what_observe_would() -> None:
     tally.flush()
     after = {
         s.labels.get("le"): s.value
-        for s in list(metrics.REQUEST_LATENCY.collect())[0].samples
+        for s in next(iter(metrics.REQUEST_LATENCY.collect())).samples
         if s.name.endswith("_bucket")
     }
     expected = {
         s.labels.get("le"): s.value
-        for s in list(reference.collect())[0].samples
+        for s in next(iter(reference.collect())).samples
         if s.name.endswith("_bucket")
     }
     assert {le: after[le] - before[le] for le in after} == expected
