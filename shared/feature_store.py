@@ -27,7 +27,7 @@ pipeline (one round trip).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,7 +37,13 @@ from redis.asyncio import Redis
 
 from shared.features import EntityState, time_us
 
-__all__ = ["EntityRow", "InMemoryOnlineStore", "OnlineStore", "RedisOnlineStore"]
+__all__ = [
+    "EntityRow",
+    "InMemoryOnlineStore",
+    "OnlineStore",
+    "RedisOnlineStore",
+    "row_from_hash",
+]
 
 
 @dataclass(frozen=True)
@@ -120,18 +126,22 @@ class RedisOnlineStore:
         return sum(int(result) for result in results)
 
     async def read(self, entity_id: str) -> EntityRow | None:
-        stored = await self.redis.hgetall(self.key(entity_id))
-        if not stored:
-            return None
-        fields = {_text(k): _text(v) for k, v in stored.items()}
-        return EntityRow(
-            entity_id=entity_id,
-            event_time=datetime.fromisoformat(fields["event_time"]),
-            event_id=fields["event_id"],
-            features=orjson.loads(fields["features"]),
-            raw=orjson.loads(fields["raw"]),
-            state=orjson.loads(fields["state"]),
-        )
+        return row_from_hash(entity_id, await self.redis.hgetall(self.key(entity_id)))
+
+
+def row_from_hash(entity_id: str, stored: Mapping[bytes | str, bytes | str]) -> EntityRow | None:
+    """An entity's stored hash (`HGETALL`) as an `EntityRow`; None for an empty hash."""
+    if not stored:
+        return None
+    fields = {_text(k): _text(v) for k, v in stored.items()}
+    return EntityRow(
+        entity_id=entity_id,
+        event_time=datetime.fromisoformat(fields["event_time"]),
+        event_id=fields["event_id"],
+        features=orjson.loads(fields["features"]),
+        raw=orjson.loads(fields["raw"]),
+        state=orjson.loads(fields["state"]),
+    )
 
 
 def _text(value: bytes | str) -> str:

@@ -11,32 +11,11 @@ Redis fails every waiting read with a timeout, which `/predict` answers with 503
 from __future__ import annotations
 
 import asyncio
-import json
-from datetime import datetime
 
 from shared import tasks
-from shared.feature_store import EntityRow, RedisOnlineStore
+from shared.feature_store import EntityRow, RedisOnlineStore, row_from_hash
 
 __all__ = ["CoalescingReader"]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _row(entity_id: str, stored: dict[bytes | str, bytes | str]) -> EntityRow | None:
-    """A stored hash as an `EntityRow` (the layout `RedisOnlineStore` writes)."""
-    if not stored:
-        return None
-    fields = {_text(k): _text(v) for k, v in stored.items()}
-    return EntityRow(
-        entity_id=entity_id,
-        event_time=datetime.fromisoformat(fields["event_time"]),
-        event_id=fields["event_id"],
-        features=json.loads(fields["features"]),
-        raw=json.loads(fields["raw"]),
-        state=json.loads(fields["state"]),
-    )
 
 
 class CoalescingReader:
@@ -76,6 +55,6 @@ class CoalescingReader:
             if future.done():  # its request was cancelled
                 continue
             try:
-                future.set_result(_row(entity_id, stored))
+                future.set_result(row_from_hash(entity_id, stored))
             except Exception as error:  # a malformed row fails its own request only
                 future.set_exception(error)
