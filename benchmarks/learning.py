@@ -154,11 +154,16 @@ def settle(seconds: float = 4.0) -> None:
     time.sleep(seconds)
 
 
+def _fresh_stack(pipeline: Path) -> tuple[BenchStack, Topics]:
+    """A stack under a new topic prefix, its topics created."""
+    stack = BenchStack(pipeline)
+    asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, 3))
+    return stack, Topics(stack.prefix)
+
+
 def _training_alone(rows: list, models: list[str], pipeline: Path, river: float) -> list[Row]:
     names = "+".join(models)
-    stack = BenchStack(pipeline)
-    topics = Topics(stack.prefix)
-    asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, 3))
+    stack, topics = _fresh_stack(pipeline)
     vectors, labels = vector_messages(rows)
     with stack.running():
         training = stack.start("training")
@@ -183,9 +188,7 @@ def _training_alone(rows: list, models: list[str], pipeline: Path, river: float)
 
 def _learning_path(rows: list, models: list[str], pipeline: Path, river: float) -> Row:
     names = "+".join(models)
-    stack = BenchStack(pipeline)
-    topics = Topics(stack.prefix)
-    asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, 3))
+    stack, topics = _fresh_stack(pipeline)
     events, labels = raw_messages(rows)
     with stack.running():
         for name in ("ingestion", "features", "training"):

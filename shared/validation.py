@@ -266,20 +266,11 @@ def parse_message(
 
     Internal topics are written by our own services, so the usual message costs one
     parse. Only a message the model refuses goes through `validate_raw`, to say why
-    with the same codes ingestion uses (a message the model alone refuses is
-    `invalid_value`).
+    with the same codes ingestion uses (one the model alone refuses is `invalid_value`).
     """
     if raw is not None and len(raw) <= max_bytes:
         try:
             return ValidationResult(message=message_type.model_validate_json(raw))
         except (PydanticValidationError, ValueError):
             pass
-    result = validate_raw(message_type, raw, max_bytes)
-    if result.ok:  # strict JSON accepts what the model refused: say the model's reason
-        try:
-            message_type.model_validate_json(raw or b"")
-        except PydanticValidationError as exc:
-            first = exc.errors()[0]
-            detail = _error("invalid_value", first["msg"], _dotted(list(first["loc"])))
-            return ValidationResult(errors=[detail])
-    return result
+    return validate_raw(message_type, raw, max_bytes)

@@ -96,7 +96,7 @@ class TableStateStore:
         self.table.data[entity_id] = state
         self._changed[entity_id] = partition
 
-    def take_sent(self) -> list[FutureMessage]:
+    def send_changelog(self) -> list[FutureMessage]:
         """Send the changelog of every entity changed since the last call; the writes, to await."""
         changed, self._changed = self._changed, {}
         data = self.table.data
@@ -275,7 +275,7 @@ class FeaturesService:
         plan = plan_batch(records, self.states, self.computer)
         for invalid in plan.invalid:
             metrics.INVALID.labels(invalid.errors[0].code).inc()
-        state_written = self.states.take_sent()
+        state_written = self.states.send_changelog()
         if plan.computed:
             await self._publish(plan)
         # The state first, then the offsets, each acknowledged before the next step.
