@@ -9,9 +9,10 @@ Choices, in short (details in each module's docstring):
 - **Score in event-time order** (`monitor`): a join is scored once the watermark
   passes its label's time, so metrics, history and drift alerts do not depend on how
   partitions were interleaved.
-- **One loop shape** (`consumer`, `handler`, `watermark`): each poll is decoded once
-  (typed models), handed to the pure `BatchHandler`, which returns the alerts to
-  publish with one `produce_all`; event time comes from a small `Watermark` class.
+- **One loop shape** (`consumer`, `handler`): each poll is decoded once (typed
+  models), handed to the pure `BatchHandler`, which returns the alerts to publish
+  with one `produce_all`; event time comes from `shared.watermark`'s `Watermark`,
+  the one training uses too.
 - **State is rebuilt, not checkpointed** (`consumer`): at start the service replays
   `predictions` and `labels` from the beginning; alert ids are deterministic and the
   alerts already on the topic are read first, so a restart publishes none twice.

@@ -11,7 +11,7 @@ Each poll is one round of the services' loop: decode the batch (each message
 parsed once, with its typed model; an invalid one is counted and logged), hand it
 to the pure `BatchHandler` (join, score, drift: no I/O), publish the alerts it
 returned with one `produce_all` (acks awaited once), then commit (every few
-seconds). Event time advances by a `Watermark` (see `watermark`), which the worker
+seconds). Event time advances by a `Watermark` (`shared.watermark`), which the worker
 keeps told of what each partition delivered and which ones are caught up.
 """
 
@@ -28,10 +28,10 @@ from pydantic import ValidationError
 from services.monitoring.handler import BatchHandler
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
-from services.monitoring.watermark import Watermark
 from shared.kafka import produce_all
 from shared.messages import Alert, Label, Prediction
 from shared.topics import Topics, partitions_of
+from shared.watermark import Watermark
 
 __all__ = ["MonitoringWorker", "read_alerts"]
 
@@ -117,7 +117,7 @@ class MonitoringWorker:
             self.bootstrap_servers,
             [self.topics.predictions, self.topics.labels],
         )
-        self.watermark.assign(self.replay_ends)
+        self.watermark.assign(self.replay_ends, time.monotonic())
         self.replaying = any(end > 0 for end in self.replay_ends.values())
         log.info("monitoring replays %d messages", sum(self.replay_ends.values()))
 
@@ -161,7 +161,7 @@ class MonitoringWorker:
                     self._invalid(record, error)
             decoded[tp] = messages
             self.consumed += len(records)
-        self.watermark.delivered(batch, now)
+            self.watermark.observe(tp, None, now)  # delivered (valid or not): not idle
         return decoded
 
     def _invalid(self, record: ConsumerRecord, error: ValidationError) -> None:

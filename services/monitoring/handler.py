@@ -12,7 +12,7 @@ returns the alerts that raised, for the worker to publish.
 >>> from shared.messages import Label, Prediction
 >>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
 >>> watermark = Watermark(idle_s=5)
->>> watermark.assign([("predictions", 0), ("labels", 0)])
+>>> watermark.assign([("predictions", 0), ("labels", 0)], now=0)
 >>> handler = BatchHandler(Monitor("binary", timedelta(hours=1)), watermark, Topics())
 >>> p = Prediction(prediction_id="p1", event_id="e1", model="lr", model_version="1",
 ...                y_pred=True, probabilities=None, source="stream", time=t0)
@@ -29,9 +29,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from services.monitoring.monitor import Monitor
-from services.monitoring.watermark import Partition, Watermark
 from shared.messages import Alert, Label, Prediction
 from shared.topics import Topics
+from shared.watermark import Partition, Watermark
 
 __all__ = ["BatchHandler", "Decoded"]
 
@@ -65,7 +65,7 @@ class BatchHandler:
                         latest = at_label
                     add_label(message)
             if latest is not None:
-                self.watermark.observe(partition, latest)
+                self.watermark.observe(partition, latest, now)
         return self.advance(now)
 
     def advance(self, now: float) -> list[Alert]:

@@ -15,7 +15,6 @@ from services.training.api import router
 from services.training.checkpoint import CheckpointStore, TrainingState
 from services.training.config import TrainingSettings
 from services.training.learner import OnlineLearner
-from services.training.watermark import Watermark
 from services.training.worker import TrainingWorker
 from shared import health, tasks
 from shared.catalogue import build_model
@@ -23,6 +22,7 @@ from shared.kafka import make_consumer, make_producer
 from shared.pipeline import PipelineConfig, load_pipeline
 from shared.registry import ModelRegistry
 from shared.topics import Topics, ensure_topics
+from shared.watermark import LearnerWatermark
 
 __all__ = ["create_app", "fresh_state", "restore_state"]
 
@@ -36,7 +36,7 @@ def fresh_state(pipeline: PipelineConfig, settings: TrainingSettings) -> Trainin
     models = {m.name: build_model(m.name, m.params, pipeline.task) for m in pipeline.models}
     return TrainingState(
         learner=OnlineLearner(models, ttl=pipeline.labels.ttl),
-        watermark=Watermark(settings.idle_ms / 1000, settings.label_wait_ms / 1000),
+        watermark=LearnerWatermark(settings.idle_ms / 1000, settings.label_wait_ms / 1000),
         config_hash=pipeline.config_hash(),
     )
 

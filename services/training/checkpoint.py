@@ -20,10 +20,10 @@ from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
 from services.training.learner import OnlineLearner
-from services.training.watermark import Watermark
 from shared.clock import utcnow
 from shared.messages import ModelPublished, PartitionOffset
 from shared.registry import ModelRegistry
+from shared.watermark import LearnerWatermark
 
 __all__ = ["CheckpointStore", "TrainingState", "model_metrics"]
 
@@ -33,7 +33,7 @@ class TrainingState:
     """Everything the training service knows, as of the records it has consumed."""
 
     learner: OnlineLearner
-    watermark: Watermark
+    watermark: LearnerWatermark
     config_hash: str
     # The next offset to read on each input partition: every record before it is in
     # the learner (processed, or buffered beyond the watermark).

@@ -32,7 +32,6 @@ from aiokafka.errors import CommitFailedError
 from services.training import metrics
 from services.training.checkpoint import CheckpointStore, TrainingState
 from services.training.learner import LearnerOutput, PredictionMade
-from services.training.watermark import PartitionKey
 from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.kafka import send_all
@@ -41,6 +40,7 @@ from shared.messages import GLOBAL_KEY, FeatureVector, Label, Prediction
 from shared.registry import ModelRegistry
 from shared.topics import Topics
 from shared.validation import parse_message
+from shared.watermark import Partition
 
 __all__ = ["TrainingWorker", "prediction_fields", "prediction_json", "to_prediction"]
 
@@ -157,7 +157,7 @@ class TrainingWorker:
         self._dirty = False  # anything changed since the last checkpoint
         self._last_refresh = 0.0
         self._retry_at = 0.0  # after a failed checkpoint, not before this
-        self._revoked_times: dict[PartitionKey, datetime] = {}
+        self._revoked_times: dict[Partition, datetime] = {}
         self._stop = asyncio.Event()
         self._unacked: list[asyncio.Future[Any]] = []  # prediction batches not yet acked
         self.restored = {  # what the process started from (checkpoint or nothing)
@@ -236,7 +236,7 @@ class TrainingWorker:
         watermark_stale = bool(batch) and state.watermark.skipping(now)
         if watermark_stale or not batch or now - self._last_refresh >= REFRESH_SECONDS:
             await self._refresh(now)
-        watermark = state.watermark.decide(now)
+        watermark = state.watermark.get(now)
         learner = state.learner
         if watermark is not None and (
             learner.buffered or learner.clock is None or watermark > learner.clock

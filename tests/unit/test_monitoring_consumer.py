@@ -36,7 +36,7 @@ def _worker() -> MonitoringWorker:
         MonitoringMetrics(monitor),
         bootstrap_servers="unused:9092",
     )
-    worker.watermark.assign(FakeConsumer().assignment())
+    worker.watermark.assign(FakeConsumer().assignment(), NOW)
     return worker
 
 

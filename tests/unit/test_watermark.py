@@ -1,4 +1,5 @@
-"""Watermark: how far the learner may advance given what each partition has delivered."""
+"""Watermark: the event time every partition has reached (monitoring's clock); and
+LearnerWatermark: how far the learner may advance given what each partition delivered."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pickle
 from datetime import UTC, datetime, timedelta
 
 from services.training.learner import OnlineLearner
-from services.training.watermark import EPSILON, Watermark
+from shared.watermark import EPSILON, LearnerWatermark, Watermark
 from tests.fakes import Recorder
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
@@ -17,104 +18,148 @@ def at(seconds: float) -> datetime:
 
 
 F0, F1, L0 = ("features", 0), ("features", 1), ("labels", 0)
+P0 = ("predictions", 0)
+
+
+# ---- Watermark: the common rules
+
+
+def test_a_caught_up_partition_without_a_time_holds_nothing_back_at_once() -> None:
+    w = Watermark(idle_s=5)
+    w.assign([P0, L0], now=0)
+    w.observe(P0, at(9), now=0)
+    w.observe(L0, None, now=0)  # delivered, but untimed (or invalid)
+    assert w.get(now=0) is None, "not caught up: its next item may be of any time"
+    w.caught_up(L0, True)
+    assert w.get(now=0) == at(9)
+    assert w.get(now=0, topic="labels") is None, "no time on that topic yet"
+
+
+def test_a_partitions_time_never_goes_back_but_a_learners_does() -> None:
+    w, learner = Watermark(idle_s=5), LearnerWatermark(idle_s=5)
+    for watermark in (w, learner):
+        watermark.assign([P0], now=0)
+        watermark.observe(P0, at(9), now=0)
+        watermark.observe(P0, at(4), now=0)
+    assert w.get(now=0) == at(9)
+    assert learner.get(now=0) == at(4) - EPSILON
+
+
+def test_each_topic_has_its_own_view_and_idle_ones_flush() -> None:
+    w = Watermark(idle_s=5)
+    w.assign([P0, L0], now=0)
+    w.observe(P0, at(9), now=0)
+    w.observe(L0, at(2), now=1)
+    w.caught_up(L0, True)
+
+    def views(now: float) -> tuple[datetime | None, ...]:  # all, predictions, labels
+        return w.get(now), w.get(now, topic="predictions"), w.get(now, topic="labels")
+
+    assert views(6) == (at(2), at(9), at(2)), "labels quiet for exactly idle_s: not longer"
+    assert views(6.5) == (at(9), at(9), at(2)), "labels skipped; alone, their latest time"
+    w.caught_up(P0, True)
+    assert views(12) == (at(9), at(9), at(2)), "every partition skipped: the latest time"
+
+
+# ---- LearnerWatermark: training's
 
 
 def test_a_partition_that_delivered_nothing_yet_holds_everything_back() -> None:
-    w = Watermark(idle_s=2, hold_s=10)
+    w = LearnerWatermark(idle_s=2, hold_s=10)
     w.assign([F0, L0], now=0)
     w.observe(F0, at(10), now=0)
-    assert w.decide(now=1) is None
+    assert w.get(now=1) is None
     w.caught_up(L0, True)
-    assert w.decide(now=5) is None, "caught up and idle, but no label has come at all yet"
-    assert w.decide(now=10.5) == at(10) - EPSILON, "the labels stream waited for long enough"
+    assert w.get(now=5) is None, "caught up and idle, but no label has come at all yet"
+    assert w.get(now=10.5) == at(10) - EPSILON, "the labels stream waited for long enough"
 
 
 def test_an_empty_partition_of_a_live_topic_is_skipped_once_idle() -> None:
-    w = Watermark(idle_s=2)
+    w = LearnerWatermark(idle_s=2)
     w.assign([F0, F1, L0], now=0)
     w.observe(F0, at(10), now=0)
     w.observe(L0, at(8), now=0)
     w.caught_up(F1, True)
-    assert w.decide(now=1) is None, "caught up but not idle for long enough yet"
-    assert w.decide(now=2.5) == at(8) - EPSILON, "nothing keyed to it: skipped"
+    assert w.get(now=1) is None, "caught up but not idle for long enough yet"
+    assert w.get(now=2.5) == at(8) - EPSILON, "nothing keyed to it: skipped"
 
 
 def test_the_watermark_sits_just_below_the_slowest_partition() -> None:
-    w = Watermark(idle_s=2)
+    w = LearnerWatermark(idle_s=2)
     w.assign([F0, F1, L0], now=0)
     w.observe(F0, at(10), now=0)
     w.observe(F1, at(4), now=0)
     w.observe(L0, at(7), now=0)
-    assert w.decide(now=0) == at(4) - EPSILON
+    assert w.get(now=0) == at(4) - EPSILON
     w.observe(F1, at(12), now=1)
-    assert w.decide(now=1) == at(7) - EPSILON
+    assert w.get(now=1) == at(7) - EPSILON
 
 
 def test_an_idle_partition_is_skipped_only_when_caught_up() -> None:
-    w = Watermark(idle_s=2)
+    w = LearnerWatermark(idle_s=2)
     w.assign([F0, F1], now=0)
     w.observe(F0, at(3), now=0)
     w.observe(F1, at(9), now=0)
-    assert w.decide(now=10) == at(3) - EPSILON, "idle but behind: its records are coming"
+    assert w.get(now=10) == at(3) - EPSILON, "idle but behind: its records are coming"
     w.caught_up(F0, True)
-    assert w.decide(now=10) == at(9) - EPSILON
+    assert w.get(now=10) == at(9) - EPSILON
     w.observe(F0, at(4), now=11)  # a new record: no longer caught up, no longer idle
-    assert w.decide(now=11) == at(4) - EPSILON
+    assert w.get(now=11) == at(4) - EPSILON
 
 
 def test_labels_without_time_hold_nothing_back() -> None:
-    w = Watermark(idle_s=2)
+    w = LearnerWatermark(idle_s=2)
     w.assign([F0, L0], now=0)
     w.observe(F0, at(5), now=0)
     w.observe(L0, None, now=0)  # delivered, but untimed
-    assert w.decide(now=0) == at(5) - EPSILON
+    assert w.get(now=0) == at(5) - EPSILON
     w.observe(L0, at(2), now=1)
-    assert w.decide(now=1) == at(2) - EPSILON
+    assert w.get(now=1) == at(2) - EPSILON
 
 
 def test_everything_caught_up_and_idle_flushes_to_the_latest_time() -> None:
-    w = Watermark(idle_s=2)
+    w = LearnerWatermark(idle_s=2)
     w.assign([F0, F1, L0], now=0)  # F1 never delivers anything
     w.observe(F0, at(5), now=0)
     w.observe(L0, at(8), now=0)
     for p in (F0, F1, L0):
         w.caught_up(p, True)
-    assert w.decide(now=1) is None
-    assert w.decide(now=3) == at(8)
+    assert w.get(now=1) is None
+    assert w.get(now=3) == at(8)
 
 
 def test_checkpointed_times_count_as_delivered_and_revoked_partitions_are_dropped() -> None:
-    w = Watermark(idle_s=2)
+    w = LearnerWatermark(idle_s=2)
     w.assign([F0, L0], now=0, last_times={F0: at(6), L0: at(4)})
-    assert w.decide(now=0) == at(4) - EPSILON
+    assert w.get(now=0) == at(4) - EPSILON
     w.revoke([L0])
-    assert w.decide(now=0) == at(6) - EPSILON
+    assert w.get(now=0) == at(6) - EPSILON
     assert w.last_times() == {F0: at(6)}
 
 
 def test_restart_forgets_wall_clock_state() -> None:
-    w = Watermark(idle_s=2)
+    w = LearnerWatermark(idle_s=2)
     w.assign([F0, L0], now=0)
     w.observe(F0, at(5), now=0)
     w.observe(L0, at(9), now=0)
     w.caught_up(F0, True)
-    assert w.decide(now=5) == at(9) - EPSILON
+    assert w.get(now=5) == at(9) - EPSILON
     restored = pickle.loads(pickle.dumps(w))
     restored.restart(now=100)
-    assert restored.decide(now=100) == at(5) - EPSILON, "not known to be caught up any more"
+    assert restored.get(now=100) == at(5) - EPSILON, "not known to be caught up any more"
 
 
 def test_a_topic_owing_an_item_gets_hold_s_instead_of_idle_s() -> None:
-    w = Watermark(idle_s=2, hold_s=10)
+    w = LearnerWatermark(idle_s=2, hold_s=10)
     w.assign([F0, L0], now=0)
     w.observe(F0, at(1), now=0)
     w.hold("e5", "features", now=0)  # label of e5 consumed, e5's features not yet
     w.observe(L0, at(5), now=0)
     w.caught_up(F0, True)
     w.caught_up(L0, True)
-    assert w.decide(now=3) == at(1) - EPSILON, "labels skipped, the features owing e5 not"
+    assert w.get(now=3) == at(1) - EPSILON, "labels skipped, the features owing e5 not"
     assert w.holds == 1
-    assert w.decide(now=11) == at(5), "quiet for longer than hold_s: skipped after all"
+    assert w.get(now=11) == at(5), "quiet for longer than hold_s: skipped after all"
     assert w.holds == 0, "e5's features may never come"
 
     # A features partition whose keys dried up is skipped after hold_s even while
@@ -123,10 +168,10 @@ def test_a_topic_owing_an_item_gets_hold_s_instead_of_idle_s() -> None:
     w.observe(L0, at(9), now=20)
     w.caught_up(F0, True)
     w.caught_up(L0, True)
-    assert w.decide(now=25) == at(9), "nothing owed: idle_s"
+    assert w.get(now=25) == at(9), "nothing owed: idle_s"
     w.hold("e7", "features", now=29)
-    assert w.decide(now=29.5) == at(6) - EPSILON, "owed: hold_s"
-    assert w.decide(now=31) == at(9)
+    assert w.get(now=29.5) == at(6) - EPSILON, "owed: hold_s"
+    assert w.get(now=31) == at(9)
     assert w.holds == 1
     w.release("e7")
     assert w.holds == 0
@@ -141,7 +186,7 @@ class Consumer:
     def __init__(self, idle_s: float = 2, hold_s: float = 30) -> None:
         self.model = Recorder()
         self.learner = OnlineLearner({"rec": self.model})
-        self.watermark = Watermark(idle_s=idle_s, hold_s=hold_s)
+        self.watermark = LearnerWatermark(idle_s=idle_s, hold_s=hold_s)
         self.watermark.assign([F0, L0], now=0)
 
     def features(self, event_id: str, seconds: float, now: float) -> None:
@@ -158,7 +203,7 @@ class Consumer:
     def step(self, now: float, caught_up: bool = False) -> None:
         for p in (F0, L0):
             self.watermark.caught_up(p, caught_up)
-        watermark = self.watermark.decide(now)
+        watermark = self.watermark.get(now)
         if watermark is not None:
             self.learner.advance(watermark)
 
@@ -197,7 +242,7 @@ def test_features_stalled_longer_than_idle_still_come_before_their_labels() -> N
         c.label(f"e{i}", y, i, now=0)
     c.step(now=5, caught_up=True)  # both partitions caught up and quiet for 5 s
     assert c.model.log == [], "features owed for e2 and e3: held below the last features"
-    assert c.watermark.decide(now=5) == at(1) - EPSILON
+    assert c.watermark.get(now=5) == at(1) - EPSILON
     c.features("e2", 2, now=6)
     c.features("e3", 3, now=6)
     c.step(now=6)
