@@ -11,6 +11,7 @@ checkpoint they belong to become visible together or not at all.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -26,6 +27,25 @@ from shared.registry import ModelRegistry
 from shared.watermark import LearnerWatermark
 
 __all__ = ["CheckpointStore", "TrainingState", "model_metrics"]
+
+# Classes a checkpoint written by an earlier release names, and where they live now
+# (same state layout), so an upgrade resumes instead of failing to start.
+MOVED = {
+    ("services.training.watermark", "Watermark"): ("shared.watermark", "LearnerWatermark"),
+    ("services.training.watermark", "PartitionProgress"): (
+        "shared.watermark",
+        "PartitionProgress",
+    ),
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        return super().find_class(*MOVED.get((module, name), (module, name)))
+
+
+def _loads(data: bytes) -> object:
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 @dataclass
@@ -80,7 +100,7 @@ class CheckpointStore:
             return None
         if not isinstance(data, bytes):
             raise TypeError(f"checkpoint {self.key!r} was read as text, not bytes")
-        state = await asyncio.to_thread(pickle.loads, data)
+        state = await asyncio.to_thread(_loads, data)
         if not isinstance(state, TrainingState):
             raise TypeError(f"checkpoint {self.key!r} holds a {type(state).__name__}")
         return state

@@ -249,3 +249,18 @@ def test_features_stalled_longer_than_idle_still_come_before_their_labels() -> N
     c.step(now=9, caught_up=True)
     assert c.model.log == RIVER_ORDER
     assert c.learner.late == 0
+
+
+def test_a_checkpoint_naming_the_former_training_watermark_still_loads() -> None:
+    from services.training.checkpoint import _loads
+
+    w = LearnerWatermark(idle_s=2, hold_s=7)
+    w.assign([F0, L0], now=0)
+    w.observe(F0, at(5), now=0)
+    old = pickle.dumps(w, protocol=0).replace(
+        b"cshared.watermark\nLearnerWatermark\n", b"cservices.training.watermark\nWatermark\n"
+    )
+    assert b"services.training.watermark" in old
+    loaded = _loads(old)
+    assert isinstance(loaded, LearnerWatermark)
+    assert loaded.hold_s == 7 and loaded.partitions[F0].last_time == at(5)
