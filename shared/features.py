@@ -20,15 +20,19 @@ The vector has, in pipeline-file order:
   0.0 for one value, `None` for none). Sums are exact (`math.fsum`), so a result
   does not depend on the order events arrived in.
 
-State (`EntityState`, JSON-able) is `{"v": 1, "entries": [[time_us, event_id,
-{field: value}], ...]}` in arrival order. Entries are kept while
-`time > latest - largest_window - allowed_lateness` (and at most `max_entries`).
-An event whose `event_id` is already in the state leaves it unchanged, and its
-vector is recomputed from the entries that had arrived up to it, so a redelivered
-event yields exactly the vector it first did. An out-of-order event uses the entries
-with `time <= its time`; that is exact when it is at most `allowed_lateness` behind
-the entity's latest event (older events are still answered, from the entries kept,
-but not stored). Events without `entity_id` share the `"global"` state (the caller
+State (`EntityState`, JSON-able) is columnar and sorted by event time: `{"v": 2,
+"t": [time_us, ...], "id": [event_id, ...], "n": [arrival number, ...], "next": int,
+"x": {field: [value or None, ...]}}`, so a window is two binary searches and a slice,
+and adding an event copies lists (no per-entry Python work). Entries are kept while
+`time > latest - largest_window - allowed_lateness` (and at most `max_entries`, the
+oldest in event time going first). An event whose `event_id` is already in the state
+leaves it unchanged, and its vector is recomputed from the entries that had arrived up
+to it (by arrival number), so a redelivered event yields exactly the vector it first
+did. An out-of-order event uses the entries with `time <= its time`; that is exact
+when it is at most `allowed_lateness` behind the entity's latest event (older events
+are still answered, from the entries kept, but not stored). A version-1 state (a list
+of entries in arrival order) is read as the same entries.
+Events without `entity_id` share the `"global"` state (the caller
 keys states by `Event.key()`).
 
 >>> from datetime import datetime, timezone
@@ -55,6 +59,7 @@ keys states by `Event.key()`).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,18 +78,17 @@ __all__ = [
 ]
 
 EntityState = dict[str, Any]
-"""JSON-able per-entity window state: `{"v": 1, "entries": [[time_us, event_id, {field: value}]]}`."""
+"""JSON-able per-entity window state, in columns sorted by event time (see the module doc)."""
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-Entry = tuple[int, str, dict[str, float]]
 
 
 def empty_state() -> EntityState:
     """The state of an entity never seen."""
-    return {"v": STATE_VERSION, "entries": []}
+    return {"v": STATE_VERSION, "t": [], "id": [], "n": [], "next": 0, "x": {}}
 
 
 def to_float(value: object) -> float | None:
@@ -200,41 +204,97 @@ class FeatureComputer:
         if not self.aggregates:
             return vector, state if state is not None else empty_state()
 
-        entries = _entries(state)
+        state = state if state is not None else empty_state()
+        columns = _columns(state)
         now = time_us(event.event_time)
-        seen_at = next((i for i, e in enumerate(entries) if e[1] == event.event_id), None)
-        if seen_at is not None:  # a redelivery: same vector as the first time, same state
-            visible = entries[: seen_at + 1]
-            new_state = state if state is not None else empty_state()
-        else:
-            mine = (now, event.event_id, self._values(event))
-            visible = [*entries, mine]
-            new_state = self._next_state(entries, mine)
+        if event.event_id in columns["id"]:  # a redelivery: same vector, same state
+            return self._windows(vector, _arrived_by(columns, event.event_id), now), state
+        added = self._add(columns, now, event)
+        self._windows(vector, added, now)
+        return vector, self._expire(added, now, state)
+
+    def seen(self, state: EntityState | None, event_id: str) -> bool:
+        """Whether `state` holds `event_id` (its event was handled before)."""
+        return bool(state) and event_id in _columns(state)["id"]
+
+    def _windows(
+        self, vector: dict[str, float | None], columns: EntityState, now: int
+    ) -> dict[str, float | None]:
+        times = columns["t"]
+        hi = bisect_right(times, now)
         for aggregate, window in zip(self.aggregates, self._windows_us, strict=True):
-            values = [
-                e[2][aggregate.field]
-                for e in visible
-                if now - window < e[0] <= now and aggregate.field in e[2]
-            ]
+            lo = bisect_right(times, now - window, 0, hi)
+            column = columns["x"].get(aggregate.field)
+            values = column[lo:hi] if column is not None else []
+            if None in values:
+                values = [v for v in values if v is not None]
             vector[aggregate.name] = _REDUCERS[aggregate.how](values)
-        return vector, new_state
+        return vector
 
-    def _values(self, event: Event) -> dict[str, float]:
-        values = {}
+    def _add(self, columns: EntityState, now: int, event: Event) -> EntityState:
+        """New columns with `event` inserted in time order (after equal times)."""
+        at = bisect_right(columns["t"], now)
+        number = columns["next"]
+        x = {}
         for field in self._fields:
-            value = to_float(event.features.get(field))
-            if value is not None:
-                values[field] = value
-        return values
+            column = columns["x"].get(field) or [None] * len(columns["t"])
+            x[field] = [*column[:at], to_float(event.features.get(field)), *column[at:]]
 
-    def _next_state(self, entries: list[Entry], mine: Entry) -> EntityState:
-        latest = max([mine[0], *(e[0] for e in entries)])
-        horizon = latest - self._retention_us
-        kept = [e for e in [*entries, mine] if e[0] > horizon][-self._max_entries :]
-        return {"v": STATE_VERSION, "entries": [[t, i, dict(v)] for t, i, v in kept]}
+        def put(column: list[Any], value: Any) -> list[Any]:
+            return [*column[:at], value, *column[at:]]
+
+        return {
+            "v": STATE_VERSION,
+            "t": put(columns["t"], now),
+            "id": put(columns["id"], event.event_id),
+            "n": put(columns["n"], number),
+            "next": number + 1,
+            "x": x,
+        }
+
+    def _expire(self, columns: EntityState, now: int, before: EntityState) -> EntityState:
+        """`columns` without the entries past retention or the bound; `before` if the
+        new event itself is not kept (too late: answered, not stored)."""
+        times = columns["t"]
+        horizon = times[-1] - self._retention_us
+        drop = max(bisect_right(times, horizon), len(times) - self._max_entries)
+        if drop == 0:
+            return columns
+        if times[drop - 1] >= now and columns["next"] - 1 in columns["n"][:drop]:
+            return before
+        return {
+            **columns,
+            "t": times[drop:],
+            "id": columns["id"][drop:],
+            "n": columns["n"][drop:],
+            "x": {field: column[drop:] for field, column in columns["x"].items()},
+        }
 
 
-def _entries(state: EntityState | None) -> list[Entry]:
-    if not state:
-        return []
-    return [(int(t), str(i), dict(v)) for t, i, v in state.get("entries", [])]
+def _columns(state: EntityState) -> EntityState:
+    """`state` in columns: a version-1 state's entries, sorted by time, numbered by arrival."""
+    if state.get("v") == STATE_VERSION:
+        return state
+    entries = sorted(
+        ((int(t), n, str(i), v) for n, (t, i, v) in enumerate(state.get("entries", []))),
+        key=lambda e: (e[0], e[1]),
+    )
+    fields = sorted({f for e in entries for f in e[3]})
+    return {
+        "v": STATE_VERSION,
+        "t": [e[0] for e in entries],
+        "id": [e[2] for e in entries],
+        "n": [e[1] for e in entries],
+        "next": len(entries),
+        "x": {f: [e[3].get(f) for e in entries] for f in fields},
+    }
+
+
+def _arrived_by(columns: EntityState, event_id: str) -> EntityState:
+    """The entries that had arrived when `event_id` first did (it included)."""
+    last = columns["n"][columns["id"].index(event_id)]
+    keep = [i for i, n in enumerate(columns["n"]) if n <= last]
+    return {
+        "t": [columns["t"][i] for i in keep],
+        "x": {f: [column[i] for i in keep] for f, column in columns["x"].items()},
+    }

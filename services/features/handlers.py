@@ -169,7 +169,7 @@ def compute_features(
         raw=dict(event.features),
         state=new_state,
     )
-    duplicate = state is not None and new_state is state and bool(computer.aggregates)
+    duplicate = bool(computer.aggregates) and computer.seen(state, event.event_id)
     return FeaturesComputed(vector, row, duplicate), new_state
 
 

@@ -173,7 +173,7 @@ def test_every_event_yields_its_point_in_time_vector_and_redis_the_latest(
         assert row.features == expected[row.event_id]["features"]
         # Parity: what serving does (an event + the state read back) gives the published
         # vector, for every event that state holds (late ones reach Redis with the next).
-        stored = {entry[1] for entry in row.state["entries"]}
+        stored = set(row.state["id"])
         for event in mine:
             if event.event_id in stored:
                 vector, _ = computer.compute(event, row.state)

@@ -230,11 +230,12 @@ def test_compute_is_pure_and_state_is_json() -> None:
     second = computer.compute(event, json.loads(json.dumps(state)))
     assert state == frozen, "compute must not mutate its input state"
     assert first == second == ({"x": 3.0, "x_mean_1h": 2.0}, first[1])
-    assert first[1]["entries"][-1] == [
+    new = first[1]
+    assert (new["t"][-1], new["id"][-1], new["x"]["x"][-1]) == (
         int((event.event_time - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1e6),
         "e2",
-        {"x": 3.0},
-    ]
+        3.0,
+    )
 
 
 def test_a_redelivered_event_gets_its_first_vector_and_changes_nothing() -> None:
@@ -255,6 +256,33 @@ def test_a_redelivered_event_gets_its_first_vector_and_changes_nothing() -> None
         again, same = computer.compute(event, final)
         assert again == vector
         assert same is final
+
+
+def test_a_version_1_state_reads_as_the_same_entries() -> None:
+    """A state kept by an earlier release (entries in arrival order) goes on exactly."""
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "amount", "how": h, "window": "1h"} for h in HOWS]),
+        allowed_lateness=timedelta(hours=1),
+    )
+    events = [e for e in _random_stream(3, n=120) if e.entity_id == "a"]
+    half = len(events) // 2
+    state = _run_state(computer, events[:half])
+    order = sorted(range(len(state["id"])), key=lambda i: state["n"][i])
+    v1 = {
+        "v": 1,
+        "entries": [
+            [state["t"][i], state["id"][i], {"amount": state["x"]["amount"][i]}] for i in order
+        ],
+    }
+    for entry in v1["entries"]:
+        if entry[2]["amount"] is None:
+            entry[2].clear()
+    new, old = state, v1
+    for event in events[half:]:
+        expected, new = computer.compute(event, new)
+        got, old = computer.compute(event, old)
+        assert got == expected
+    assert old == new
 
 
 def test_global_state_for_events_without_entity_and_entities_apart() -> None:
@@ -278,12 +306,12 @@ def test_state_is_pruned_to_the_window_plus_lateness_and_bounded() -> None:
     for event in events:
         _, state = computer.compute(event, state)
     assert state is not None
-    assert [e[1] for e in state["entries"]] == [f"e{i}" for i in range(45, 60)]
+    assert state["id"] == [f"e{i}" for i in range(45, 60)]
     too_late = _event("late", T0, {"x": 1})
     vector, after = computer.compute(too_late, state)
     assert (vector["x_sum_10m"], after) == (1.0, state), "too late: answered, not stored"
     bounded = FeatureComputer(pipeline, max_entries=3)
-    assert len(_run_state(bounded, events)["entries"]) == 3
+    assert _run_state(bounded, events)["id"] == ["e57", "e58", "e59"]
 
 
 def _run_state(computer: FeatureComputer, events: Sequence[Event]) -> EntityState:
