@@ -26,7 +26,14 @@ from shared.messages import FeatureVector, Label
 from shared.replay import rows_from_source
 from shared.topics import Topics, ensure_topics
 
-__all__ = ["river_rate", "run_learning_bench", "synthetic_rows", "write_pipeline"]
+__all__ = [
+    "fresh_stack",
+    "raw_messages",
+    "river_rate",
+    "run_learning_bench",
+    "synthetic_rows",
+    "write_pipeline",
+]
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 ENTITIES = 64
@@ -63,12 +70,17 @@ def _time(i: int) -> datetime:
 
 
 def raw_messages(
-    rows: Iterable[tuple[dict[str, Any], Any]], *, start_now: bool = False, rate: int = 1000
+    rows: Iterable[tuple[dict[str, Any], Any]],
+    *,
+    start_now: bool = False,
+    rate: int = 1000,
+    first: int = 0,
 ) -> tuple[list, list]:
     """(events, labels) as (key, value) pairs; each label one step after its event.
 
     Events are a second apart from 2024-01-01, or, with `start_now`, `1 / rate` s apart
     from now (live traffic at `rate`/s, whose times ingestion accepts as they come).
+    Event ids count from `first`, so streams made one after another never share an id.
     """
     start, step = (
         (datetime.now(UTC), timedelta(seconds=1 / rate))
@@ -76,9 +88,9 @@ def raw_messages(
         else (START, timedelta(seconds=1))
     )
     events, labels = [], []
-    for i, (x, y) in enumerate(rows):
+    for i, (x, y) in enumerate(rows, first):
         key = f"u{i % ENTITIES}"
-        at = start + i * step
+        at = start + (i - first) * step
         event = {"event_id": f"b{i}", "event_time": at.isoformat(), "entity_id": key}
         events.append((key.encode(), orjson.dumps({**event, "features": x})))
         label = {"event_id": f"b{i}", "label": y, "label_time": (at + step).isoformat()}
@@ -154,7 +166,7 @@ def settle(seconds: float = 4.0) -> None:
     time.sleep(seconds)
 
 
-def _fresh_stack(pipeline: Path) -> tuple[BenchStack, Topics]:
+def fresh_stack(pipeline: Path) -> tuple[BenchStack, Topics]:
     """A stack under a new topic prefix, its topics created."""
     stack = BenchStack(pipeline)
     asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, 3))
@@ -163,7 +175,7 @@ def _fresh_stack(pipeline: Path) -> tuple[BenchStack, Topics]:
 
 def _training_alone(rows: list, models: list[str], pipeline: Path, river: float) -> list[Row]:
     names = "+".join(models)
-    stack, topics = _fresh_stack(pipeline)
+    stack, topics = fresh_stack(pipeline)
     vectors, labels = vector_messages(rows)
     with stack.running():
         training = stack.start("training")
@@ -188,7 +200,7 @@ def _training_alone(rows: list, models: list[str], pipeline: Path, river: float)
 
 def _learning_path(rows: list, models: list[str], pipeline: Path, river: float) -> Row:
     names = "+".join(models)
-    stack, topics = _fresh_stack(pipeline)
+    stack, topics = fresh_stack(pipeline)
     events, labels = raw_messages(rows)
     with stack.running():
         for name in ("ingestion", "features", "training"):

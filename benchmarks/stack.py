@@ -118,6 +118,7 @@ class BenchStack:
     def __init__(self, pipeline: Path, tag: str = "bench") -> None:
         self.prefix = f"{tag}{uuid.uuid4().hex[:6]}."
         self.pipeline = pipeline
+        self.ports = dict(PORTS)  # another set lets two benches run side by side
         self.services: dict[str, Service] = {}
         self.logs = ROOT / ".bench" / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ class BenchStack:
             REDIS_URL=REDIS_URL,
             PIPELINE_CONFIG=str(self.pipeline),
             TOPIC_PREFIX=self.prefix,
-            PORT=str(PORTS[name]),
+            PORT=str(self.ports[name]),
             GROUP_ID=f"{self.prefix}driftline-{name}",
             LOG_LEVEL="WARNING",
             **extra,
@@ -147,7 +148,7 @@ class BenchStack:
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        service = Service(name, PORTS[name], process, log)
+        service = Service(name, self.ports[name], process, log)
         self.services[name] = service
         self._wait_healthy(service)
         if os.environ.get("BENCH_PROFILE") == name:  # collapsed stacks, for a flame graph
