@@ -25,7 +25,7 @@ class FeaturesSettings(CommonSettings):
     # Events handled (and written to Redis in one pipeline) per batch, and the
     # longest a partial batch waits.
     batch_size: int = Field(default=2000, ge=1)
-    batch_within_s: float = Field(default=0.05, gt=0)
+    batch_within_s: float = Field(default=0.01, gt=0)
     # A worker silent this long leaves the consumer group (its partitions move on).
     session_timeout_s: float = Field(default=10, gt=0)
     # Faust's working directory (its tables live in memory and in Kafka).

@@ -5,8 +5,9 @@ record to the learner (bad ones are logged, counted and skipped), note each
 partition's progress in the watermark, advance the learner as far as the watermark
 allows, publish the learner's predictions and wait for their acks. Every
 `checkpoint_every` records or `checkpoint_seconds`, and at shutdown, the state is
-checkpointed (with new model versions), the versions are announced on `models`, and
-the consumer group offsets are committed.
+checkpointed (with new model versions) and the versions are announced on `models`.
+Every `COMMIT_SECONDS` the group's offsets are committed at what the learner has read,
+so lag tools see how far behind it is; they are not where a restart resumes.
 
 On every partition assignment the consumer is positioned from the checkpointed
 state, never from the group's committed offsets: at the state's next offset for a
@@ -27,7 +28,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import KafkaError
 
 from services.training import metrics
 from services.training.checkpoint import CheckpointStore, TrainingState
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5  # how often caught-up status and lag are checked
 CHECKPOINT_RETRY_S = 5.0
+COMMIT_SECONDS = 0.5  # how often the group's offsets follow the learner (for lag tools)
 _CONSUMED_FEATURES = metrics.CONSUMED.labels("features")
 _CONSUMED_LABELS = metrics.CONSUMED.labels("labels")
 MAX_UNACKED_BATCHES = 200  # producer batches in flight before the loop waits for acks
@@ -156,6 +158,7 @@ class TrainingWorker:
         self._since_checkpoint = 0  # records consumed since the last checkpoint
         self._dirty = False  # anything changed since the last checkpoint
         self._last_refresh = 0.0
+        self._last_commit = 0.0
         self._retry_at = 0.0  # after a failed checkpoint, not before this
         self._revoked_times: dict[Partition, datetime] = {}
         self._stop = asyncio.Event()
@@ -250,6 +253,8 @@ class TrainingWorker:
             for records in batch.values():
                 for record in records:
                     metrics.LATENCY.observe(max(0.0, (wall_ms - record.timestamp) / 1000))
+        if batch and now - self._last_commit >= COMMIT_SECONDS:
+            await self._commit_offsets(now)
         if self._checkpoint_due(now):
             # A failed send ends the loop here, as it should: the restart re-learns from
             # the last checkpoint, whose state never claims an unacknowledged prediction.
@@ -364,19 +369,24 @@ class TrainingWorker:
             await self.producer.send_and_wait(
                 self.topics.models, version.to_json(), key=version.name.encode()
             )
+        await self._commit_offsets(self.last_checkpoint)
+        log.info(
+            "checkpoint records=%d versions=%s",
+            self.state.records,
+            {p.name: p.version for p in published},
+        )
+
+    async def _commit_offsets(self, now: float) -> None:
+        """Commit the group's offsets at what the learner has read (for lag tools only)."""
+        self._last_commit = now
         offsets = {
             tp: o for tp, o in self.state.offsets.items() if tp in self.consumer.assignment()
         }
         try:
             if offsets:
                 await self.consumer.commit(offsets)
-        except CommitFailedError:
-            log.warning("offset commit failed after a rebalance (the checkpoint has them)")
-        log.info(
-            "checkpoint records=%d versions=%s",
-            self.state.records,
-            {p.name: p.version for p in published},
-        )
+        except KafkaError as error:  # a rebalance, a broker away: the checkpoint has them
+            log.warning("offset commit failed (the checkpoint has them): %r", error)
 
     async def _announce_current(self) -> None:
         """Re-announce the checkpoint's versions: a crash may have come before the send."""

@@ -1,0 +1,97 @@
+"""Where the features service reaches around faust-streaming: the one place.
+
+Faust runs the service (consumer group, partition assignment, the changelogged
+tables and their recovery, the web server, the agent). Two of its per-record paths
+cost more than the features themselves at thousands of events per second, so:
+
+- `FeaturesApp` gives faust a consumer (`EagerConsumer`) whose fetch loop hands a
+  record to the agent's stream without starting tasks when the stream's buffer has
+  room (faust 0.15 races four new tasks against a flow stop for every record). When
+  the buffer is full it waits exactly as faust does, so a rebalance still interrupts.
+- `kafka_producer(app)` is the aiokafka producer inside faust's, for sending a batch
+  of vectors at once (`shared.kafka.produce_all`): faust's `Topic.send` costs a future,
+  a buffer hop and a debug line per record.
+
+The state table's changelog is written explicitly by the service (see
+`services.features.app.TableStateStore`), since a batch mixes partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, cast
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TransportT
+from mode.services import WaitArgT
+
+__all__ = ["EagerConsumer", "FeaturesApp", "kafka_producer"]
+
+_EVENT_WAIT = asyncio.Event.wait.__code__
+
+
+class EagerConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, delivering a record without tasks when it can."""
+
+    async def wait_first(self, *coros: WaitArgT, timeout: Any = None) -> Any:
+        # faust's fetch loop: `wait_first(callback(message), self.suspend_flow.wait())`
+        if timeout is None and len(coros) == 2 and self._is_flow_wait(coros[1]):
+            delivery = cast(Coroutine[Any, Any, Any], coros[0])
+            try:
+                pending = delivery.send(None)
+            except StopIteration:  # delivered without waiting: the usual case
+                cast(Coroutine[Any, Any, Any], coros[1]).close()
+                return None
+            coros = (_finish(delivery, pending), coros[1])
+        return await super().wait_first(*coros, timeout=timeout)
+
+    def _is_flow_wait(self, coro: object) -> bool:
+        code = getattr(coro, "cr_code", None)
+        frame = getattr(coro, "cr_frame", None)
+        return (
+            code is _EVENT_WAIT
+            and frame is not None
+            and (frame.f_locals.get("self") is self.suspend_flow)
+        )
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+    """Drive `coro` to its end; it yielded `pending` (a future, or None) when first stepped."""
+    while True:
+        if pending is not None:
+            pending._asyncio_future_blocking = False  # as a Task does with a yielded future
+        try:
+            await (pending if pending is not None else asyncio.sleep(0))
+        except asyncio.CancelledError as cancel:
+            step = _thrower(coro, cancel)
+        except Exception:  # the coroutine reads the failure from its own future
+            step = coro.send
+        else:
+            step = coro.send
+        try:
+            pending = step(None)
+        except StopIteration:
+            return
+
+
+def _thrower(coro: Coroutine[Any, Any, Any], error: BaseException) -> Any:
+    return lambda _: coro.throw(error)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = EagerConsumer
+
+
+class FeaturesApp(faust.App):
+    """A faust app whose consumer is `EagerConsumer`."""
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+def kafka_producer(app: faust.App) -> AIOKafkaProducer:
+    """The aiokafka producer inside the app's (started with the app)."""
+    return cast(AIOKafkaProducer, cast(Any, app.producer)._ensure_producer())
