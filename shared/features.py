@@ -215,7 +215,7 @@ class FeatureComputer:
 
     def seen(self, state: EntityState | None, event_id: str) -> bool:
         """Whether `state` holds `event_id` (its event was handled before)."""
-        return bool(state) and event_id in _columns(state)["id"]
+        return state is not None and event_id in _columns(state)["id"]
 
     def _windows(
         self, vector: dict[str, float | None], columns: EntityState, now: int
