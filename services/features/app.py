@@ -168,7 +168,7 @@ class FeaturesService:
             # Room for the next batch while one is handled; offsets committed often
             # enough for lag tools to show lag under a second.
             stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
-            broker_commit_interval=0.5,
+            broker_commit_interval=0.2,
             broker_session_timeout=settings.session_timeout_s,
             # Let the producer fill batches: a batch of vectors is awaited as a whole.
             producer_linger=0.005,

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5  # how often caught-up status and lag are checked
 CHECKPOINT_RETRY_S = 5.0
-COMMIT_SECONDS = 0.5  # how often the group's offsets follow the learner (for lag tools)
+COMMIT_SECONDS = 0.2  # how often the group's offsets follow the learner (for lag tools)
 _CONSUMED_FEATURES = metrics.CONSUMED.labels("features")
 _CONSUMED_LABELS = metrics.CONSUMED.labels("labels")
 MAX_UNACKED_BATCHES = 200  # producer batches in flight before the loop waits for acks
