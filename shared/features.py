@@ -85,7 +85,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-
 def empty_state() -> EntityState:
     """The state of an entity never seen."""
     return {"v": STATE_VERSION, "t": [], "id": [], "n": [], "next": 0, "x": {}}
