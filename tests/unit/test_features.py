@@ -268,16 +268,13 @@ def test_a_version_1_state_reads_as_the_same_entries() -> None:
     half = len(events) // 2
     state = _run_state(computer, events[:half])
     order = sorted(range(len(state["id"])), key=lambda i: state["n"][i])
-    v1 = {
-        "v": 1,
-        "entries": [
-            [state["t"][i], state["id"][i], {"amount": state["x"]["amount"][i]}] for i in order
-        ],
-    }
-    for entry in v1["entries"]:
+    entries: list[list[Any]] = [
+        [state["t"][i], state["id"][i], {"amount": state["x"]["amount"][i]}] for i in order
+    ]
+    for entry in entries:
         if entry[2]["amount"] is None:
             entry[2].clear()
-    new, old = state, v1
+    new, old = state, {"v": 1, "entries": entries}
     for event in events[half:]:
         expected, new = computer.compute(event, new)
         got, old = computer.compute(event, old)
