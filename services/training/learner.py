@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from river import base
 
-__all__ = ["Learned", "LearnerOutput", "OnlineLearner", "PredictionMade", "Score"]
+__all__ = ["Learned", "LearnerOutput", "OnlineLearner", "PredictionMade", "Score", "micros"]
 
 # At equal times labels go first: simulate_qa reveals an answer due at t before the
 # question asked at t.
@@ -41,7 +42,11 @@ _LABEL, _FEATURES = 0, 1
 
 log = logging.getLogger(__name__)
 
-_Timer = Literal["prediction", "label", "untimed", "forget"]
+_Timer = Literal["prediction", "label", "untimed"]
+_TIMERS: tuple[_Timer, ...] = ("prediction", "label", "untimed")
+FORGET_BUCKETS = 64  # finished ids are forgotten at most ttl / 64 later than due
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +101,10 @@ class OnlineLearner:
 
     `ttl` bounds, in event time, how long a prediction waits for its label and a
     label for its features (None: forever); it also bounds how long an `event_id` is
-    remembered for de-duplication after its event is done. The learner is picklable:
-    pickle it whole to checkpoint models, buffers and counters together.
+    remembered for de-duplication after its event is done. A late item (added behind
+    the clock) may wait a little longer than `ttl`, never less. The learner is
+    picklable: pickle it whole to checkpoint models, buffers and counters together.
+    Times are kept as integer microseconds inside, so a checkpoint stays cheap.
 
     A model that raises on one item (a class type it cannot order, say) skips that
     item, counted in `model_errors`, and the other models and items go on.
@@ -113,17 +120,34 @@ class OnlineLearner:
         self.expired_features = 0  # predictions whose label never came within ttl
         self.expired_labels = 0  # labels whose features never came within ttl
         self.late = 0  # items added at or before the time already processed
-        self.clock: datetime | None = None  # event time processed so far
         self._classifiers = {n: isinstance(m, base.Classifier) for n, m in self.models.items()}
-        self._queue: list[tuple[datetime, int, int, str, Any]] = []  # (time, kind, seq, id, x|y)
+        self._clock: int | None = None  # event time processed so far, in microseconds
+        self._ttl_us = None if ttl is None else ttl // _US
+        # (time, kind, seq, event_id, (x, event_time) for features | y for a label)
+        self._queue: list[tuple[int, int, int, str, Any]] = []
         self._seq = 0
         self._predictions: dict[str, _Prediction] = {}  # predicted, waiting for the label
         self._labels: dict[str, Any] = {}  # label processed, waiting for the features
         self._untimed: dict[str, Any] = {}  # label without label_time, features not added yet
         self._unscheduled: list[str] = []  # untimed labels added before any clock existed
-        self._seen_features: dict[str, datetime] = {}  # event_id -> event_time
+        self._seen_features: dict[str, int] = {}  # event_id -> event time
         self._seen_labels: set[str] = set()
-        self._timers: list[tuple[datetime, int, _Timer, str]] = []  # (since, seq, what, id)
+        # One queue of (since, event_id) per kind of wait, in the order they started:
+        # event-time order, but for late items.
+        self._timers: dict[_Timer, deque[tuple[int, str]]] = {w: deque() for w in _TIMERS}
+        # Finished event ids to forget, in buckets of [first since, last since, ids].
+        self._forget: deque[list[Any]] = deque()
+        self._bucket_us = max(1, self._ttl_us // FORGET_BUCKETS) if self._ttl_us else 1
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_clock" not in state:  # a checkpoint from before times were microseconds
+            state = _upgrade(state)
+        self.__dict__.update(state)
+
+    @property
+    def clock(self) -> datetime | None:
+        """The event time processed so far (UTC), None before anything was processed."""
+        return None if self._clock is None else EPOCH + timedelta(microseconds=self._clock)
 
     # ---- input
 
@@ -132,10 +156,11 @@ class OnlineLearner:
         if event_id in self._seen_features:
             self.duplicates += 1
             return
-        self._seen_features[event_id] = event_time
-        self._push(event_time, _FEATURES, event_id, x)
+        time = micros(event_time)
+        self._seen_features[event_id] = time
+        self._push(time, _FEATURES, event_id, (x, event_time))
         if event_id in self._untimed:
-            self._push(event_time, _LABEL, event_id, self._untimed.pop(event_id))
+            self._push(time, _LABEL, event_id, self._untimed.pop(event_id))
 
     def add_label(self, event_id: str, label: Any, label_time: datetime | None = None) -> None:
         """Buffer a label; it arrives at `label_time`, or at its event's time if None."""
@@ -143,16 +168,15 @@ class OnlineLearner:
             self.duplicates += 1
             return
         self._seen_labels.add(event_id)
-        if label_time is None:
-            label_time = self._seen_features.get(event_id)
-        if label_time is not None:
-            self._push(label_time, _LABEL, event_id, label)
+        time = self._seen_features.get(event_id) if label_time is None else micros(label_time)
+        if time is not None:
+            self._push(time, _LABEL, event_id, label)
             return
         self._untimed[event_id] = label  # its time is known once the features are added
-        if self.clock is None:
+        if self._clock is None:
             self._unscheduled.append(event_id)
         else:
-            self._start_timer(self.clock, "untimed", event_id)
+            self._start_timer(self._clock, "untimed", event_id)
 
     def has_features(self, event_id: str) -> bool:
         """Whether `event_id`'s features were added (and are still remembered)."""
@@ -169,7 +193,8 @@ class OnlineLearner:
         """
         out: list[LearnerOutput] = []
         queue = self._queue
-        while queue and (watermark is None or queue[0][0] <= watermark):
+        limit = None if watermark is None else micros(watermark)
+        while queue and (limit is None or queue[0][0] <= limit):
             time, kind, _, event_id, value = heapq.heappop(queue)
             self._tick(time)
             if kind == _FEATURES:
@@ -179,11 +204,11 @@ class OnlineLearner:
             else:
                 self._labels[event_id] = value
                 self._start_timer(time, "label", event_id)
-        if watermark is not None:
-            self._tick(watermark)
-        if self.clock is not None:
+        if limit is not None:
+            self._tick(limit)
+        if self._clock is not None:
             for event_id in self._unscheduled:
-                self._start_timer(self.clock, "untimed", event_id)
+                self._start_timer(self._clock, "untimed", event_id)
             self._unscheduled.clear()
         return out
 
@@ -202,13 +227,16 @@ class OnlineLearner:
 
     # ---- internals
 
-    def _push(self, time: datetime, kind: int, event_id: str, value: Any) -> None:
-        if self.clock is not None and time <= self.clock:
+    def _push(self, time: int, kind: int, event_id: str, value: Any) -> None:
+        if self._clock is not None and time <= self._clock:
             self.late += 1
         self._seq += 1
         heapq.heappush(self._queue, (time, kind, self._seq, event_id, value))
 
-    def _predict(self, event_id: str, time: datetime, x: dict[str, Any], out: list) -> None:
+    def _predict(
+        self, event_id: str, time: int, value: tuple[dict[str, Any], datetime], out: list
+    ) -> None:
+        x, event_time = value
         y_preds = {}
         for name, model in self.models.items():
             try:
@@ -218,14 +246,14 @@ class OnlineLearner:
                 self._model_failed(name, "predict on", event_id)
                 y_pred, proba = None, None
             y_preds[name] = y_pred
-            out.append(PredictionMade(event_id, name, y_pred, proba, time))
-        self._predictions[event_id] = _Prediction(time, x, y_preds)
+            out.append(PredictionMade(event_id, name, y_pred, proba, event_time))
+        self._predictions[event_id] = _Prediction(event_time, x, y_preds)
         if event_id in self._labels:
             self._learn(event_id, self._labels.pop(event_id), time, out)
         else:
             self._start_timer(time, "prediction", event_id)
 
-    def _learn(self, event_id: str, y: Any, time: datetime, out: list) -> None:
+    def _learn(self, event_id: str, y: Any, time: int, out: list) -> None:
         prediction = self._predictions.pop(event_id)
         for name, model in self.models.items():
             y_pred, score = prediction.y_pred[name], self.scores[name]
@@ -248,32 +276,92 @@ class OnlineLearner:
         self.model_errors += 1
         log.warning("model %s could not %s event %s; skipped", name, doing, event_id, exc_info=True)
 
-    def _tick(self, time: datetime) -> None:
+    def _tick(self, time: int) -> None:
         """Move the clock forward (never back) and expire what waited longer than ttl."""
-        if self.clock is None or time > self.clock:
-            self.clock = time
-        if self.ttl is None:
+        if self._clock is None or time > self._clock:
+            self._clock = time
+        if self._ttl_us is None:
             return
-        horizon = self.clock - self.ttl
-        while self._timers and self._timers[0][0] < horizon:
-            _, _, what, event_id = heapq.heappop(self._timers)
-            if what == "forget":
-                self._seen_features.pop(event_id, None)
-                self._seen_labels.discard(event_id)
-                continue
-            if what == "prediction" and self._predictions.pop(event_id, None) is not None:
-                self.expired_features += 1
-            elif what == "label" and event_id in self._labels:
-                del self._labels[event_id]
-                self.expired_labels += 1
-            elif what == "untimed" and event_id in self._untimed:
-                del self._untimed[event_id]
-                self.expired_labels += 1
-            else:
-                continue  # stale timer: the item was joined in time
-            self._start_timer(self.clock, "forget", event_id)
+        horizon = self._clock - self._ttl_us
+        timers = self._timers
+        for what, waiting in (
+            ("prediction", self._predictions),
+            ("label", self._labels),
+            ("untimed", self._untimed),
+        ):
+            started = timers[what]  # type: ignore[index]
+            while started:
+                since, event_id = started[0]
+                if event_id not in waiting:
+                    started.popleft()  # joined in time: nothing to expire
+                elif since < horizon:
+                    started.popleft()
+                    self._expire(what, event_id)  # type: ignore[arg-type]
+                else:
+                    break
+        forget, seen_features, seen_labels = self._forget, self._seen_features, self._seen_labels
+        while forget and forget[0][1] < horizon:
+            for event_id in forget.popleft()[2]:
+                seen_features.pop(event_id, None)
+                seen_labels.discard(event_id)
 
-    def _start_timer(self, since: datetime, what: _Timer, event_id: str) -> None:
-        if self.ttl is not None:
-            self._seq += 1
-            heapq.heappush(self._timers, (since, self._seq, what, event_id))
+    def _expire(self, what: _Timer, event_id: str) -> None:
+        if what == "prediction":
+            del self._predictions[event_id]
+            self.expired_features += 1
+        elif what == "label":
+            del self._labels[event_id]
+            self.expired_labels += 1
+        else:
+            del self._untimed[event_id]
+            self.expired_labels += 1
+        assert self._clock is not None
+        self._start_timer(self._clock, "forget", event_id)
+
+    def _start_timer(self, since: int, what: _Timer | Literal["forget"], event_id: str) -> None:
+        if self._ttl_us is None:
+            return
+        if what != "forget":
+            self._timers[what].append((since, event_id))
+            return
+        forget = self._forget
+        if forget and since - forget[-1][0] < self._bucket_us:
+            bucket = forget[-1]
+            bucket[1] = max(bucket[1], since)
+            bucket[2].append(event_id)
+        else:
+            forget.append([since, since, [event_id]])
+
+
+def micros(time: datetime) -> int:
+    """`time` as microseconds since the epoch (a naive time is taken as UTC)."""
+    if time.tzinfo is None:
+        time = time.replace(tzinfo=UTC)
+    return (time - EPOCH) // _US
+
+
+def _upgrade(old: dict[str, Any]) -> dict[str, Any]:
+    """A learner's state as pickled before times were microseconds, in today's layout."""
+    state = dict(old)
+    clock = state.pop("clock")
+    ttl = state["ttl"]
+    state["_clock"] = None if clock is None else micros(clock)
+    state["_ttl_us"] = None if ttl is None else ttl // _US
+    queue = [
+        (micros(t), kind, seq, event_id, (value, t) if kind == _FEATURES else value)
+        for t, kind, seq, event_id, value in state["_queue"]
+    ]
+    heapq.heapify(queue)
+    state["_queue"] = queue
+    state["_seen_features"] = {k: micros(t) for k, t in state["_seen_features"].items()}
+    timers: dict[str, deque[tuple[int, str]]] = {w: deque() for w in _TIMERS}
+    forget: deque[list[Any]] = deque()
+    for since, _, what, event_id in sorted(state["_timers"]):
+        if what == "forget":
+            forget.append([micros(since), micros(since), [event_id]])
+        else:
+            timers[what].append((micros(since), event_id))
+    state["_timers"] = timers
+    state["_forget"] = forget
+    state["_bucket_us"] = max(1, state["_ttl_us"] // FORGET_BUCKETS) if state["_ttl_us"] else 1
+    return state

@@ -360,6 +360,40 @@ def test_a_pickled_learner_resumes_exactly() -> None:
     assert resumed.expired_features == straight.expired_features > 0
 
 
+def test_a_checkpoint_from_before_microsecond_times_resumes() -> None:
+    # Pickled by the release that kept datetimes: "u" and "d" untimed labels, "a"
+    # learned, "b" predicted, "c" a label waiting, "e" buffered; clock at 20 s, ttl 60 s.
+    # Expected outputs and counters are what that release did next.
+    data = (Path(__file__).parent / "data" / "learner-v1.pickle").read_bytes()
+    learner = pickle.loads(data)
+    assert learner.clock == at(20)
+    learner.add_features("a", at(0), {"x": 1.0})  # a duplicate
+    learner.add_label("b", True, at(21))
+    learner.add_features("c", at(12), {"x": 0.5})
+    learner.add_features("d", at(15), {"x": 0.7})
+    out = learner.advance(at(70))
+    assert [(type(o).__name__, o.event_id) for o in out] == [
+        ("PredictionMade", "c"),
+        ("Learned", "c"),
+        ("PredictionMade", "d"),
+        ("Learned", "d"),
+        ("Learned", "b"),
+    ]
+    assert (learner.duplicates, learner.late, learner.awaiting_features, learner.buffered) == (
+        1,
+        3,
+        1,
+        1,
+    )
+    out = learner.advance(at(200))
+    assert [(type(o).__name__, o.event_id, o.event_time) for o in out] == [
+        ("PredictionMade", "e", at(100))
+    ]
+    assert (learner.expired_features, learner.expired_labels) == (1, 1)
+    assert vars(learner.scores["lr"]) == {"n_learned": 4, "n_scored": 4, "n_correct": 2}
+    assert sorted(learner._seen_features) == ["e"] and not learner._seen_labels
+
+
 # ---- fidelity to River on weather.csv
 
 ROOT = Path(__file__).resolve().parents[2]
