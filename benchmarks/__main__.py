@@ -6,8 +6,11 @@ consumer) and the ratio. The table is printed and written to `.bench/results.jso
 Kafka and Redis must be up (`make bench` starts them); each part runs its services
 as child processes under a fresh topic prefix, so `make up`'s stack is not touched.
 
-    python -m benchmarks            # everything (about 15 minutes)
-    python -m benchmarks --quick    # smaller streams, shorter loads
+    python -m benchmarks            # everything (about 35 minutes)
+    python -m benchmarks --quick    # smaller streams, shorter loads and holds
+
+The whole loop's sustained rate and the freshness probes also write their per-step
+detail to `.bench/sustained.json`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.alone import run_alone_bench, run_scorer_bench
 from benchmarks.http import run_http_bench, seeded_serving
 from benchmarks.learning import (
     raw_messages,
@@ -29,6 +33,7 @@ from benchmarks.monitoring import run_monitoring_bench
 from benchmarks.report import Row, print_table, write_results
 from benchmarks.stack import BenchStack
 from benchmarks.stream import flowing
+from benchmarks.sustained import RATES, run_sustained_bench
 from shared.messages import Event
 from shared.topics import Topics
 from shared.validation import validate_raw
@@ -108,16 +113,23 @@ def main() -> None:
     args = parser.parse_args()
     n = 20_000 if args.quick else 60_000
     load_s = 10.0 if args.quick else 30.0
+    hold_s = 30.0 if args.quick else 120.0
     parts: list[tuple[str, Callable[[], list[Row]]]] = [
         ("validation", bench_validation),
+        ("ingestion and features alone", lambda: run_alone_bench(n)),
         ("learning, logreg", lambda: run_learning_bench(n, ["logreg"])),
         ("learning, three models", lambda: run_learning_bench(n // 3, THREE, alone=False)),
+        ("stream scoring alone", lambda: run_scorer_bench(n // 2)),
         (
             "monitoring",
             lambda: _rows(run_monitoring_bench(max(2 * n, 100_000), live_seconds=load_s / 2)),
         ),
         ("serving, quiet", lambda: bench_serving_quiet(load_s)),
         ("serving, stream", lambda: bench_serving_under_stream(n * 4, 1000, load_s)),
+        (
+            "whole loop sustained, freshness",
+            lambda: run_sustained_bench(RATES, hold_s, probes=100 if args.quick else 200),
+        ),
     ]
     rows: list[Row] = []
     for i, (name, part) in enumerate(parts, 1):

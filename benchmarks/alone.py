@@ -1,10 +1,11 @@
 """Each service alone: its input topic filled beforehand, its output counted.
 
 Ingestion reads `events.raw`, features reads `events` (one categorical feature and
-two rolling aggregates, as the issue asks), and the figure is output messages per
-second, timed between 5% and 95% of the output (a finite stream's start and end are
-not steady state). Beside it: a bare aiokafka relay over the same input topic, and the
-service's CPU seconds per 1,000 events.
+two rolling aggregates, as the issue asks), serving's stream scorer reads `features`
+with a trained champion loaded (`logreg`, and `arf` beside it), and the figure is
+output messages per second, timed between 5% and 95% of the output (a finite
+stream's start and end are not steady state). Beside it: a bare aiokafka relay over
+the same input topic, and the service's CPU seconds per 1,000 events.
 
     python -m benchmarks.alone [--quick]
 """
@@ -18,17 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
+from redis.asyncio import Redis
 
-from benchmarks.learning import fill, raw_messages, settle, synthetic_rows
+from benchmarks.learning import (
+    fill,
+    raw_messages,
+    settle,
+    synthetic_rows,
+    vector_messages,
+    write_pipeline,
+)
 from benchmarks.relay import relay_rate
 from benchmarks.report import Row, print_table, progress
-from benchmarks.stack import BOOTSTRAP, BenchStack, Service
-from shared.kafka import make_consumer
+from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack, Service
+from shared.catalogue import build_model
+from shared.kafka import make_consumer, make_producer
+from shared.registry import ModelRegistry
 from shared.topics import Topics, ensure_topics
 
-__all__ = ["run_alone_bench"]
+__all__ = ["run_alone_bench", "run_scorer_bench"]
 
 PARTITIONS = 3
+TRAIN_ROWS = 2000  # the served champion learns these before the scorer starts
 REGIONS = ("north", "south", "east", "west")
 
 
@@ -77,13 +89,25 @@ async def _wait_output(service: Service, topic: str, n: int, desc: str) -> float
 
 
 def _alone(
-    name: str, pipeline: Path, source: str, sink: str, items: dict[str, list], n: int
+    name: str,
+    pipeline: Path,
+    source: str,
+    sink: str,
+    items: dict[str, list],
+    n: int,
+    *,
+    champion: Any = None,
+    figure: str = "",
 ) -> list[Row]:
     stack = BenchStack(pipeline)
     asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, PARTITIONS))
     topics = Topics(stack.prefix)
+    if champion is not None:
+        asyncio.run(_publish(stack.prefix, topics, champion))
     with stack.running():
         service = stack.start(name)
+        if champion is not None:
+            stack.wait_ready(service)  # a vector that comes before the champion is skipped
         settle()
         asyncio.run(fill({getattr(topics, t): v for t, v in items.items()}))
         cpu = service.cpu_seconds()
@@ -93,7 +117,51 @@ def _alone(
             "peak_rss_mb": service.peak_rss() / 2**20,
         }
     relay = relay_rate(getattr(topics, source), n)
-    return [Row(f"{name} alone", rate, "events/s", "bare aiokafka relay", relay, extra)]
+    figure = figure or f"{name} alone"
+    return [Row(figure, rate, "events/s", "bare aiokafka relay", relay, extra)]
+
+
+async def _publish(prefix: str, topics: Topics, champion: tuple[str, Any]) -> None:
+    """`champion` (name, trained model) as version 1 in the registry, announced on `models`."""
+    name, model = champion
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        published = await ModelRegistry(redis, f"driftline:{prefix}registry").save(
+            name, model, {}, []
+        )
+    finally:
+        await redis.aclose()
+    producer = make_producer(BOOTSTRAP, client_id="bench-champion")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.models, published.to_json(), key=name.encode())
+    finally:
+        await producer.stop()
+
+
+def run_scorer_bench(n: int, models: tuple[str, ...] = ("logreg", "arf")) -> list[Row]:
+    """Serving's stream scorer alone: `features` filled, each model served in turn."""
+    rows = synthetic_rows(n + TRAIN_ROWS)
+    train, score = rows[:TRAIN_ROWS], rows[TRAIN_ROWS:]
+    vectors, _ = vector_messages(score)
+    out = []
+    for name in models:
+        model = build_model(name, {}, "binary")
+        for x, y in train:
+            model.learn_one(x, y)
+        path = BenchStack.work / f"pipeline-scorer-{name}.yaml"
+        pipeline = write_pipeline(path, [name], sorted(rows[0][0]))
+        out += _alone(
+            "serving",
+            pipeline,
+            "features",
+            "predictions",
+            {"features": vectors},
+            n,
+            champion=(name, model),
+            figure=f"serving stream scoring alone, {name} served",
+        )
+    return out
 
 
 def run_alone_bench(n: int) -> list[Row]:
@@ -110,8 +178,10 @@ def run_alone_bench(n: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.alone", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smaller stream")
+    parser.add_argument("--scorer", action="store_true", help="serving's stream scorer only")
     args = parser.parse_args()
-    print_table(run_alone_bench(20_000 if args.quick else 60_000))
+    n = 20_000 if args.quick else 60_000
+    print_table(run_scorer_bench(n) if args.scorer else run_alone_bench(n) + run_scorer_bench(n))
 
 
 if __name__ == "__main__":
