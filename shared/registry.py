@@ -8,6 +8,12 @@ per model, written as strings ("1", "2", ...). `stage` queues one version's writ
 on a caller's MULTI/EXEC pipeline, so a service can make the versions and its own
 checkpoint visible together; `save` does the same for one model on its own.
 
+Between versions, `put_live` keeps one more key per model, its live slot: the model
+as it stands now (pickled), the version it builds on and how many events it has
+learned. Training rewrites it about every half second and serving swaps to it, so
+what is served follows the learner within a second; the slot is never a version
+(nothing to roll back to) and is overwritten in place, so it does not grow.
+
 Unpickling runs code chosen by whoever can write these keys: the registry's Redis
 must be trusted exactly as much as the training service.
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,11 +38,21 @@ from redis.asyncio.client import Pipeline
 from shared.clock import utcnow
 from shared.messages import Lineage, ModelPublished, PartitionOffset
 
-__all__ = ["ModelRegistry", "RegistryError"]
+__all__ = ["LiveModel", "ModelRegistry", "RegistryError"]
 
 
 class RegistryError(LookupError):
     """A version or artifact that is not in the registry."""
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    """A model as it learns: built on registry `version`, after `n_learned` events."""
+
+    name: str
+    version: str
+    n_learned: int
+    model: Any = None  # None when only the stamp (version, n_learned) was read
 
 
 class ModelRegistry:
@@ -55,6 +72,9 @@ class ModelRegistry:
 
     def meta_key(self, name: str, version: str) -> str:
         return f"{self.namespace}:{name}:{version}:meta"
+
+    def live_key(self, name: str) -> str:
+        return f"{self.namespace}:{name}:live"
 
     # ---- writing
 
@@ -109,7 +129,29 @@ class ModelRegistry:
         await pipe.execute()
         return published
 
+    async def put_live(self, name: str, version: str, n_learned: int, model: Any) -> None:
+        """Overwrite `name`'s live slot with `model` (not a version: see the module doc)."""
+        blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        mapping = {"version": version, "n_learned": str(n_learned), "artifact": blob}
+        await self.redis.hset(self.live_key(name), mapping=mapping)  # type: ignore[arg-type]
+
     # ---- reading
+
+    async def live_stamp(self, name: str) -> LiveModel | None:
+        """The live slot's version and count (no model), or None if it is empty."""
+        version, n = await self.redis.hmget(self.live_key(name), ["version", "n_learned"])
+        if version is None or n is None:
+            return None
+        return LiveModel(name, _text(version), int(n))
+
+    async def load_live(self, name: str) -> LiveModel | None:
+        """The live slot with its model unpickled, or None if it is empty."""
+        fields = ["version", "n_learned", "artifact"]
+        version, n, blob = await self.redis.hmget(self.live_key(name), fields)
+        if version is None or n is None or not isinstance(blob, bytes):
+            return None
+        model = await asyncio.to_thread(pickle.loads, blob)
+        return LiveModel(name, _text(version), int(n), model)
 
     async def versions(self, name: str, limit: int | None = None) -> list[ModelPublished]:
         """Every version of `name` (or the newest `limit`), oldest first."""

@@ -118,6 +118,9 @@ class ChampionInfo(BaseModel):
     version: str | None  # None until a version is loaded
     loaded_at: datetime | None
     load_error: str | None
+    # Events the served model has learned: past its version's count once this
+    # process follows the learner's live slot (None when unknown).
+    n_learned: int | None = None
 
 
 class ModelsResponse(BaseModel):
@@ -190,6 +193,7 @@ async def models(context: Context) -> ModelsResponse:
             version=current.version if current else None,
             loaded_at=current.loaded_at if current else None,
             load_error=holder.load_error,
+            n_learned=current.n_learned if current else None,
         ),
         models={
             name: [

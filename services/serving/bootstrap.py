@@ -1,7 +1,9 @@
 """What both kinds of serving process wire the same way: Redis clients and the model watcher.
 
 Every HTTP worker and the stream scorer keep their own `ModelHolder`, fed by their
-own groupless `models` reader (`watched_models`), so each hot-swaps on its own.
+own groupless `models` reader (`watched_models`), so each hot-swaps on its own, and
+by their own `LiveFollower` of the champion's live slot (the learner's model between
+versions).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from services.serving.config import ServingSettings
+from services.serving.following import LiveFollower
 from services.serving.models import ModelHolder, RedisArtifactLoader
 from services.serving.watcher import ModelWatcher
 from shared import tasks
 from shared.kafka import make_consumer
+from shared.registry import ModelRegistry
 from shared.topics import Topics, partitions_of
 
 __all__ = ["features_redis", "watched_models"]
@@ -57,12 +61,19 @@ async def watched_models(
             RedisArtifactLoader(registry),
         )
         await watcher.catch_up(settings.models_catch_up_timeout_s)
-        running = tasks.start(watcher.run(), name="serving-models-watcher")
-        watcher.task = running
+        running = [tasks.start(watcher.run(), name="serving-models-watcher")]
+        watcher.task = running[0]
+        if settings.live_follow_s > 0:
+            namespace = f"driftline:{settings.topic_prefix}registry"
+            follower = LiveFollower(
+                ModelRegistry(registry, namespace), holder, every_s=settings.live_follow_s
+            )
+            await follower.poll()
+            running.append(tasks.start(follower.run(), name="serving-live-follower"))
         try:
             yield watcher
         finally:
-            await tasks.cancel(running)
+            await tasks.cancel(*running)
     finally:
         await consumer.stop()
         await registry.aclose()

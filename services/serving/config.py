@@ -30,5 +30,8 @@ class ServingSettings(CommonSettings):
     artifact_timeout_s: float = Field(default=10.0, gt=0)
     # HTTP predictions buffered or being published; past it a prediction is dropped and counted.
     max_pending_publishes: int = Field(default=10_000, ge=1)
+    # How often each process checks the champion's live slot (the learner's model
+    # between versions, written by training about every 0.5 s); 0: versions only.
+    live_follow_s: float = Field(default=0.25, ge=0)
     # Longest the start-up waits to read the `models` topic to its end.
     models_catch_up_timeout_s: float = Field(default=30.0, gt=0)

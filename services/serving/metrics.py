@@ -24,6 +24,8 @@ from prometheus_client import (
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "INVALID_MESSAGES",
+    "LIVE_LOAD_ERRORS",
+    "MODEL_LEARNED",
     "MODEL_LOAD_ERRORS",
     "MODEL_SWAPS",
     "MODEL_VERSION",
@@ -102,6 +104,17 @@ MODEL_VERSION = Gauge(
     "The version being served (numeric versions), per serving process",
     ["model", "process"],
     multiprocess_mode="livemax",
+)
+MODEL_LEARNED = Gauge(
+    "driftline_serving_model_learned",
+    "Events the served model has learned (it follows the learner's live slot), per process",
+    ["model", "process"],
+    multiprocess_mode="livemin",
+)
+LIVE_LOAD_ERRORS = Counter(
+    "driftline_serving_live_load_errors_total",
+    "Reads of a model's live slot that failed (the model served stays)",
+    ["model"],
 )
 STREAM_SKIPPED = Counter(
     "driftline_serving_stream_skipped_total",

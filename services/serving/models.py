@@ -115,6 +115,9 @@ class LoadedModel:
     version: str
     model: RiverModel
     loaded_at: datetime = field(default_factory=utcnow)
+    # Events learned: a live-slot model (see `shared.registry`) builds on `version`
+    # with more of them; None for a registry version whose metadata lacks the count.
+    n_learned: int | None = None
     is_classifier: bool = field(init=False, repr=False, compare=False)
     _by_max_proba: bool = field(init=False, repr=False, compare=False)
 
@@ -202,6 +205,11 @@ def published(name: str, version: str, artifact_key: str) -> ModelPublished:
     )
 
 
+def _age(loaded: LoadedModel) -> tuple[tuple[int, int, str], int]:
+    """How far along `loaded` is: its version, then the events it learned."""
+    return version_order(loaded.version), -1 if loaded.n_learned is None else loaded.n_learned
+
+
 class ModelHolder:
     """The champion's current version, plus every version seen of every model."""
 
@@ -241,12 +249,18 @@ class ModelHolder:
             self.load_error = f"model {message.name!r} version {message.version!r}: {error.detail}"
             log.error("cannot load %s", self.load_error)
             return False
-        return self.swap(LoadedModel(message.name, message.version, model))
+        n = message.lineage.n_learned
+        loaded = LoadedModel(message.name, message.version, model, n_learned=n)
+        return self.swap(loaded)
 
     def swap(self, loaded: LoadedModel) -> bool:
-        """Serve `loaded` from now on (one assignment), unless a newer version is served."""
+        """Serve `loaded` from now on (one assignment), unless a newer model is served.
+
+        Newer: a later version, or the same version having learned more events (a
+        model from the live slot).
+        """
         current = self.current
-        if current is not None and version_order(loaded.version) <= version_order(current.version):
+        if not self.is_ahead(loaded):
             return False
         self.current = loaded
         self.load_error = None
@@ -254,8 +268,16 @@ class ModelHolder:
         metrics.MODEL_SWAPS.labels(loaded.name, process).inc()
         if loaded.version.isdigit():
             metrics.MODEL_VERSION.labels(loaded.name, process).set(int(loaded.version))
-        log.info("serving model %s version %s", loaded.name, loaded.version)
+        if loaded.n_learned is not None:
+            metrics.MODEL_LEARNED.labels(loaded.name, process).set(loaded.n_learned)
+        if current is None or current.version != loaded.version:
+            log.info("serving model %s version %s", loaded.name, loaded.version)
         return True
+
+    def is_ahead(self, loaded: LoadedModel) -> bool:
+        """Whether `loaded` is further along than the model served (or none is)."""
+        current = self.current
+        return current is None or _age(loaded) > _age(current)
 
     def require(self) -> LoadedModel:
         """The model to predict with, or ModelNotReady saying why there is none."""

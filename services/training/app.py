@@ -102,6 +102,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
             poll_ms=settings.poll_ms,
             task=pipeline.task,
             clock=worker_clock,
+            live_seconds=settings.live_seconds,
         )
         consumer.subscribe([topics.features, topics.labels], listener=worker.listener)
         metrics.LEARNER.source = lambda: worker.state.learner

@@ -17,6 +17,9 @@ class TrainingSettings(CommonSettings):
     # many consumed records, or this many seconds, whichever comes first; and at shutdown.
     checkpoint_every: int = Field(default=100_000, ge=1)
     checkpoint_seconds: float = Field(default=30.0, gt=0)
+    # Every model that learned is written to its live slot (what serving follows)
+    # about this often (0: never; serving then swaps only on new versions).
+    live_seconds: float = Field(default=0.5, ge=0)
     # A caught-up partition quiet for this long (wall time) no longer holds the watermark.
     idle_ms: int = Field(default=2000, ge=0)
     # Longest wait (wall time) for the features of a label already consumed (meanwhile

@@ -3,9 +3,11 @@
 One loop, one consumer group over both topics. For each batch: validate and add each
 record to the learner (bad ones are logged, counted and skipped), note each
 partition's progress in the watermark, advance the learner as far as the watermark
-allows, publish the learner's predictions and wait for their acks. Every
-`checkpoint_every` records or `checkpoint_seconds`, and at shutdown, the state is
-checkpointed (with new model versions) and the versions are announced on `models`.
+allows, publish the learner's predictions and wait for their acks. About every
+`live_seconds` each model that learned is written to its live slot in the registry
+(`live`), which serving follows. Every `checkpoint_every` records or
+`checkpoint_seconds`, and at shutdown, the state is checkpointed (with new model
+versions) and the versions are announced on `models`.
 Every `COMMIT_SECONDS` the group's offsets are committed at what the learner has read,
 so lag tools see how far behind it is; they are not where a restart resumes.
 
@@ -33,6 +35,7 @@ from aiokafka.errors import KafkaError
 from services.training import metrics
 from services.training.checkpoint import CheckpointStore, TrainingState
 from services.training.learner import LearnerOutput, PredictionMade
+from services.training.live import LiveModels
 from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.kafka import send_all
@@ -139,6 +142,7 @@ class TrainingWorker:
         poll_ms: int = 200,
         task: Task,
         clock: Callable[[], float] = time.monotonic,
+        live_seconds: float = 0.5,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -153,6 +157,7 @@ class TrainingWorker:
         self.task = task
         self.clock = clock
         self.listener = _Rebalance(self)
+        self.live = LiveModels(registry, every_s=live_seconds)
         self.last_poll = clock()
         self.last_checkpoint = clock()
         self._since_checkpoint = 0  # records consumed since the last checkpoint
@@ -247,6 +252,8 @@ class TrainingWorker:
             outputs = learner.advance(watermark)
             self._dirty = True
             await self._publish(outputs)
+        if self.live.due(now):
+            await self.live.publish(learner, state.versions, now)
         if batch:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             wall_ms = time.time() * 1000

@@ -203,6 +203,15 @@ def test_the_whole_loop_with_an_abrupt_drift(
     body = answer.json()
     assert body["model"] == "logreg"
     assert body["model_version"] in {p["version"] for p in published if p["name"] == "logreg"}
+    # what is served follows the learner (its live slot), not only the versions
+    trained = httpx.get(f"{loop.url('training')}/api/models").json()["models"]
+    learned = next(m["n_learned"] for m in trained if m["name"] == "logreg")
+    deadline = time.monotonic() + 5
+    while (champion := httpx.get(f"{loop.url('serving')}/models").json()["champion"])[
+        "n_learned"
+    ] != learned and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert champion["n_learned"] == learned, (champion, learned)
 
     # monitoring's counts match what was sent
     predictions = [json.loads(m["payload"]) for m in kcat_read(f"{prefix}predictions")]
