@@ -25,7 +25,9 @@ sending one until its entity's Redis row (`shared.feature_store`'s layout) holds
 event_id is polled every millisecond or so. The baseline, interleaved with the probes
 in the same stream, is one bare Kafka hop: the same producer's send until a plain
 consumer has the record. The loop's path is two hops (ingestion, features) and a
-Redis write.
+Redis write. Meanwhile, training's and serving's counts of events learned are sampled
+every 50 ms: each time the served model changes, how long ago training had learned
+that many events (what a learned label takes to be served).
 
     python -m benchmarks.sustained            # 1,000 to 6,000 events/s, 120 s holds
     python -m benchmarks.sustained --quick    # 30 s holds, 100 probes
@@ -44,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -70,6 +73,7 @@ FRESH_RATE = 1000
 PROBE_SPACING_S = 0.1
 PROBE_TIMEOUT_S = 5.0  # a probe not stored by then counts at this figure
 POLL_S = 0.001
+CHECKPOINT_S = 30.0  # training's default checkpoint_seconds: a new version that often
 RELAY_N = 100_000
 PORT_SHIFT = 1000  # away from the other benches' ports, so they may run meanwhile
 RESULTS = Path(".bench/sustained.json")  # beside make bench's results.json, not over it
@@ -377,10 +381,34 @@ async def _probe_store(
     return min(waited, PROBE_TIMEOUT_S) * 1000
 
 
+async def _served_behind(training: str, serving: str, until: asyncio.Event) -> list[float]:
+    """Ms from training having learned n events (`logreg`) until serving serves a model
+    that learned n, for each change of the served model seen (sampled every 50 ms)."""
+    reached: list[tuple[int, float]] = []  # (events learned, when first seen)
+    delays: list[float] = []
+    served: int | None = None
+    async with httpx.AsyncClient(timeout=2) as client:
+        while not until.is_set():
+            trained = (await client.get(f"{training}/api/models")).json()["models"]
+            learned = next(m["n_learned"] for m in trained if m["name"] == "logreg")
+            if not reached or learned > reached[-1][0]:
+                reached.append((learned, time.perf_counter()))
+            now = (await client.get(f"{serving}/models")).json()["champion"]["n_learned"]
+            if now is not None and now != served:
+                first = next((t for n, t in reached if n >= now), None)
+                if served is not None and first is not None:
+                    delays.append((time.perf_counter() - first) * 1000)
+                served = now
+            await asyncio.sleep(0.05)
+    return delays
+
+
 async def _probe(
-    prefix: str, rows: list[tuple[dict, Any]], probes: int, bar: tqdm
-) -> tuple[list[float], list[float]]:
-    """(ms to the Redis row, ms for a bare hop) for each of `probes` probes."""
+    stack: BenchStack, rows: list[tuple[dict, Any]], probes: int, bar: tqdm
+) -> tuple[list[float], list[float], list[float]]:
+    """(ms to the Redis row, ms for a bare hop) for each of `probes` probes, and the
+    served model's delays behind the learner meanwhile."""
+    prefix = stack.prefix
     topics, hop = Topics(prefix), f"{prefix}bench.hop"
     producer = make_producer(BOOTSTRAP, client_id="driftline-bench-probe")
     redis = Redis.from_url(REDIS_URL)
@@ -388,6 +416,9 @@ async def _probe(
     await producer.start()
     fresh: list[float] = []
     bare: list[float] = []
+    done = asyncio.Event()
+    urls = stack.services["training"].url, stack.services["serving"].url
+    behind = asyncio.create_task(_served_behind(*urls, done))
     try:
         for i in range(probes):
             started = time.monotonic()
@@ -396,15 +427,17 @@ async def _probe(
             bar.update(1)
             await asyncio.sleep(max(0.0, PROBE_SPACING_S - (time.monotonic() - started)))
     finally:
+        done.set()
+        delays = await behind
         await producer.stop()
         await consumer.stop()
         await redis.aclose()
-    return fresh, bare
+    return fresh, bare, delays
 
 
 def _freshness(
     stack: BenchStack, streams: LiveStreams, probes: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     """Probe while 1,000 events/s flow, once serving is ready and a warm-up has passed."""
     budget = 120 + WARM_UP_S + probes * PROBE_SPACING_S * 2  # readiness, warm-up, probes
     events, labels = streams.make(FRESH_RATE, budget)
@@ -412,7 +445,7 @@ def _freshness(
         stack.wait_ready(stack.services["serving"], timeout_s=120)
         time.sleep(WARM_UP_S)
         with progress(probes, f"freshness probes at {FRESH_RATE:,} events/s") as bar:
-            return asyncio.run(_probe(stack.prefix, streams.rows, probes, bar))
+            return asyncio.run(_probe(stack, streams.rows, probes, bar))
 
 
 def _percentile(values: list[float], q: int) -> float:
@@ -431,6 +464,23 @@ def _freshness_rows(fresh: list[float], bare: list[float]) -> list[Row]:
     return [
         Row(name.format("p50"), statistics.median(fresh), "ms", base, statistics.median(bare)),
         Row(name.format("p99"), _percentile(fresh, 99), "ms", base, _percentile(bare, 99), extra),
+    ]
+
+
+def _served_row(delays: list[float]) -> list[Row]:
+    """How far the served model trails the learner (baseline: versions alone, configured)."""
+    if len(delays) < 2:
+        return []
+    extra = {"swaps_seen": len(delays), "max_ms": round(max(delays)), "target_p99_ms": 1000}
+    return [
+        Row(
+            f"label learned to served (p99, {FRESH_RATE:,} events/s)",
+            _percentile(delays, 99),
+            "ms",
+            "versions alone: checkpoint_seconds (configured)",
+            CHECKPOINT_S * 1000,
+            extra,
+        )
     ]
 
 
@@ -501,13 +551,14 @@ def run_sustained_bench(
         with stack.running():
             for name in SERVICES:
                 stack.start(name)
-            fresh, bare = _freshness(stack, streams, probes)
+            fresh, bare, delays = _freshness(stack, streams, probes)
             steps = asyncio.run(_climb(stack, streams, rates, hold_s))
             peaks = {k: round(s.peak_rss() / 2**20) for k, s in stack.services.items()}
         relay = relay_rate(topics.events_raw, min(RELAY_N, asyncio.run(_size(topics.events_raw))))
     finally:
         asyncio.run(_forget(stack.prefix))
-    return [_sustained_row(steps, relay, hold_s, peaks), *_freshness_rows(fresh, bare)]
+    out = [_sustained_row(steps, relay, hold_s, peaks), *_freshness_rows(fresh, bare)]
+    return out + _served_row(delays)
 
 
 def main() -> None:
