@@ -103,6 +103,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
             task=pipeline.task,
             clock=worker_clock,
             live_seconds=settings.live_seconds,
+            version_seconds=settings.version_seconds,
         )
         consumer.subscribe([topics.features, topics.labels], listener=worker.listener)
         metrics.LEARNER.source = lambda: worker.state.learner

@@ -105,8 +105,9 @@ class CheckpointStore:
             raise TypeError(f"checkpoint {self.key!r} holds a {type(state).__name__}")
         return state
 
-    async def save(self, state: TrainingState) -> list[ModelPublished]:
-        """Write `state`, and a new version of each model that learned since its last one.
+    async def save(self, state: TrainingState, *, versions: bool = True) -> list[ModelPublished]:
+        """Write `state`, and a new version of each model that learned since its last one
+        (with `versions` false: only of a model that has no version yet).
 
         Returns the new versions (to announce on `models`). On failure `state` is left
         as it was and the error is raised.
@@ -116,6 +117,7 @@ class CheckpointStore:
             name
             for name, score in learner.scores.items()
             if score.n_learned > state.published_n.get(name, 0)
+            and (versions or name not in state.versions)
         ]
         numbers = {name: await self.registry.next_version(name) for name in due}
         before = (dict(state.versions), dict(state.published_n), state.saved_at)

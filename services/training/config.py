@@ -17,6 +17,11 @@ class TrainingSettings(CommonSettings):
     # many consumed records, or this many seconds, whichever comes first; and at shutdown.
     checkpoint_every: int = Field(default=100_000, ge=1)
     checkpoint_seconds: float = Field(default=30.0, gt=0)
+    # A checkpoint also publishes a registry version of each model that learned when
+    # this long has passed since the last ones (0: every checkpoint); a model's first
+    # version comes at its first checkpoint. Versions are the history kept for
+    # rollback; serving follows the live slot (below) between them.
+    version_seconds: float = Field(default=600.0, ge=0)
     # Every model that learned is written to its live slot (what serving follows)
     # about this often (0: never; serving then swaps only on new versions).
     live_seconds: float = Field(default=0.5, ge=0)

@@ -6,8 +6,10 @@ partition's progress in the watermark, advance the learner as far as the waterma
 allows, publish the learner's predictions and wait for their acks. About every
 `live_seconds` each model that learned is written to its live slot in the registry
 (`live`), which serving follows. Every `checkpoint_every` records or
-`checkpoint_seconds`, and at shutdown, the state is checkpointed (with new model
-versions) and the versions are announced on `models`.
+`checkpoint_seconds`, and at shutdown, the state is checkpointed, with a new version
+of each model that learned when `version_seconds` have passed since the last ones
+(a model's first version comes at its first checkpoint); versions are announced on
+`models`.
 Every `COMMIT_SECONDS` the group's offsets are committed at what the learner has read,
 so lag tools see how far behind it is; they are not where a restart resumes.
 
@@ -143,6 +145,7 @@ class TrainingWorker:
         task: Task,
         clock: Callable[[], float] = time.monotonic,
         live_seconds: float = 0.5,
+        version_seconds: float = 0.0,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -158,6 +161,8 @@ class TrainingWorker:
         self.clock = clock
         self.listener = _Rebalance(self)
         self.live = LiveModels(registry, every_s=live_seconds)
+        self.version_seconds = version_seconds
+        self.last_versions = clock()  # when the last checkpoint published versions
         self.last_poll = clock()
         self.last_checkpoint = clock()
         self._since_checkpoint = 0  # records consumed since the last checkpoint
@@ -367,8 +372,11 @@ class TrainingWorker:
     async def checkpoint(self) -> None:
         """Save the state and new versions, announce them, commit the group offsets."""
         await self._await_acks()  # the state claims these predictions were published
-        published = await self.store.save(self.state)
+        versions = self.clock() - self.last_versions >= self.version_seconds
+        published = await self.store.save(self.state, versions=versions)
         self.last_checkpoint = self.clock()
+        if versions:
+            self.last_versions = self.last_checkpoint
         self._since_checkpoint = 0
         self._dirty = False
         metrics.CHECKPOINTS.inc()

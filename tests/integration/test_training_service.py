@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from aiokafka import AIOKafkaProducer
 from river import evaluate, linear_model, metrics, preprocessing, tree
 
@@ -29,6 +30,7 @@ from services.training.learner import OnlineLearner
 from shared.topics import ensure_topics
 from tests.support import (
     BOOTSTRAP,
+    REDIS_URL,
     ServiceProcess,
     kcat_produce,
     kcat_read,
@@ -188,11 +190,20 @@ def test_learner_counts_equal_rivers_through_kafka(
     assert all(len(partitions) > 1 for partitions in used.values()), used
 
     service = service_factory(
-        "training", PIPELINE_CONFIG=write_pipeline(tmp_path), IDLE_MS="1000"
+        "training",
+        PIPELINE_CONFIG=write_pipeline(tmp_path),
+        IDLE_MS="1000",
+        CHECKPOINT_EVERY="500",  # several checkpoints, versions only every VERSION_SECONDS
     ).start()
     reference = river_counts(weather, delay)
     body = wait_learned(service, N_ROWS)
     assert_counts_match_river(body, reference)
+    assert metric_value(service, "driftline_training_checkpoints_total") > 1
+    assert versions(body) == {name: 1 for name in MODELS}, "a model's first version, no more"
+    deadline = time.monotonic() + 5  # the live slot follows the learner within a second
+    while live_counts(prefix) != {name: N_ROWS for name in MODELS}:
+        assert time.monotonic() < deadline, live_counts(prefix)
+        time.sleep(0.1)
     assert (body["late"], body["duplicates"], body["expired"]) == (
         0,
         0,
@@ -256,6 +267,19 @@ def produce_chunk(prefix: str, rows: list[Row], start: int, stop: int, delay: in
     asyncio.run(send())
 
 
+def live_counts(prefix: str) -> dict[str, int]:
+    """Events learned per model, as its live slot in the registry says."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        found = {
+            name: client.hget(f"driftline:{prefix}registry:{name}:live", "n_learned")
+            for name in MODELS
+        }
+    finally:
+        client.close()
+    return {name: int(n) for name, n in found.items() if isinstance(n, bytes)}
+
+
 def versions(body: dict[str, Any]) -> dict[str, int]:
     return {m["name"]: int(m["version"]) for m in body["models"]}
 
@@ -272,6 +296,7 @@ def test_a_restart_mid_stream_neither_skips_nor_relearns(
         IDLE_MS="1000",
         CHECKPOINT_EVERY="700",
         CHECKPOINT_SECONDS="3600",
+        VERSION_SECONDS="0",  # a version at every checkpoint
     )
     produce_chunk(prefix, weather, 0, 1000, delay)
     service.start()
