@@ -14,6 +14,7 @@ the same documents. Models are strict: build them from JSON text with
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -52,8 +53,13 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-
 
 
 def _rfc3339(value: object) -> object:
-    if not isinstance(value, str):
-        return value
+    return _parse_rfc3339(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_rfc3339(value: str) -> datetime:
+    """Cached: the messages of a batch share times (one `time` per batch, one
+    `event_time` per event for each model's prediction). A datetime is immutable."""
     if not RFC3339.match(value):
         raise ValueError("not an RFC 3339 date-time with an offset")
     return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
