@@ -62,6 +62,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from math import isfinite
 from typing import Any
 
 from shared.messages import GLOBAL_KEY, Event
@@ -170,8 +171,14 @@ class FeatureComputer:
         self.numeric: tuple[str, ...] = features.numeric
         self.categorical: tuple[str, ...] = features.categorical
         self.aggregates: tuple[Aggregate, ...] = features.aggregates
+        self.aggregate_names: tuple[str, ...] = tuple(a.name for a in self.aggregates)
         self._fields = sorted({a.field for a in self.aggregates})
         self._windows_us = [a.window // _MICROSECOND for a in self.aggregates]
+        # Per aggregate: (feature name, field, window in microseconds, reducer).
+        self._plan = [
+            (a.name, a.field, w, _REDUCERS[a.how])
+            for a, w in zip(self.aggregates, self._windows_us, strict=True)
+        ]
         largest = max(self._windows_us, default=0)
         self._retention_us = largest + allowed_lateness // _MICROSECOND
         self._max_entries = max_entries
@@ -193,11 +200,16 @@ class FeatureComputer:
         self, event: Event, state: EntityState | None
     ) -> tuple[dict[str, float | None], EntityState]:
         """The vector as of `event` (included in its windows) and the entity's new state."""
-        vector: dict[str, float | None] = {
-            name: to_float(event.features.get(name)) for name in self.numeric
-        }
+        features = event.features
+        vector: dict[str, float | None] = {}
+        for name in self.numeric:
+            value = features.get(name)
+            # A float is the usual value: the fast path of `to_float`.
+            vector[name] = (
+                (value if isfinite(value) else None) if type(value) is float else to_float(value)
+            )
         for name in self.categorical:
-            key = category_key(name, event.features.get(name))
+            key = category_key(name, features.get(name))
             if key is not None:
                 vector[key] = 1.0
         if not self.aggregates:
@@ -208,9 +220,7 @@ class FeatureComputer:
         now = time_us(event.event_time)
         if event.event_id in columns["id"]:  # a redelivery: same vector, same state
             return self._windows(vector, _arrived_by(columns, event.event_id), now), state
-        added = self._add(columns, now, event)
-        self._windows(vector, added, now)
-        return vector, self._expire(added, now, state)
+        return vector, self._add(vector, columns, now, event, state)
 
     def seen(self, state: EntityState | None, event_id: str) -> bool:
         """Whether `state` holds `event_id` (its event was handled before)."""
@@ -221,53 +231,86 @@ class FeatureComputer:
     ) -> dict[str, float | None]:
         times = columns["t"]
         hi = bisect_right(times, now)
-        for aggregate, window in zip(self.aggregates, self._windows_us, strict=True):
+        for name, field, window, reduce in self._plan:
             lo = bisect_right(times, now - window, 0, hi)
-            column = columns["x"].get(aggregate.field)
+            column = columns["x"].get(field)
             values = column[lo:hi] if column is not None else []
             if None in values:
                 values = [v for v in values if v is not None]
-            vector[aggregate.name] = _REDUCERS[aggregate.how](values)
+            vector[name] = reduce(values)
         return vector
 
-    def _add(self, columns: EntityState, now: int, event: Event) -> EntityState:
-        """New columns with `event` inserted in time order (after equal times)."""
-        at = bisect_right(columns["t"], now)
+    def _add(
+        self,
+        vector: dict[str, float | None],
+        columns: EntityState,
+        now: int,
+        event: Event,
+        before: EntityState,
+    ) -> EntityState:
+        """Put the windows of `event` into `vector`; the state with `event` inserted in time
+        order (after equal times) and the entries past retention or the bound dropped, or
+        `before` if the new event itself is not kept (too late: answered, not stored).
+
+        The windows are over the entries with the new one in, before any are dropped, as
+        if the new columns were built first; only the columns that are kept are copied.
+        """
+        times = columns["t"]
+        size = len(times)
+        at = bisect_right(times, now)
+        features = event.features
+        x = columns["x"]
+        news = {field: to_float(features.get(field)) for field in self._fields}
+        for name, field, window, reduce in self._plan:
+            start = now - window
+            if start >= now:
+                values: list[Any] = []
+            else:
+                lo = bisect_right(times, start, 0, at)
+                column = x.get(field) or [None] * size
+                values = column[lo:at]
+                values.append(news[field])
+                if None in values:
+                    values = [v for v in values if v is not None]
+            vector[name] = reduce(values)
+
+        # Entries (the new one in) at or before the horizon go, then the oldest past the bound.
+        latest = now if at == size else times[-1]
+        horizon = latest - self._retention_us
+        expired = bisect_right(times, horizon) + (1 if now <= horizon else 0)
+        drop = max(expired, size + 1 - self._max_entries)
         number = columns["next"]
-        x = {}
-        for field in self._fields:
-            column = columns["x"].get(field) or [None] * len(columns["t"])
-            x[field] = [*column[:at], to_float(event.features.get(field)), *column[at:]]
-
-        def put(column: list[Any], value: Any) -> list[Any]:
-            return [*column[:at], value, *column[at:]]
-
+        if drop > 0:
+            last_dropped = drop - 1
+            time_dropped = (
+                times[last_dropped]
+                if last_dropped < at
+                else (now if last_dropped == at else times[last_dropped - 1])
+            )
+            if time_dropped >= now and number in _put(columns["n"], at, number, 0)[:drop]:
+                return before
         return {
             "v": STATE_VERSION,
-            "t": put(columns["t"], now),
-            "id": put(columns["id"], event.event_id),
-            "n": put(columns["n"], number),
+            "t": _put(times, at, now, drop),
+            "id": _put(columns["id"], at, event.event_id, drop),
+            "n": _put(columns["n"], at, number, drop),
             "next": number + 1,
-            "x": x,
+            "x": {
+                field: _put(x.get(field) or [None] * size, at, news[field], drop)
+                for field in self._fields
+            },
         }
 
-    def _expire(self, columns: EntityState, now: int, before: EntityState) -> EntityState:
-        """`columns` without the entries past retention or the bound; `before` if the
-        new event itself is not kept (too late: answered, not stored)."""
-        times = columns["t"]
-        horizon = times[-1] - self._retention_us
-        drop = max(bisect_right(times, horizon), len(times) - self._max_entries)
-        if drop == 0:
-            return columns
-        if times[drop - 1] >= now and columns["next"] - 1 in columns["n"][:drop]:
-            return before
-        return {
-            **columns,
-            "t": times[drop:],
-            "id": columns["id"][drop:],
-            "n": columns["n"][drop:],
-            "x": {field: column[drop:] for field, column in columns["x"].items()},
-        }
+
+def _put(column: list[Any], at: int, value: Any, drop: int) -> list[Any]:
+    """`column` with `value` inserted at `at`, then without its first `drop` entries."""
+    if drop > at:
+        return column[drop - 1 :]
+    if at == len(column):  # the usual case: the newest event so far
+        new = column[drop:]
+        new.append(value)
+        return new
+    return [*column[drop:at], value, *column[at:]]
 
 
 def _columns(state: EntityState) -> EntityState:

@@ -59,7 +59,7 @@ from services.features.handlers import (
     BatchPlan,
     RawEvent,
     find_gaps,
-    newest_rows,
+    newest,
     plan_batch,
     unhandled,
 )
@@ -294,11 +294,11 @@ class FeaturesService:
         return plan
 
     async def _publish(self, plan: BatchPlan) -> None:
-        rows = newest_rows([c.row for c in plan.computed])
+        rows = [c.row for c in newest(plan.computed)]
         written = await self._write_rows(rows)
         metrics.REDIS_WRITES.inc(written)
         metrics.STALE_WRITES.inc(len(rows) - written)
-        vectors = [(c.vector.key().encode(), c.vector.to_json()) for c in plan.computed]
+        vectors = [(c.key(), c.vector_json()) for c in plan.computed]
         await produce_all(kafka_producer(self.app), self.topics.features, vectors)
         now_ms = time.time() * 1000
         for computed in plan.computed:

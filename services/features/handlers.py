@@ -25,7 +25,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from math import isfinite
+from typing import Any, Protocol
+
+import orjson
 
 from shared.feature_store import EntityRow
 from shared.features import EntityState, FeatureComputer
@@ -41,6 +44,7 @@ __all__ = [
     "StateStore",
     "compute_features",
     "find_gaps",
+    "newest",
     "newest_rows",
     "plan_batch",
     "unhandled",
@@ -61,12 +65,61 @@ class RawEvent:
 
 @dataclass(frozen=True)
 class FeaturesComputed:
-    """The outcome of one valid event: what to publish and what to store."""
+    """The outcome of one valid event: its vector's values and the entity's state after it.
 
-    vector: FeatureVector
-    row: EntityRow
+    The `features` message is encoded straight from these values (`vector_json`); the
+    typed `vector` and the entity's `row` are built when asked for.
+    """
+
+    event: Event
+    entity_id: str  # the key of its state and row: the event's entity, or "global"
+    features: dict[str, float | None]
+    state: EntityState
+    feature_set_version: str
     duplicate: bool  # its event_id was already in the entity's state
     timestamp_ms: int | None = None
+
+    @property
+    def vector(self) -> FeatureVector:
+        """The `features` message as the typed model (what `vector_json` encodes)."""
+        return FeatureVector(**_vector_fields(self.event, self.features, self.feature_set_version))
+
+    def vector_json(self) -> bytes:
+        """The `features` message, encoded without building the model.
+
+        Its values are finite floats or None (`compute_features` refuses any other) and
+        its ids and time come from a valid `Event`, so it is a valid `FeatureVector`.
+        """
+        fields = _vector_fields(self.event, self.features, self.feature_set_version)
+        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+
+    def key(self) -> bytes:
+        """The `features` message's key: the entity id, or "global"."""
+        return self.entity_id.encode()
+
+    @property
+    def row(self) -> EntityRow:
+        """The entity's row in the online store as of this event."""
+        event = self.event
+        return EntityRow(
+            entity_id=self.entity_id,
+            event_time=event.event_time,
+            event_id=event.event_id,
+            features=self.features,
+            raw=dict(event.features),
+            state=self.state,
+        )
+
+
+def _vector_fields(event: Event, features: dict[str, float | None], version: str) -> dict[str, Any]:
+    """The fields of the `features` message, in its order."""
+    return {
+        "event_id": event.event_id,
+        "entity_id": event.entity_id,
+        "event_time": event.event_time,
+        "features": features,
+        "feature_set_version": version,
+    }
 
 
 @dataclass(frozen=True)
@@ -149,28 +202,32 @@ def find_gaps(
 
 
 def compute_features(
-    event: Event, state: EntityState | None, computer: FeatureComputer
+    event: Event,
+    state: EntityState | None,
+    computer: FeatureComputer,
+    timestamp_ms: int | None = None,
 ) -> tuple[FeaturesComputed, EntityState]:
-    """One event's vector and entity row, and the entity's new state."""
-    entity = computer.entity_of(event)
+    """One event's vector values, and the entity's new state."""
     values, new_state = computer.compute(event, state)
-    vector = FeatureVector(
-        event_id=event.event_id,
-        entity_id=event.entity_id,
-        event_time=event.event_time,
-        features=values,
-        feature_set_version=computer.version,
+    for name in computer.aggregate_names:
+        value = values[name]
+        if value is not None and not isfinite(value):  # a std past float's range
+            # Refused (ValidationError), as building the typed message always did.
+            FeatureVector(**_vector_fields(event, values, computer.version))
+    # `compute` returns the state it was given only for a redelivery or a too-late event.
+    duplicate = (
+        new_state is state and bool(computer.aggregates) and computer.seen(state, event.event_id)
     )
-    row = EntityRow(
-        entity_id=entity,
-        event_time=event.event_time,
-        event_id=event.event_id,
-        features=values,
-        raw=dict(event.features),
-        state=new_state,
+    computed = FeaturesComputed(
+        event,
+        computer.entity_of(event),
+        values,
+        new_state,
+        computer.version,
+        duplicate,
+        timestamp_ms,
     )
-    duplicate = bool(computer.aggregates) and computer.seen(state, event.event_id)
-    return FeaturesComputed(vector, row, duplicate), new_state
+    return computed, new_state
 
 
 def plan_batch(
@@ -178,9 +235,11 @@ def plan_batch(
 ) -> BatchPlan:
     """Handle records in order; states are updated as it goes (a state changes only by identity)."""
     plan = BatchPlan()
+    computed_add = plan.computed.append
     for record in records:
         result = parse_message(Event, record.value)
-        if result.message is None:
+        event = result.message
+        if event is None:
             first = result.errors[0]
             log.warning(
                 "invalid event skipped partition=%s offset=%s code=%s field=%s: %s",
@@ -192,16 +251,23 @@ def plan_batch(
             )
             plan.invalid.append(InvalidEvent(record, result.errors))
             continue
-        event = result.message
         entity = computer.entity_of(event)
         state = states.get(entity)
-        computed, new_state = compute_features(event, state, computer)
+        computed, new_state = compute_features(event, state, computer, record.timestamp_ms)
         if new_state is not state:
             states.set(entity, new_state, record.partition)
-        plan.computed.append(
-            FeaturesComputed(computed.vector, computed.row, computed.duplicate, record.timestamp_ms)
-        )
+        computed_add(computed)
     return plan
+
+
+def newest(computed: Sequence[FeaturesComputed]) -> list[FeaturesComputed]:
+    """Each entity's newest outcome of a batch, as `newest_rows` picks rows."""
+    kept: dict[str, FeaturesComputed] = {}
+    for one in computed:
+        other = kept.get(one.entity_id)
+        if other is None or one.event.event_time >= other.event.event_time:
+            kept[one.entity_id] = one
+    return list(kept.values())
 
 
 def newest_rows(rows: Sequence[EntityRow]) -> list[EntityRow]:

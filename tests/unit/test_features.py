@@ -8,14 +8,14 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 import pytest
 
 from services.features.handlers import DictStateStore, RawEvent, plan_batch
 from shared.features import EntityState, FeatureComputer, category_key, empty_state, to_float
-from shared.messages import Event
+from shared.messages import Event, FeatureVector
 from shared.pipeline import PipelineConfig
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -352,3 +352,36 @@ def test_plan_batch_skips_invalid_records_and_keeps_state_per_entity() -> None:
     assert plan.computed[1].row.state == states.data["a"]
     assert plan.computed[0].vector.feature_set_version == computer.version
     assert math.isclose(plan.computed[1].row.features["x_sum_1h"] or 0, 3.0)
+
+
+def test_the_vector_json_is_the_typed_message() -> None:
+    """`vector_json` (orjson from plain values) validates as the `FeatureVector` the typed
+    model builds, and says the same as the model's own JSON."""
+    computer = FeatureComputer(
+        _pipeline(
+            numeric=["x", "s"],
+            categorical=["c"],
+            aggregates=[{"field": "x", "how": h, "window": "1h"} for h in HOWS],
+        )
+    )
+    plus2 = timezone(timedelta(hours=2))
+    raws = [
+        b'{"event_id": "e1", "event_time": "2024-05-01T12:00:00Z", "entity_id": "a",'
+        b' "features": {"x": 1.5, "s": "2.5", "c": "NL"}}',
+        b'{"event_id": "e2", "event_time": "2024-05-01T12:00:00.000123+02:00",'
+        b' "features": {"x": 10, "c": true}}',
+        b'{"event_id": "e3", "event_time": "2024-05-01t12:30:00.5z", "entity_id": "a",'
+        b' "features": {"x": null, "s": "n/a"}}',
+        _event("e4", T0.astimezone(plus2), {"x": 1e150, "c": 7}, "b").to_json(),
+        _event("e5", T0 + timedelta(microseconds=1), {"x": -0.0}, "b").to_json(),
+        _event("e1", T0, {"x": 1.5}, "a").to_json(),  # a redelivery
+    ]
+    plan = plan_batch(
+        [RawEvent(0, i, v, None) for i, v in enumerate(raws)], DictStateStore(), computer
+    )
+    assert len(plan.computed) == len(raws)
+    for computed in plan.computed:
+        encoded = computed.vector_json()
+        assert FeatureVector.model_validate_json(encoded) == computed.vector
+        assert json.loads(encoded) == json.loads(computed.vector.to_json())
+        assert computed.key() == computed.vector.key().encode()
