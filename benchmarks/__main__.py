@@ -31,6 +31,7 @@ from benchmarks.learning import (
 )
 from benchmarks.monitoring import run_monitoring_bench
 from benchmarks.report import Row, print_table, write_results
+from benchmarks.served import run_served_bench
 from benchmarks.stack import BenchStack
 from benchmarks.stream import flowing
 from benchmarks.sustained import RATES, run_sustained_bench
@@ -126,6 +127,7 @@ def main() -> None:
         ),
         ("serving, quiet", lambda: bench_serving_quiet(load_s)),
         ("serving, stream", lambda: bench_serving_under_stream(n * 4, 1000, load_s)),
+        ("served accuracy", run_served_bench),
         (
             "whole loop sustained, freshness",
             lambda: run_sustained_bench(RATES, hold_s, probes=100 if args.quick else 200),
