@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from shared import validation
 from shared.messages import Event, Label
 from shared.validation import validate_raw
 
@@ -144,3 +147,102 @@ def test_labels_keep_their_json_type(label: bytes) -> None:
         result.message.to_json()
         == b'{"event_id":"e1","label":' + label + b',"label_time":null,"entity_id":null}'
     )
+
+
+# The fast path: the usual message is parsed once, by the model, after a cheap check
+# that the strict decoder would accept it. It must never accept what the strict path
+# refuses, nor answer differently.
+def _strict_path(message_type: type[Event] | type[Label], raw: bytes) -> object:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "_plainly_strict", lambda raw: False)
+        return validate_raw(message_type, raw)
+
+
+TIME = b'"event_time": "2024-05-01T12:00:00Z"'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        GOOD,
+        b'{"event_id": "e1", ' + TIME + b', "features": {"url": "http://x:80/a", "k:v": 1}}',
+        b'{"event_id": "e1", ' + TIME + b', "features": {"big": 123456789012345678901234567890}}',
+        b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1e308, "y": -0, "z": 5e-324}}',
+    ],
+)
+def test_the_usual_valid_message_takes_the_fast_path(raw: bytes) -> None:
+    assert validation._plainly_strict(raw)
+    result = validate_raw(Event, raw)
+    assert result.ok and result == _strict_path(Event, raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        # duplicate keys: orjson and the model keep the last one silently
+        (b'{"event_id": "e1", "event_id": "e2", ' + TIME + b', "features": {}}', "invalid_json"),
+        (b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1, "x": 2}}', "invalid_json"),
+        (b'{"event_id": "e1", ' + TIME + b', "features": {"x": "a:b", "x": "c"}}', "invalid_json"),
+        (b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1, "x": "\\""}}', "invalid_json"),
+        (
+            b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1, "x": "\\u003a"}}',
+            "invalid_json",
+        ),
+        # numbers that are not finite floats
+        (b'{"event_id": "e1", ' + TIME + b', "features": {"x": NaN}}', "invalid_json"),
+        (b'{"event_id": "e1", ' + TIME + b', "features": {"x": -Infinity}}', "invalid_json"),
+        (b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1e999}}', "invalid_json"),
+        (
+            b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1' + b"0" * 400 + b"}}",
+            "invalid_json",
+        ),
+        (
+            b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1.7976931348623159e308}}',
+            "invalid_json",
+        ),
+        # text the strict decoder refuses
+        (b'\xef\xbb\xbf{"event_id": "e1", ' + TIME + b', "features": {}}', "invalid_json"),
+        (b'{"event_id": "e\xc0\xaf", ' + TIME + b', "features": {}}', "invalid_utf8"),
+        (b'{"event_id": "e\x01", ' + TIME + b', "features": {}}', "invalid_json"),
+        (b"[" * 5000 + b"]" * 5000, "invalid_json"),
+    ],
+)
+def test_the_fast_path_refuses_what_the_strict_decoder_refuses(raw: bytes, code: str) -> None:
+    result = validate_raw(Event, raw)
+    assert [e.code for e in result.errors] == [code]
+    assert result == _strict_path(Event, raw)
+
+
+def test_the_fast_path_leaves_escapes_and_deep_nesting_to_the_strict_decoder() -> None:
+    escaped = b'{"event_id": "e\\u0031", ' + TIME + b', "features": {}}'
+    assert not validation._plainly_strict(escaped)
+    assert validate_raw(Event, escaped).message is not None
+    deep = b'{"a": ' * 17 + b"1" + b"}" * 17
+    assert not validation._plainly_strict(deep)
+    assert validation._plainly_strict(b'{"a": ' * 16 + b"1" + b"}" * 16)
+
+
+def _mutants(seed: int, count: int) -> list[bytes]:
+    """Valid messages with random edits: dropped bytes, duplicated keys, stray tokens."""
+    rng = random.Random(seed)
+    bases = [GOOD, b'{"event_id": "e1", "label": 1, "label_time": "2024-05-01T12:00:00Z"}']
+    tokens = [b'"x"', b', "x": 2', b', "event_id": "e9"', b"NaN", b"1e999", b"1" + b"0" * 320]
+    tokens += [b"{", b"}", b"[", b"]", b",", b":", b'"\\u003a"', b"\\", b"\xff", b" ", b"1.5"]
+    out = []
+    for _ in range(count):
+        raw = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(raw))
+            if rng.random() < 0.3:
+                del raw[at : at + rng.randint(1, 3)]
+            else:
+                raw[at:at] = rng.choice(tokens)
+        out.append(bytes(raw))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_and_strict_paths_agree_on_mangled_messages(seed: int) -> None:
+    for raw in _mutants(seed, 1500):
+        for message_type in (Event, Label):
+            assert validate_raw(message_type, raw) == _strict_path(message_type, raw), raw
