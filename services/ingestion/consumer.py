@@ -10,12 +10,11 @@ per event_id except for a crash between the acks and the `remember` write.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.ingestion import metrics
-from services.ingestion.handlers import BatchPlan, RawRecord, plan_batch
+from services.ingestion.handlers import RawRecord, plan_batch
 from services.ingestion.seen import SeenStore
 from shared.batch_loop import Batch, BatchLoop
 from shared.kafka import send_all
@@ -64,17 +63,5 @@ class IngestionWorker(BatchLoop):
         sent = [f for t, items in by_topic.items() for f in await send_all(self.producer, t, items)]
         await asyncio.gather(*sent)  # every output acknowledged before it is remembered
         await self.seen.remember(plan.remember, self.dedup_window_s)
-        self._count(plan)
+        metrics.count_outputs(plan.outputs)
         await self.commit(batch)
-
-    def _count(self, plan: BatchPlan) -> None:
-        now_ms = time.time() * 1000
-        for out in plan.outputs:
-            if out.outcome == "accepted":
-                metrics.ACCEPTED.labels(out.kind).inc()
-            else:
-                metrics.DEAD_LETTERED.labels(out.kind, out.code or "unknown").inc()
-                if out.outcome == "duplicate":
-                    metrics.DUPLICATES.labels(out.kind).inc()
-            if out.timestamp_ms is not None:
-                metrics.LATENCY.observe(max(0.0, (now_ms - out.timestamp_ms) / 1000))

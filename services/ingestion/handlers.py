@@ -19,8 +19,9 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
+from services.ingestion.encoding import message_json
 from services.ingestion.seen import SeenRecord, SeenStore
 from shared.clock import utcnow
 from shared.messages import GLOBAL_KEY, DeadLetter, ErrorDetail, Event, Label
@@ -42,8 +43,9 @@ Outcome = Literal["accepted", "dead_lettered", "duplicate"]
 MAX_ERRORS_KEPT = 50
 
 
-@dataclass(frozen=True)
-class RawRecord:
+class RawRecord(NamedTuple):
+    """One raw Kafka record (a named tuple: thousands are made per batch)."""
+
     topic: str
     partition: int
     offset: int
@@ -56,9 +58,8 @@ class RawRecord:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
-@dataclass(frozen=True)
-class Output:
-    """One message to produce, and what it means for the metrics."""
+class Output(NamedTuple):
+    """One message to produce, and what it means for the metrics (a named tuple)."""
 
     topic: str
     key: bytes | None
@@ -147,6 +148,7 @@ async def plan_batch(
     now: datetime | None = None,
 ) -> BatchPlan:
     now = now or utcnow()
+    latest = now + timedelta(seconds=max_future_s)
     plan = BatchPlan()
     checked: list[tuple[RawRecord, Kind, ValidationResult[Event] | ValidationResult[Label]]] = []
     for record in records:
@@ -185,9 +187,12 @@ async def plan_batch(
 
     for record, kind, result in checked:
         message: Event | Label | None = result.message
-        errors = result.errors if message is None else check_time(message, now, max_future_s)
-        if message is None or errors:
-            dlq(record, kind, errors, "dead_lettered")
+        if message is None:
+            dlq(record, kind, result.errors, "dead_lettered")
+            continue
+        at = message.event_time if isinstance(message, Event) else message.label_time
+        if at is not None and not EARLIEST <= at <= latest:  # check_time's test, hoisted
+            dlq(record, kind, check_time(message, now, max_future_s), "dead_lettered")
             continue
         key = _seen_key(kind, message.event_id)
         previous = plan.remember.get(key) or stored.get(key)
@@ -217,7 +222,7 @@ async def plan_batch(
             Output(
                 out_topic,
                 out_key.encode(),
-                message.to_json(),
+                message_json(message),
                 kind,
                 "accepted",
                 None,

@@ -6,9 +6,12 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from services.ingestion.handlers import RawRecord, plan_batch
+from prometheus_client import REGISTRY
+
+from services.ingestion.handlers import Output, RawRecord, plan_batch
+from services.ingestion.metrics import count_outputs
 from services.ingestion.seen import InMemorySeenStore, SeenRecord
-from shared.messages import DeadLetter
+from shared.messages import DeadLetter, Event
 from shared.topics import Topics
 
 TOPICS = Topics()
@@ -138,3 +141,38 @@ async def test_a_time_the_loop_cannot_order_by_is_dead_lettered() -> None:
     assert [e.field for e in letters] == ["event_time", "event_time", "label_time"]
     assert "more than 86400 s ahead" in letters[0].message
     assert "before 1900-01-01" in letters[1].message
+
+
+async def test_an_accepted_message_is_written_as_the_model_writes_it() -> None:
+    raw = event("e1")
+    plan = await plan_batch([raw, label("e1")], topics=TOPICS, seen=InMemorySeenStore())
+    assert raw.value is not None
+    assert plan.outputs[0].value == Event.model_validate_json(raw.value).to_json()
+    assert (
+        plan.outputs[1].value == b'{"event_id":"e1","label":1,"label_time":null,"entity_id":null}'
+    )
+
+
+def test_the_batch_is_counted_once_per_label_set() -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    outputs = [
+        Output("events", b"u1", b"{}", "event", "accepted", None, 1),
+        Output("events", b"u1", b"{}", "event", "accepted", None, None),
+        Output("labels", b"u1", b"{}", "label", "accepted", None, 1),
+        Output("ingest.dlq", None, b"{}", "event", "duplicate", "duplicate", 1),
+        Output("ingest.dlq", None, b"{}", "event", "dead_lettered", "invalid_json", 1),
+    ]
+    names = [
+        ("driftline_ingestion_accepted_total", {"kind": "event"}, 2),
+        ("driftline_ingestion_accepted_total", {"kind": "label"}, 1),
+        ("driftline_ingestion_dead_lettered_total", {"kind": "event", "code": "duplicate"}, 1),
+        ("driftline_ingestion_dead_lettered_total", {"kind": "event", "code": "invalid_json"}, 1),
+        ("driftline_ingestion_duplicates_total", {"kind": "event"}, 1),
+        ("driftline_ingestion_latency_seconds_count", {}, 4),
+    ]
+    before = [value(name, **labels) for name, labels, _ in names]
+    count_outputs(outputs)
+    after = [value(name, **labels) for name, labels, _ in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [n for _, _, n in names]
