@@ -21,8 +21,9 @@ is at least once (a crash between the vectors' acks and the offsets' changelog
 republishes a batch); a redelivered event finds its event_id in the state and yields the
 same vector again without counting twice.
 
-What the service does around faust rather than through it (a leaner fetch loop, the
-producer for whole batches) is in `services.features.faust_io`.
+What the service does around faust rather than through it (a leaner fetch loop, batches
+taken from the stream's queue in one go, the producer for whole batches) is in
+`services.features.faust_io`.
 
 While Redis is down the batch waits (retrying, `/healthz` 503) and nothing is
 acknowledged; a SIGTERM then waits too, since committing would skip those events.
@@ -43,7 +44,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import faust
 from aiokafka import TopicPartition
 from faust.tables.manager import TableManager
 from faust.types import FutureMessage, StreamT, TableT
@@ -54,7 +54,7 @@ from redis.exceptions import RedisError
 
 from services.features import metrics
 from services.features.config import FeaturesSettings
-from services.features.faust_io import FeaturesApp, kafka_producer
+from services.features.faust_io import FeaturesApp, kafka_producer, take_events
 from services.features.handlers import (
     BatchPlan,
     RawEvent,
@@ -205,9 +205,7 @@ class FeaturesService:
 
     async def _agent(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            settings.batch_size, settings.batch_within_s
-        )
+        batches = take_events(stream, settings.batch_size, settings.batch_within_s)
         async for events in batches:
             records = [
                 RawEvent(

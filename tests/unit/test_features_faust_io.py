@@ -1,12 +1,15 @@
-"""The features service's eager record delivery (services.features.faust_io)."""
+"""The features service's eager record delivery and batch taking (services.features.faust_io)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from services.features.faust_io import _finish
+from services.features.faust_io import _finish, take_events
 
 
 async def _waits_then_returns(log: list[str]) -> int:
@@ -44,5 +47,90 @@ def test_cancelling_the_rest_of_a_delivery_cancels_the_delivery() -> None:
         with pytest.raises(asyncio.CancelledError):
             await rest
         assert coro.cr_frame is None  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+
+
+class _Message:
+    def __init__(self, offset: int, generation_id: int = 1) -> None:
+        self.topic, self.tp, self.offset = "events", ("events", 0), offset
+        self.generation_id = generation_id
+        self.tracked = False
+
+
+class _Event:
+    def __init__(self, offset: int, generation_id: int = 1) -> None:
+        self.message = _Message(offset, generation_id)
+
+
+class _Stream:
+    """What `take_events` uses of a faust stream and its app, in memory."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[_Event] = asyncio.Queue()
+        self.channel = SimpleNamespace(queue=self.queue)
+        self.acked: list[int] = []
+        self.tracked: list[int] = []
+        self.active = True
+        self.should_stop = False
+        self.events_total = 0
+        self.app = SimpleNamespace(
+            consumer=SimpleNamespace(track_message=lambda m: self.tracked.append(m.offset)),
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+            flow_control=SimpleNamespace(is_active=lambda: self.active),
+            sensors=SimpleNamespace(on_stream_event_in=lambda *args: None),
+            consumer_generation_id=1,
+        )
+
+    async def maybe_start(self) -> bool:
+        return False
+
+    async def ack(self, event: _Event) -> bool:
+        self.acked.append(event.message.offset)
+        return True
+
+
+def _offsets(events: list[Any]) -> list[int]:
+    return [e.message.offset for e in events]
+
+
+def test_take_events_takes_what_is_queued_at_most_max_at_a_time_acking_after_each() -> None:
+    async def main() -> None:
+        stream = _Stream()
+        for offset in range(5):
+            stream.queue.put_nowait(_Event(offset))
+        batches = take_events(cast(Any, stream), 2, 0.05)
+        assert _offsets(await anext(batches)) == [0, 1]
+        assert stream.acked == []  # not before the agent is done with them
+        assert _offsets(await anext(batches)) == [2, 3]
+        assert stream.acked == [0, 1]
+        started = time.monotonic()
+        assert _offsets(await anext(batches)) == [4]  # not full: after `within`
+        assert time.monotonic() - started >= 0.04
+        await batches.aclose()
+        assert stream.acked == [0, 1, 2, 3, 4]
+        assert stream.tracked == [0, 1, 2, 3, 4]
+        assert stream.events_total == 5
+
+    asyncio.run(main())
+
+
+def test_take_events_waits_within_for_more_and_drops_events_of_a_past_generation() -> None:
+    async def main() -> None:
+        stream = _Stream()
+        stream.queue.put_nowait(_Event(0, generation_id=0))  # fetched before a rebalance
+        stream.queue.put_nowait(_Event(1))
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, stream.queue.put_nowait, _Event(2))
+        batches = take_events(cast(Any, stream), 10, 0.1)
+        assert _offsets(await anext(batches)) == [1, 2]
+        stream.active = False  # flow control suspended: a rebalance
+        stream.queue.put_nowait(_Event(3))
+        loop.call_later(0.01, setattr, stream, "active", True)
+        loop.call_later(0.02, stream.queue.put_nowait, _Event(4))
+        assert _offsets(await anext(batches)) == [4]
+        await batches.aclose()
+        assert stream.acked == [1, 2, 4]
+        assert stream.tracked == [1, 2, 4]
 
     asyncio.run(main())
