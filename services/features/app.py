@@ -38,6 +38,7 @@ recovered its state and is not rebalancing, and the last Redis write did not fai
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from datetime import timedelta
@@ -205,6 +206,10 @@ class FeaturesService:
 
     async def _agent(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
+        # What start-up built lives as long as the worker: keep it out of the
+        # collector's full passes.
+        gc.collect()
+        gc.freeze()
         batches = take_events(stream, settings.batch_size, settings.batch_within_s)
         async for events in batches:
             records = [
