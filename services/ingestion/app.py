@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from services.ingestion.api import router
 from services.ingestion.config import IngestionSettings
 from services.ingestion.consumer import IngestionWorker
-from services.ingestion.seen import RedisSeenStore
+from services.ingestion.seen import RedisSeenStore, pack_with_hiredis
 from shared import health, tasks
 from shared.kafka import make_consumer, make_producer
 from shared.topics import Topics, ensure_topics
@@ -31,7 +31,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.kafka_bootstrap_servers
         await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
-        redis = Redis.from_url(settings.redis_url)
+        redis = pack_with_hiredis(Redis.from_url(settings.redis_url))
         producer = make_producer(bootstrap, client_id="driftline-ingestion")
         consumer = make_consumer(
             topics.events_raw,

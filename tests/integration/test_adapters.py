@@ -9,7 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
-from services.ingestion.seen import RedisSeenStore, SeenRecord
+from services.ingestion.seen import RedisSeenStore, SeenRecord, pack_with_hiredis
 from shared.topics import TOPICS, ensure_topics
 from tests.support import BOOTSTRAP, REDIS_URL
 
@@ -48,5 +48,20 @@ async def test_redis_seen_store_remembers_with_a_ttl(prefix: str) -> None:
         assert 0 < await redis.pttl(f"test:{prefix}:event:a") <= 1000
         await asyncio.sleep(1.2)
         assert await store.lookup(["event:a"]) == [None]
+    finally:
+        await redis.aclose()
+
+
+async def test_redis_seen_store_with_hiredis_packing_round_trips_a_batch(prefix: str) -> None:
+    redis = pack_with_hiredis(Redis.from_url(REDIS_URL))
+    store = RedisSeenStore(redis, namespace=f"test:{prefix}")
+    records = {
+        f"event:é{i}": SeenRecord(f"events.raw/0/{i}", None if i % 3 else f"u{i}")
+        for i in range(3000)
+    }
+    try:
+        await store.remember(records, ttl_s=60)
+        assert await store.lookup([*records, "event:other"]) == [*records.values(), None]
+        assert 59_000 < await redis.pttl(f"test:{prefix}:event:é7") <= 60_000
     finally:
         await redis.aclose()
