@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import gc
+
 import uvicorn
 
 from services.training.app import create_app
 from services.training.config import TrainingSettings
 from shared.logs import configure_logging
 
+# As in monitoring: predictions wait a little for their label (or for the watermark),
+# and with Python's default (700, 10, 10) they reach the oldest generation, whose full
+# collections then walk the learner's whole state again and again. Young generations
+# this size let them die young instead.
+GC_THRESHOLDS = (50_000, 20, 100)
+
 
 def main() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
     settings = TrainingSettings()
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

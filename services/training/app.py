@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -107,6 +108,10 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         )
         consumer.subscribe([topics.features, topics.labels], listener=worker.listener)
         metrics.LEARNER.source = lambda: worker.state.learner
+        # what start-up built (the restored state, the models) lives as long as the
+        # process: keep it out of the collector's full passes
+        gc.collect()
+        gc.freeze()
         task = tasks.start(worker.run(), name="training-loop")
         app.state.settings = settings
         app.state.registry = registry
