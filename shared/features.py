@@ -110,6 +110,13 @@ def to_float(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _to_float(value: object) -> float | None:
+    """`to_float`, a float (the usual value) first."""
+    if type(value) is float:
+        return value if isfinite(value) else None
+    return to_float(value)
+
+
 def category_key(name: str, value: object) -> str | None:
     """The one-hot key of a categorical value, or None when there is no value.
 
@@ -147,6 +154,52 @@ _REDUCERS: dict[str, Callable[[Sequence[float]], float | None]] = {
 }
 
 
+def _present(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def _sum_over_gaps(values: list[float | None]) -> float:
+    try:
+        return math.fsum(values)  # type: ignore[arg-type]  # a None raises TypeError
+    except TypeError:
+        return math.fsum(_present(values))
+
+
+def _mean_over_gaps(values: list[float | None]) -> float | None:
+    if not values:
+        return None
+    try:
+        return math.fsum(values) / len(values)  # type: ignore[arg-type]
+    except TypeError:
+        present = _present(values)
+        return math.fsum(present) / len(present) if present else None
+
+
+def _extreme_over_gaps(
+    pick: Callable[[list[float | None]], float | None],
+) -> Callable[[list[float | None]], float | None]:
+    def reduce(values: list[float | None]) -> float | None:
+        try:  # a lone None is its own answer; a None beside anything raises TypeError
+            return pick(values) if values else None
+        except TypeError:
+            present = _present(values)
+            return pick(present) if present else None  # type: ignore[arg-type]
+
+    return reduce
+
+
+# `_REDUCERS[how]` of the values that are not None, taking a list that may hold None
+# (a missing value) without looking for one first when it can tell otherwise.
+_OVER_GAPS: dict[str, Callable[[list[float | None]], float | None]] = {
+    "count": lambda values: float(len(values) - values.count(None)),
+    "sum": _sum_over_gaps,
+    "mean": _mean_over_gaps,
+    "min": _extreme_over_gaps(min),  # type: ignore[arg-type]
+    "max": _extreme_over_gaps(max),  # type: ignore[arg-type]
+    "std": lambda values: _std(_present(values) if None in values else values),  # type: ignore[arg-type]
+}
+
+
 class FeatureComputer:
     """Computes point-in-time feature vectors and per-entity window state.
 
@@ -176,7 +229,7 @@ class FeatureComputer:
         self._windows_us = [a.window // _MICROSECOND for a in self.aggregates]
         # Per aggregate: (feature name, field, window in microseconds, reducer).
         self._plan = [
-            (a.name, a.field, w, _REDUCERS[a.how])
+            (a.name, a.field, w, _OVER_GAPS[a.how])
             for a, w in zip(self.aggregates, self._windows_us, strict=True)
         ]
         largest = max(self._windows_us, default=0)
@@ -203,11 +256,7 @@ class FeatureComputer:
         features = event.features
         vector: dict[str, float | None] = {}
         for name in self.numeric:
-            value = features.get(name)
-            # A float is the usual value: the fast path of `to_float`.
-            vector[name] = (
-                (value if isfinite(value) else None) if type(value) is float else to_float(value)
-            )
+            vector[name] = _to_float(features.get(name))
         for name in self.categorical:
             key = category_key(name, features.get(name))
             if key is not None:
@@ -234,10 +283,7 @@ class FeatureComputer:
         for name, field, window, reduce in self._plan:
             lo = bisect_right(times, now - window, 0, hi)
             column = columns["x"].get(field)
-            values = column[lo:hi] if column is not None else []
-            if None in values:
-                values = [v for v in values if v is not None]
-            vector[name] = reduce(values)
+            vector[name] = reduce(column[lo:hi] if column is not None else [])
         return vector
 
     def _add(
@@ -260,7 +306,7 @@ class FeatureComputer:
         at = bisect_right(times, now)
         features = event.features
         x = columns["x"]
-        news = {field: to_float(features.get(field)) for field in self._fields}
+        news = {field: _to_float(features.get(field)) for field in self._fields}
         for name, field, window, reduce in self._plan:
             start = now - window
             if start >= now:
@@ -270,8 +316,6 @@ class FeatureComputer:
                 column = x.get(field) or [None] * size
                 values = column[lo:at]
                 values.append(news[field])
-                if None in values:
-                    values = [v for v in values if v is not None]
             vector[name] = reduce(values)
 
         # Entries (the new one in) at or before the horizon go, then the oldest past the bound.
