@@ -7,7 +7,7 @@ import random
 import pytest
 
 from shared import validation
-from shared.messages import Event, Label
+from shared.messages import DeadLetter, Event, Label, Message
 from shared.validation import validate_raw
 
 GOOD = b'{"event_id": "e1", "event_time": "2024-05-01T12:00:00Z", "entity_id": "u1", "features": {"x": 1.5, "c": "red", "b": true, "n": null}}'
@@ -149,12 +149,12 @@ def test_labels_keep_their_json_type(label: bytes) -> None:
     )
 
 
-# The fast path: the usual message is parsed once, by the model, after a cheap check
-# that the strict decoder would accept it. It must never accept what the strict path
+# The fast path: the usual message is parsed once, by the model, with cheap checks that
+# the strict decoder would accept it. It must never accept what the strict path
 # refuses, nor answer differently.
-def _strict_path(message_type: type[Event] | type[Label], raw: bytes) -> object:
+def _strict_path(message_type: type[Message], raw: bytes) -> object:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(validation, "_plainly_strict", lambda raw: False)
+        patch.setattr(validation, "_fast_message", lambda message_type, raw: None)
         return validate_raw(message_type, raw)
 
 
@@ -166,12 +166,12 @@ TIME = b'"event_time": "2024-05-01T12:00:00Z"'
     [
         GOOD,
         b'{"event_id": "e1", ' + TIME + b', "features": {"url": "http://x:80/a", "k:v": 1}}',
-        b'{"event_id": "e1", ' + TIME + b', "features": {"big": 123456789012345678901234567890}}',
         b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1e308, "y": -0, "z": 5e-324}}',
     ],
 )
 def test_the_usual_valid_message_takes_the_fast_path(raw: bytes) -> None:
-    assert validation._plainly_strict(raw)
+    assert validation._fast_message(Event, raw) is not None
+    assert validation._plainly_strict(raw)  # as other types check it
     result = validate_raw(Event, raw)
     assert result.ok and result == _strict_path(Event, raw)
 
@@ -208,6 +208,8 @@ def test_the_usual_valid_message_takes_the_fast_path(raw: bytes) -> None:
     ],
 )
 def test_the_fast_path_refuses_what_the_strict_decoder_refuses(raw: bytes, code: str) -> None:
+    assert validation._fast_message(Event, raw) is None
+    assert not validation._plainly_strict(raw)
     result = validate_raw(Event, raw)
     assert [e.code for e in result.errors] == [code]
     assert result == _strict_path(Event, raw)
@@ -215,6 +217,7 @@ def test_the_fast_path_refuses_what_the_strict_decoder_refuses(raw: bytes, code:
 
 def test_the_fast_path_leaves_escapes_and_deep_nesting_to_the_strict_decoder() -> None:
     escaped = b'{"event_id": "e\\u0031", ' + TIME + b', "features": {}}'
+    assert validation._fast_message(Event, escaped) is None
     assert not validation._plainly_strict(escaped)
     assert validate_raw(Event, escaped).message is not None
     deep = b'{"a": ' * 17 + b"1" + b"}" * 17
@@ -228,6 +231,8 @@ def _mutants(seed: int, count: int) -> list[bytes]:
     bases = [GOOD, b'{"event_id": "e1", "label": 1, "label_time": "2024-05-01T12:00:00Z"}']
     tokens = [b'"x"', b', "x": 2', b', "event_id": "e9"', b"NaN", b"1e999", b"1" + b"0" * 320]
     tokens += [b"{", b"}", b"[", b"]", b",", b":", b'"\\u003a"', b"\\", b"\xff", b" ", b"1.5"]
+    tokens += [b"\x0c", b"\xc2\xa0", b"\t", b"01", b"1.", b"+1", b"9" * 30, b"true", b"null"]
+    tokens += [b', "label": 1', b', "entity_id": null', b', "label_time": null']
     out = []
     for _ in range(count):
         raw = bytearray(rng.choice(bases))
@@ -246,3 +251,39 @@ def test_fast_and_strict_paths_agree_on_mangled_messages(seed: int) -> None:
     for raw in _mutants(seed, 1500):
         for message_type in (Event, Label):
             assert validate_raw(message_type, raw) == _strict_path(message_type, raw), raw
+
+
+@pytest.mark.parametrize("digits", [20, 309])
+def test_a_huge_integer_a_float_can_hold_takes_the_strict_path_and_passes(digits: int) -> None:
+    raw = b'{"event_id": "e1", ' + TIME + b', "features": {"x": 1' + b"0" * (digits - 1) + b"}}"
+    assert validation._fast_message(Event, raw) is None
+    result = validate_raw(Event, raw)
+    assert result.message is not None and result.message.features["x"] == 10 ** (digits - 1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event_id": "e1", "event_id": "e1", "label": 1}',
+        b'{"event_id": "e1", "label": 1, "label": "a"}',
+        b'{"event_id": "e1", "label": "a", "entity_id": null, "entity_id": "u"}',
+        b'{"event_id": "e1", "label": 123456789012345678901234567890}',
+        b'{"event_id": "e1", "label": NaN}',
+    ],
+)
+def test_labels_take_the_same_checks(raw: bytes) -> None:
+    assert validation._fast_message(Label, raw) is None
+    assert validate_raw(Label, raw) == _strict_path(Label, raw)
+
+
+def test_other_types_take_the_generic_check() -> None:
+    error = b'{"code": "empty", "message": "m", "field": null}'
+    letter = (
+        b'{"source": {"topic": "t", "partition": 0, "offset": 1}, "value_b64": null, '
+        b'"value_size": 0, "error": ' + error + b', "errors": [' + error + b"], "
+        b'"failed_at": "2024-05-01T12:00:00Z"}'
+    )
+    assert validation._fast_message(DeadLetter, letter) is not None
+    twice = letter.replace(b'"offset": 1', b'"offset": 1, "offset": 2')
+    assert validation._fast_message(DeadLetter, twice) is None
+    assert [e.code for e in validate_raw(DeadLetter, twice).errors] == ["invalid_json"]
