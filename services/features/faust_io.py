@@ -20,6 +20,15 @@ cost more than the features themselves at thousands of events per second, so:
   an event of an earlier consumer generation, or taken while flow control is
   suspended (a rebalance), is dropped unacknowledged; the others are tracked as
   pending acks, passed to the sensors, and acknowledged with `Stream.ack`.
+- `RawSchema` decodes the records of a topic declared with the raw codec for key and
+  value (and no key or value type) without faust's serializer registry: faust's
+  decode looks the codec up, runs it and checks each payload for a model to rebuild,
+  ~3 us a record to return the bytes it was given. Bytes and None are passed through
+  as they come (what that path returns for them); anything else takes faust's path.
+- `FeaturesApp.create_event` reads the `Event` setting once rather than per record
+  (each settings read goes through `SettingsRegistry.__getattribute__`), and the
+  producer's buffer reports its size without reading the `producer_threaded` setting:
+  faust's conductor asks it before delivering every record (`wait_until_ebb`).
 - `kafka_producer(app)` is the aiokafka producer inside faust's, for sending a batch
   of vectors at once (`shared.kafka.produce_all`): faust's `Topic.send` costs a future,
   a buffer hop and a debug line per record.
@@ -36,11 +45,16 @@ from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.serializers import codecs
+from faust.serializers.registry import Registry
+from faust.serializers.schemas import DecodeFunction
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import ChannelT, EventT, StreamT, TransportT
+from faust.transport.producer import ProducerBuffer
+from faust.types import AppT, ChannelT, EventT, K, Message, StreamT, TransportT, V
+from faust.types.core import HeadersArg
 from mode.services import WaitArgT
 
-__all__ = ["EagerConsumer", "FeaturesApp", "kafka_producer", "take_events"]
+__all__ = ["EagerConsumer", "FeaturesApp", "RawSchema", "kafka_producer", "take_events"]
 
 _EVENT_WAIT = asyncio.Event.wait.__code__
 
@@ -93,15 +107,103 @@ def _thrower(coro: Coroutine[Any, Any, Any], error: BaseException) -> Any:
     return lambda _: coro.throw(error)
 
 
+class RawSchema(faust.Schema):
+    """Faust's schema, decoding raw records without the serializer registry.
+
+    Only when the schema is the raw codec's for key and value, with no key or value
+    type, and the app's serializers and the `raw` codec are faust's own; otherwise it
+    is `faust.Schema`. Decoding errors cannot happen on the short path (nothing is
+    decoded), so the error callbacks are faust's path's alone.
+
+    >>> schema = RawSchema(key_serializer="raw", value_serializer="raw")
+    >>> (schema.key_serializer, schema.value_serializer)
+    ('raw', 'raw')
+    """
+
+    def compile(
+        self,
+        app: AppT,
+        *,
+        on_key_decode_error: Any = None,
+        on_value_decode_error: Any = None,
+        default_propagate: bool = False,
+    ) -> DecodeFunction:
+        errors: dict[str, Any] = {}
+        if on_key_decode_error is not None:
+            errors["on_key_decode_error"] = on_key_decode_error
+        if on_value_decode_error is not None:
+            errors["on_value_decode_error"] = on_value_decode_error
+        decode = super().compile(app, default_propagate=default_propagate, **errors)
+        if not self.passes_bytes_through(app):
+            return decode
+        create_event = app.create_event
+
+        async def decode_raw(message: Message, *, propagate: bool = default_propagate) -> Any:
+            key, value = message.key, message.value
+            if (key is None or key.__class__ is bytes) and (
+                value is None or value.__class__ is bytes
+            ):
+                return create_event(key, value, message.headers, message)
+            return await decode(message, propagate=propagate)
+
+        return cast(DecodeFunction, decode_raw)
+
+    def passes_bytes_through(self, app: AppT) -> bool:
+        """Whether faust's decode returns a record's key and value bytes (or None) as they are."""
+        raw = codecs.get_codec("raw")
+        return (
+            self.key_type is None
+            and self.value_type is None
+            and self.key_serializer == "raw"
+            and self.value_serializer == "raw"
+            and type(raw) is codecs.raw
+            and len(raw.nodes) == 1
+            and type(app.serializers) is Registry
+        )
+
+
+class _ProducerBuffer(ProducerBuffer):
+    """Faust's buffer of table writes, for an unthreaded producer (`producer_threaded` off)."""
+
+    @property
+    def size(self) -> int:
+        return self.pending.qsize()
+
+
+class _Producer(faust_aiokafka.Producer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.app.conf.producer_threaded:  # else faust's buffer, reading the queue it uses
+            unused = self.buffer
+            self.buffer = _ProducerBuffer(loop=self.loop, beacon=self.beacon)
+            self.buffer.app = self.app
+            self.beacon.discard(unused.beacon)
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = EagerConsumer
+    Producer = _Producer
 
 
 class FeaturesApp(faust.App):
-    """A faust app whose consumer is `EagerConsumer`."""
+    """A faust app whose consumer is `EagerConsumer`, its producer's buffer sized cheaply,
+    its topics' default schema `RawSchema`, and its events created without a settings read.
+    """
+
+    _event_type: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("Schema", RawSchema)
+        super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
+
+    def create_event(self, key: K, value: V, headers: HeadersArg, message: Message) -> EventT:
+        event_type = self._event_type
+        if event_type is None:
+            event_type = self._event_type = self.conf.Event
+        return cast(EventT, event_type(self, key, value, headers, message))
 
 
 def kafka_producer(app: faust.App) -> AIOKafkaProducer:

@@ -7,9 +7,13 @@ import time
 from types import SimpleNamespace
 from typing import Any, cast
 
+import faust
 import pytest
+from faust.exceptions import ValueDecodeError
+from faust.transport.producer import ProducerBuffer
+from faust.types.tuples import TP, ConsumerMessage
 
-from services.features.faust_io import _finish, take_events
+from services.features.faust_io import FeaturesApp, RawSchema, _finish, take_events
 
 
 async def _waits_then_returns(log: list[str]) -> int:
@@ -132,5 +136,93 @@ def test_take_events_waits_within_for_more_and_drops_events_of_a_past_generation
         await batches.aclose()
         assert stream.acked == [1, 2, 4]
         assert stream.tracked == [1, 2, 4]
+
+    asyncio.run(main())
+
+
+def _message(key: Any, value: Any, headers: Any = ()) -> ConsumerMessage:
+    tp = TP("events", 0)
+    return ConsumerMessage("events", 0, 7, 1.5, 0, headers, key, value, None, 1, 1, tp)
+
+
+def _app() -> FeaturesApp:
+    return FeaturesApp("test-features-faust-io", broker="kafka://localhost:1", autodiscover=False)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "headers"),
+    [
+        (b"entity-1", b'{"a": 1}', [("trace", b"x")]),
+        (None, b"v", ()),
+        (b"k", None, None),
+        (None, None, {"h": b"1"}),
+        (b"", b"", ()),
+        ("a str key", "a str value", ()),  # not from Kafka: faust's own path
+        (b"k", '{"__faust": {"ns": "nope"}}', ()),
+    ],
+)
+def test_raw_schema_decodes_as_faust_does(key: Any, value: Any, headers: Any) -> None:
+    app = _app()
+    raw = app.topic("events", key_serializer="raw", value_serializer="raw")
+    assert isinstance(raw.schema, RawSchema) and raw.schema.passes_bytes_through(app)
+    faust_schema: faust.Schema[Any, Any] = faust.Schema(
+        key_serializer="raw", value_serializer="raw"
+    )
+
+    async def main() -> None:
+        ours = await raw.decode(_message(key, value, headers), propagate=True)
+        theirs = await faust_schema.compile(app)(_message(key, value, headers), propagate=True)
+        assert type(ours) is type(theirs) is faust.Event
+        assert (ours.key, ours.value, ours.headers) == (theirs.key, theirs.value, theirs.headers)
+        assert type(ours.key) is type(theirs.key) and type(ours.value) is type(theirs.value)
+        assert ours.app is app and ours.message.offset == 7 and not ours.acked
+
+    asyncio.run(main())
+
+
+def test_raw_schema_is_faust_schema_for_any_other_topic() -> None:
+    app = _app()
+    topics = [
+        app.topic("t1"),  # json, faust's default
+        app.topic("t2", value_serializer="raw"),
+        app.topic("t3", key_type=bytes, key_serializer="raw", value_serializer="raw"),
+    ]
+    for topic in topics:
+        assert not cast(RawSchema, topic.schema).passes_bytes_through(app)
+    json_topic = app.topic("t4", key_serializer="raw", value_serializer="json")
+
+    async def main() -> None:
+        event = await json_topic.decode(_message(b"k", b'{"a": [1, 2]}'), propagate=True)
+        assert (event.key, event.value) == (b"k", {"a": [1, 2]})
+        with pytest.raises(ValueDecodeError):
+            await json_topic.decode(_message(b"k", b"{not json"), propagate=True)
+
+    asyncio.run(main())
+
+
+def test_events_are_of_the_configured_event_type() -> None:
+    class MyEvent(faust.Event):
+        pass
+
+    app = FeaturesApp("test-features-event", broker="kafka://localhost:1", Event=MyEvent)
+    event = app.create_event(b"k", b"v", [("h", b"1")], _message(b"k", b"v"))
+    assert type(event) is MyEvent and event.headers == {"h": b"1"}
+    assert type(_app().create_event(None, None, None, _message(None, None))) is faust.Event
+
+
+def test_the_producer_buffer_reports_the_writes_waiting() -> None:
+    async def main() -> None:
+        app = _app()
+        buffer = app.producer.buffer
+        assert isinstance(buffer, ProducerBuffer) and buffer.app is app
+        assert buffer.size == 0
+        for n in range(3):
+            buffer.pending.put_nowait(cast(Any, n))
+        assert buffer.size == 3
+        buffer.max_messages = 2
+        buffer.pending.get_nowait()
+        buffer.pending.get_nowait()
+        await asyncio.wait_for(buffer.wait_until_ebb(), 1)  # 1 waiting: at most 2, no wait
+        assert [n.data for n in app.producer.beacon.children] == [buffer]
 
     asyncio.run(main())
