@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.ingestion.handlers import Output
+from shared.prometheus import observe_all
 
 __all__ = [
     "ACCEPTED",
@@ -19,7 +19,6 @@ __all__ = [
     "HTTP_LATENCY",
     "LATENCY",
     "count_outputs",
-    "observe_all",
 ]
 
 ACCEPTED = Counter("driftline_ingestion_accepted_total", "Valid messages forwarded", ["kind"])
@@ -40,33 +39,6 @@ HTTP_LATENCY = Histogram("driftline_ingestion_http_latency_seconds", "POST handl
 CONSUMER_LAG = Gauge(
     "driftline_ingestion_consumer_lag", "Messages not yet consumed", ["topic", "partition"]
 )
-
-
-def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
-    """`histogram.observe(a)` for every amount, as one increment per bucket and one of
-    the sum instead of one of each per amount (a batch holds thousands).
-
-    prometheus_client has no bulk observe, so this reaches its histogram's buckets; a
-    histogram without them (another version, labels not yet chosen) is observed one
-    amount at a time. tests/unit/test_ingestion_metrics.py checks the two agree.
-    """
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for amount in amounts:
-            histogram.observe(amount)
-        return
-    if not amounts:
-        return
-    counts = [0] * len(bounds)
-    for amount in amounts:
-        if amount == amount:  # observe counts a NaN in no bucket
-            counts[bisect_left(bounds, amount)] += 1  # the first with amount <= bound
-    total.inc(sum(amounts))
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
 
 
 def count_outputs(outputs: Sequence[Output]) -> None:

@@ -43,6 +43,7 @@ from shared.clock import utcnow
 from shared.kafka import send_all
 from shared.labels import target
 from shared.messages import GLOBAL_KEY, FeatureVector, Label, Prediction
+from shared.prometheus import observe_all
 from shared.registry import ModelRegistry
 from shared.topics import Topics
 from shared.validation import parse_message
@@ -237,9 +238,10 @@ class TrainingWorker:
         started = time.perf_counter()
         now = self.clock()
         state = self.state
+        valid = {self.topics.features: 0, self.topics.labels: 0}
         for tp, records in batch.items():
-            for record in records:
-                self._consume(tp, record, now)
+            consume = self._consume
+            valid[tp.topic] += sum(consume(tp, record, now) for record in records)
             state.offsets[tp] = records[-1].offset + 1
             state.records += len(records)
             self._since_checkpoint += len(records)
@@ -260,11 +262,18 @@ class TrainingWorker:
         if self.live.due(now):
             await self.live.publish(learner, state.versions, now)
         if batch:
+            _CONSUMED_FEATURES.inc(valid[self.topics.features])
+            _CONSUMED_LABELS.inc(valid[self.topics.labels])
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             wall_ms = time.time() * 1000
-            for records in batch.values():
-                for record in records:
-                    metrics.LATENCY.observe(max(0.0, (wall_ms - record.timestamp) / 1000))
+            observe_all(
+                metrics.LATENCY,
+                [
+                    max(0.0, (wall_ms - record.timestamp) / 1000)
+                    for records in batch.values()
+                    for record in records
+                ],
+            )
         if batch and now - self._last_commit >= COMMIT_SECONDS:
             await self._commit_offsets(now)
         if self._checkpoint_due(now):
@@ -277,7 +286,8 @@ class TrainingWorker:
                 log.exception("checkpoint failed; retrying in %.0f s", CHECKPOINT_RETRY_S)
                 self._retry_at = self.clock() + CHECKPOINT_RETRY_S
 
-    def _consume(self, tp: TopicPartition, record: ConsumerRecord, now: float) -> None:
+    def _consume(self, tp: TopicPartition, record: ConsumerRecord, now: float) -> bool:
+        """Add one record to the learner; whether it was valid (else logged, skipped)."""
         state, learner = self.state, self.state.learner
         kind = FeatureVector if tp.topic == self.topics.features else Label
         result = parse_message(kind, record.value)
@@ -285,7 +295,7 @@ class TrainingWorker:
         if message is None:
             self._bad(record, result.errors[0].code, result.errors[0].message)
             state.watermark.observe(tp, None, now)
-            return
+            return False
         if isinstance(message, FeatureVector):
             x = {k: v for k, v in message.features.items() if v is not None}
             duplicates = learner.duplicates
@@ -294,19 +304,18 @@ class TrainingWorker:
                 state.entities[message.event_id] = message.entity_id
             state.watermark.release(message.event_id)
             state.watermark.observe(tp, message.event_time, now)
-            _CONSUMED_FEATURES.inc()
-            return
+            return True
         assert isinstance(message, Label)
         y = target(message.label, self.task)
         if y is None:
             self._bad(record, "invalid_value", f"label {message.label!r} is no {self.task} target")
             state.watermark.observe(tp, None, now)
-            return
+            return False
         learner.add_label(message.event_id, y, message.label_time)
         if not learner.has_features(message.event_id):  # the features topic owes this event
             state.watermark.hold(message.event_id, self.topics.features, now)
         state.watermark.observe(tp, message.label_time, now)
-        _CONSUMED_LABELS.inc()
+        return True
 
     def _bad(self, record: ConsumerRecord, code: str, message: str) -> None:
         metrics.BAD_MESSAGES.labels(record.topic, code).inc()

@@ -7,7 +7,8 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from services.ingestion.metrics import LATENCY, observe_all
+from services.ingestion.metrics import LATENCY
+from shared.prometheus import observe_all
 
 
 def _samples(histogram: Histogram) -> tuple[dict[str, float], float]:
