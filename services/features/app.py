@@ -21,9 +21,9 @@ is at least once (a crash between the vectors' acks and the offsets' changelog
 republishes a batch); a redelivered event finds its event_id in the state and yields the
 same vector again without counting twice.
 
-What the service does around faust rather than through it (a leaner fetch loop, batches
-taken from the stream's queue in one go, the producer for whole batches) is in
-`services.features.faust_io`.
+What the service does around faust rather than through it (a leaner fetch loop, raw
+records decoded without faust's serializer registry, batches taken from the stream's
+queue in one go, the producer for whole batches) is in `services.features.faust_io`.
 
 While Redis is down the batch waits (retrying, `/healthz` 503) and nothing is
 acknowledged; a SIGTERM then waits too, since committing would skip those events.

@@ -1,7 +1,7 @@
 """Where the features service reaches around faust-streaming: the one place.
 
 Faust runs the service (consumer group, partition assignment, the changelogged
-tables and their recovery, the web server, the agent). Two of its per-record paths
+tables and their recovery, the web server, the agent). Some of its per-record paths
 cost more than the features themselves at thousands of events per second, so:
 
 - `FeaturesApp` gives faust a consumer (`EagerConsumer`) whose fetch loop hands a
@@ -20,11 +20,12 @@ cost more than the features themselves at thousands of events per second, so:
   an event of an earlier consumer generation, or taken while flow control is
   suspended (a rebalance), is dropped unacknowledged; the others are tracked as
   pending acks, passed to the sensors, and acknowledged with `Stream.ack`.
-- `RawSchema` decodes the records of a topic declared with the raw codec for key and
-  value (and no key or value type) without faust's serializer registry: faust's
-  decode looks the codec up, runs it and checks each payload for a model to rebuild,
-  ~3 us a record to return the bytes it was given. Bytes and None are passed through
-  as they come (what that path returns for them); anything else takes faust's path.
+- `RawSchema` (the app's default `Schema`) decodes the records of a topic declared
+  with the raw codec for key and value (and no key or value type) without faust's
+  serializer registry: faust's decode looks the codec up, runs it and checks each
+  payload for a model to rebuild, 3-8 us a record to return the bytes it was given.
+  Bytes and None are passed through as they come (what that path returns for them);
+  anything else takes faust's path.
 - `FeaturesApp.create_event` reads the `Event` setting once rather than per record
   (each settings read goes through `SettingsRegistry.__getattribute__`), and the
   producer's buffer reports its size without reading the `producer_threaded` setting:
