@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from benchmarks.stack import process_cpu_seconds
 from shared.kafka import make_producer, produce_all
 from shared.topics import Topics, ensure_topics, partitions_of
 
@@ -237,12 +238,6 @@ def _watch(
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _produce_paced(
     prefix: str,
     predictions: list[tuple[bytes, bytes]],
@@ -323,13 +318,13 @@ def _run_live(rate: int, seconds: float, timeout: float) -> dict[str, float]:
         )
         assert bare.stdout is not None
         bare.stdout.readline()  # ready
-        cpu, started = _cpu_seconds(process.pid), time.time()
+        cpu, started = process_cpu_seconds(process.pid), time.time()
         ended = asyncio.run(_produce_paced(prefix, predictions, labels, rate))
         while int((_summary(client) or {"consumed": 0})["consumed"]) < total:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"monitoring fell behind: {log.read_text()[-3000:]}")
             time.sleep(0.05)
-        drained, used = time.time(), _cpu_seconds(process.pid) - cpu
+        drained, used = time.time(), process_cpu_seconds(process.pid) - cpu
         out, _ = bare.communicate(timeout=timeout)
     baseline = json.loads(out.strip().splitlines()[-1])
     return {

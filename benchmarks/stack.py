@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["BenchStack", "Service", "read_metrics"]
+__all__ = ["BenchStack", "Service", "process_cpu_seconds", "read_metrics"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -64,7 +64,7 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
-def _cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int) -> float:
     with contextlib.suppress(OSError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -98,7 +98,9 @@ class Service:
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the process and its live children."""
-        return sum(_cpu_seconds(pid) for pid in [self.process.pid, *_children(self.process.pid)])
+        return sum(
+            process_cpu_seconds(pid) for pid in [self.process.pid, *_children(self.process.pid)]
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import statistics
 import time
@@ -56,7 +57,7 @@ from tqdm import tqdm
 from benchmarks.learning import fresh_stack, raw_messages, synthetic_rows, write_pipeline
 from benchmarks.relay import relay_rate
 from benchmarks.report import Row, print_table, progress, write_results
-from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack
+from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack, process_cpu_seconds
 from benchmarks.stream import flowing
 from shared.kafka import make_consumer, make_producer
 from shared.topics import Topics, partitions_of
@@ -248,7 +249,26 @@ class Step:
 
 def _cpu(stack: BenchStack) -> dict[str, float]:
     used = {name: s.cpu_seconds() for name, s in stack.services.items()}
-    return used | {"bench": time.process_time()}
+    infra = {name: sum(map(process_cpu_seconds, pids)) for name, pids in _infra_pids().items()}
+    return used | infra | {"bench": time.process_time()}
+
+
+def _infra_pids() -> dict[str, list[int]]:
+    """The local broker's and Redis's processes (none found: not reported)."""
+    found: dict[str, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = stat.read_bytes().split(b"\0")
+            name = (
+                "kafka"
+                if b"kafka.Kafka" in args
+                else "redis"
+                if b"redis-server" in args[0]
+                else None
+            )
+            if name:
+                found.setdefault(name, []).append(int(stat.parent.name))
+    return found
 
 
 def _check_alive(stack: BenchStack) -> None:
