@@ -360,6 +360,19 @@ def test_a_pickled_learner_resumes_exactly() -> None:
     assert resumed.expired_features == straight.expired_features > 0
 
 
+@pytest.mark.parametrize("odd", ["", "a\0b"], ids=["empty-id", "id-with-nul"])
+def test_remembered_ids_survive_a_pickle_whatever_they_hold(odd: str) -> None:
+    learner = recorder_learner(ttl=timedelta(seconds=60))
+    feed(learner, [features(odd, 0), label(odd, 1, 1), features("b", 2), label("c", 0, 3)])
+    learner.advance(at(5))
+    resumed = pickle.loads(pickle.dumps(learner))
+    assert resumed._seen_features == learner._seen_features
+    assert resumed._seen_labels == learner._seen_labels == {odd, "c"}
+    assert list(resumed._forget) == list(learner._forget)
+    feed(resumed, [features(odd, 0), label("c", 1, 4)])
+    assert resumed.duplicates == 2
+
+
 def test_a_checkpoint_from_before_microsecond_times_resumes() -> None:
     # Pickled by the release that kept datetimes: "u" and "d" untimed labels, "a"
     # learned, "b" predicted, "c" a label waiting, "e" buffered; clock at 20 s, ttl 60 s.
