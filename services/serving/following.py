@@ -52,7 +52,7 @@ class LiveFollower:
         started = time.perf_counter()
         try:
             stamp = await self.registry.live_stamp(name)
-            if stamp is None or not self._ahead(stamp.version, stamp.n_learned):
+            if stamp is None or not self.holder.is_ahead(stamp.version, stamp.n_learned):
                 return False
             live = await self.registry.load_live(name)
         except Exception as error:  # Redis away, a bad pickle: keep serving what we have
@@ -67,10 +67,3 @@ class LiveFollower:
         spent = time.perf_counter() - started
         self.wait_s = max(self.every_s, spent / self.budget)
         return swapped
-
-    def _ahead(self, version: str, n_learned: int) -> bool:
-        current = self.holder.current
-        if current is None:
-            return True
-        probe = LoadedModel(current.name, version, current.model, n_learned=n_learned)
-        return self.holder.is_ahead(probe)

@@ -205,9 +205,9 @@ def published(name: str, version: str, artifact_key: str) -> ModelPublished:
     )
 
 
-def _age(loaded: LoadedModel) -> tuple[tuple[int, int, str], int]:
-    """How far along `loaded` is: its version, then the events it learned."""
-    return version_order(loaded.version), -1 if loaded.n_learned is None else loaded.n_learned
+def _age(version: str, n_learned: int | None) -> tuple[tuple[int, int, str], int]:
+    """How far along a model is: its version, then the events it learned."""
+    return version_order(version), -1 if n_learned is None else n_learned
 
 
 class ModelHolder:
@@ -231,11 +231,10 @@ class ModelHolder:
         return self.seen[name][versions[-1]] if versions else None
 
     def is_newer(self, message: ModelPublished) -> bool:
-        """Whether `message` is a champion version newer than the one served."""
-        if message.name != self.champion:
-            return False
-        current = self.current
-        return current is None or version_order(message.version) > version_order(current.version)
+        """Whether `message` is a champion version ahead of the model served."""
+        return message.name == self.champion and self.is_ahead(
+            message.version, message.lineage.n_learned
+        )
 
     async def offer(self, message: ModelPublished, loader: ArtifactLoader) -> bool:
         """Record `message`; if it is a newer champion version, load it and swap it in."""
@@ -260,7 +259,7 @@ class ModelHolder:
         model from the live slot).
         """
         current = self.current
-        if not self.is_ahead(loaded):
+        if not self.is_ahead(loaded.version, loaded.n_learned):
             return False
         self.current = loaded
         self.load_error = None
@@ -274,10 +273,13 @@ class ModelHolder:
             log.info("serving model %s version %s", loaded.name, loaded.version)
         return True
 
-    def is_ahead(self, loaded: LoadedModel) -> bool:
-        """Whether `loaded` is further along than the model served (or none is)."""
+    def is_ahead(self, version: str, n_learned: int | None) -> bool:
+        """Whether a model at `version` having learned `n_learned` events is further
+        along than the model served (or none is)."""
         current = self.current
-        return current is None or _age(loaded) > _age(current)
+        return current is None or _age(version, n_learned) > _age(
+            current.version, current.n_learned
+        )
 
     def require(self) -> LoadedModel:
         """The model to predict with, or ModelNotReady saying why there is none."""

@@ -288,7 +288,7 @@ class OnlineLearner:
                 continue
             score.n_learned += 1
             out.append(Learned(event_id, name, correct))
-        self._start_timer(time, "forget", event_id)
+        self._forget_later(time, event_id)
 
     def _model_failed(self, name: str, doing: str, event_id: str) -> None:
         self.model_errors += 1
@@ -334,13 +334,15 @@ class OnlineLearner:
             del self._untimed[event_id]
             self.expired_labels += 1
         assert self._clock is not None
-        self._start_timer(self._clock, "forget", event_id)
+        self._forget_later(self._clock, event_id)
 
-    def _start_timer(self, since: int, what: _Timer | Literal["forget"], event_id: str) -> None:
-        if self._ttl_us is None:
-            return
-        if what != "forget":
+    def _start_timer(self, since: int, what: _Timer, event_id: str) -> None:
+        if self._ttl_us is not None:
             self._timers[what].append((since, event_id))
+
+    def _forget_later(self, since: int, event_id: str) -> None:
+        """Forget a finished `event_id` once `since` is older than ttl (in buckets)."""
+        if self._ttl_us is None:
             return
         forget = self._forget
         if forget and since - forget[-1][0] < self._bucket_us:

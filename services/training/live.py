@@ -1,6 +1,6 @@
 """The live slot: each model as it learns, put in the registry about every half second.
 
-Checkpoints publish registry versions every `checkpoint_seconds` (30 s by default):
+Checkpoints publish registry versions every `version_seconds` (600 s by default):
 that is the history kept for rollback. What serving serves must follow the learner
 much closer, so `LiveModels.publish` also writes every model that learned since its
 last write to the registry's live slot (`ModelRegistry.put_live`), which serving
