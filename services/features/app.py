@@ -171,8 +171,9 @@ class FeaturesService:
             stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
             broker_commit_interval=0.2,
             broker_session_timeout=settings.session_timeout_s,
-            # Let the producer fill batches: a batch of vectors is awaited as a whole.
-            producer_linger=0.005,
+            # No linger: a batch of vectors is sent in one go, then awaited as a whole,
+            # so waiting longer would add to every batch's wait for its acks.
+            producer_linger=0.0,
             producer_max_batch_size=256 * 1024,
             web_enabled=True,
             web_bind=settings.host,

@@ -14,6 +14,7 @@ import asyncio
 import io
 import json
 import pickle
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,6 +22,7 @@ from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
 from services.training.learner import OnlineLearner
+from services.training.snapshot import pickle_later
 from shared.clock import utcnow
 from shared.messages import ModelPublished, PartitionOffset
 from shared.registry import ModelRegistry
@@ -112,6 +114,16 @@ class CheckpointStore:
         Returns the new versions (to announce on `models`). On failure `state` is left
         as it was and the error is raised.
         """
+        finish = await self.begin(state, versions=versions)
+        return await finish()
+
+    async def begin(
+        self, state: TrainingState, *, versions: bool = True
+    ) -> Callable[[], Awaitable[list[ModelPublished]]]:
+        """`save` in two steps: this one takes the snapshot (the versions' models and the
+        state as they are now, the state pickled by a forked child), and the function it
+        returns writes it. Between the two `state` may change: the checkpoint is of now.
+        """
         learner = state.learner
         due = [
             name
@@ -143,18 +155,27 @@ class CheckpointStore:
                 state.versions[name] = numbers[name]
                 state.published_n[name] = learner.scores[name].n_learned
             state.saved_at = now
-            blob = await asyncio.to_thread(pickle.dumps, state, pickle.HIGHEST_PROTOCOL)
             summary = {
                 "saved_at": now.isoformat(),
                 "config_hash": state.config_hash,
                 "records": state.records,
-                "versions": state.versions,
+                "versions": dict(state.versions),
                 "offsets": [o.model_dump() for o in offsets],
                 "n_learned": {n: s.n_learned for n, s in learner.scores.items()},
             }
-            pipe.hset(self.key, mapping={"state": blob, "summary": json.dumps(summary)})
-            await pipe.execute()
+            pickled = pickle_later(state)
         except BaseException:
             state.versions, state.published_n, state.saved_at = before
             raise
-        return published
+
+        async def finish() -> list[ModelPublished]:
+            try:
+                blob = await pickled
+                pipe.hset(self.key, mapping={"state": blob, "summary": json.dumps(summary)})
+                await pipe.execute()
+            except BaseException:
+                state.versions, state.published_n, state.saved_at = before
+                raise
+            return published
+
+        return finish

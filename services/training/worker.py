@@ -9,7 +9,9 @@ allows, publish the learner's predictions and wait for their acks. About every
 `checkpoint_seconds`, and at shutdown, the state is checkpointed, with a new version
 of each model that learned when `version_seconds` have passed since the last ones
 (a model's first version comes at its first checkpoint); versions are announced on
-`models`.
+`models`. A checkpoint takes its snapshot in the loop (a forked child pickles it,
+see `snapshot`) and is written in the background while learning goes on; the next
+waits for it.
 Every `COMMIT_SECONDS` the group's offsets are committed at what the learner has read,
 so lag tools see how far behind it is; they are not where a restart resumes.
 
@@ -22,10 +24,11 @@ restart resumes exactly where the restored learner stands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -38,11 +41,12 @@ from services.training import metrics
 from services.training.checkpoint import CheckpointStore, TrainingState
 from services.training.learner import LearnerOutput, PredictionMade
 from services.training.live import LiveModels
+from shared import tasks
 from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.kafka import send_all
 from shared.labels import target
-from shared.messages import GLOBAL_KEY, FeatureVector, Label, Prediction
+from shared.messages import GLOBAL_KEY, FeatureVector, Label, ModelPublished, Prediction
 from shared.prometheus import observe_all
 from shared.registry import ModelRegistry
 from shared.topics import Topics
@@ -174,6 +178,7 @@ class TrainingWorker:
         self._revoked_times: dict[Partition, datetime] = {}
         self._stop = asyncio.Event()
         self._unacked: list[asyncio.Future[Any]] = []  # prediction batches not yet acked
+        self._saving: asyncio.Task[None] | None = None  # a checkpoint being written
         self.restored = {  # what the process started from (checkpoint or nothing)
             "records": state.records,
             "versions": dict(state.versions),
@@ -197,6 +202,7 @@ class TrainingWorker:
             )
             self.last_poll = self.clock()
             await self.step(batch)
+        await self._saved()
         if self._dirty or self._since_checkpoint:
             await self.checkpoint()
         log.info("training stopped; its state is checkpointed at records=%d", self.state.records)
@@ -281,10 +287,11 @@ class TrainingWorker:
             # the last checkpoint, whose state never claims an unacknowledged prediction.
             await self._await_acks()
             try:
-                await self.checkpoint()
-            except Exception:  # Redis or Kafka away: keep learning, try again later
-                log.exception("checkpoint failed; retrying in %.0f s", CHECKPOINT_RETRY_S)
-                self._retry_at = self.clock() + CHECKPOINT_RETRY_S
+                finish = await self._begin_checkpoint()
+            except Exception:  # Redis away: keep learning, try again later
+                self._checkpoint_failed()
+            else:  # written while the loop goes on learning
+                self._saving = tasks.start(self._end_checkpoint(finish), name="checkpoint")
 
     def _consume(self, tp: TopicPartition, record: ConsumerRecord, now: float) -> bool:
         """Add one record to the learner; whether it was valid (else logged, skipped)."""
@@ -372,7 +379,7 @@ class TrainingWorker:
     # ---- checkpoints
 
     def _checkpoint_due(self, now: float) -> bool:
-        if now < self._retry_at:
+        if now < self._retry_at or (self._saving is not None and not self._saving.done()):
             return False
         if self._since_checkpoint >= self.checkpoint_every:
             return True
@@ -380,25 +387,55 @@ class TrainingWorker:
 
     async def checkpoint(self) -> None:
         """Save the state and new versions, announce them, commit the group offsets."""
+        await self._saved()
+        await self._end_checkpoint(await self._begin_checkpoint(), background=False)
+
+    async def _begin_checkpoint(self) -> Callable[[], Awaitable[list[ModelPublished]]]:
+        """Take the snapshot (see `CheckpointStore.begin`); the learner may go on after."""
         await self._await_acks()  # the state claims these predictions were published
         versions = self.clock() - self.last_versions >= self.version_seconds
-        published = await self.store.save(self.state, versions=versions)
+        finish = await self.store.begin(self.state, versions=versions)
         self.last_checkpoint = self.clock()
         if versions:
             self.last_versions = self.last_checkpoint
         self._since_checkpoint = 0
         self._dirty = False
-        metrics.CHECKPOINTS.inc()
-        for version in published:
-            await self.producer.send_and_wait(
-                self.topics.models, version.to_json(), key=version.name.encode()
-            )
-        await self._commit_offsets(self.last_checkpoint)
+        return finish
+
+    async def _end_checkpoint(
+        self, finish: Callable[[], Awaitable[list[ModelPublished]]], background: bool = True
+    ) -> None:
+        """Write the snapshot, then announce its versions and commit the group offsets."""
+        try:
+            published = await finish()
+            metrics.CHECKPOINTS.inc()
+            for version in published:
+                await self.producer.send_and_wait(
+                    self.topics.models, version.to_json(), key=version.name.encode()
+                )
+        except Exception:
+            if not background:
+                raise
+            self._checkpoint_failed()
+            return
+        await self._commit_offsets(self.clock())
         log.info(
             "checkpoint records=%d versions=%s",
             self.state.records,
             {p.name: p.version for p in published},
         )
+
+    def _checkpoint_failed(self) -> None:
+        log.exception("checkpoint failed; retrying in %.0f s", CHECKPOINT_RETRY_S)
+        self._dirty = True
+        self._retry_at = self.clock() + CHECKPOINT_RETRY_S
+
+    async def _saved(self) -> None:
+        """Wait for the checkpoint being written, if any."""
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                await self._saving
+            self._saving = None
 
     async def _commit_offsets(self, now: float) -> None:
         """Commit the group's offsets at what the learner has read (for lag tools only)."""

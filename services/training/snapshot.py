@@ -1,0 +1,64 @@
+"""Pickling the training state without pausing the loop: a forked child does it.
+
+`pickle_later(obj)` forks: the child pickles `obj` as it was at that instant (the
+kernel's copy-on-write pages are the snapshot, as in Redis's BGSAVE) and writes the
+bytes to a pipe; the parent goes on learning at once and gets the bytes from the
+returned future. Pickling a learner that remembers a few hundred thousand finished
+events takes a few hundred milliseconds, which stalled the loop on every checkpoint.
+Where `os.fork` does not exist the bytes are made in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import pickle
+import signal
+import traceback
+
+__all__ = ["pickle_later"]
+
+
+def pickle_later(obj: object) -> asyncio.Future[bytes]:
+    """Start pickling `obj` as it is now; the future resolves to its bytes."""
+    loop = asyncio.get_running_loop()
+    if not hasattr(os, "fork"):
+        done: asyncio.Future[bytes] = loop.create_future()
+        done.set_result(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+        return done
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: pickle, write, exit without running any parent cleanup
+        _child(obj, read_fd, write_fd)
+    os.close(write_fd)
+    return loop.run_in_executor(None, _collect, pid, read_fd)
+
+
+def _child(obj: object, read_fd: int, write_fd: int) -> None:
+    code = 1
+    try:
+        os.close(read_fd)
+        signal.set_wakeup_fd(-1)  # the parent's loop must not see the child's signals
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        gc.disable()  # a collection would touch (and copy) every page of the snapshot
+        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(write_fd, "wb") as out:
+            out.write(data)
+        code = 0
+    except BaseException:
+        traceback.print_exc()  # the parent only sees the exit code
+    finally:
+        os._exit(code)
+
+
+def _collect(pid: int, read_fd: int) -> bytes:
+    """The child's bytes (read in a thread: the reads release the GIL)."""
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"the checkpoint's pickling child exited with {code}")
+    return data
