@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from river import base, forest, linear_model, naive_bayes, preprocessing, tree
+from river import base, compose, forest, linear_model, naive_bayes, preprocessing, tree
 
 __all__ = [
     "CATALOGUE",
@@ -34,6 +34,8 @@ __all__ = [
     "build_model",
     "check_task",
     "get_spec",
+    "predict",
+    "predicts_by_max_proba",
 ]
 
 Task = Literal["binary", "multiclass", "regression"]
@@ -133,3 +135,30 @@ def build_model(
     if task is not None:
         check_task(name, task)
     return get_spec(name).build(params)
+
+
+def predicts_by_max_proba(model: RiverModel) -> bool:
+    """Whether `predict_one` is River's default: the most probable class of `predict_proba_one`.
+
+    Then one `predict_proba_one` gives both answers, exactly as the two calls would
+    (a pipeline's steps before the model only transform while predicting).
+
+    >>> predicts_by_max_proba(build_model("hat")), predicts_by_max_proba(build_model("linreg"))
+    (True, False)
+    """
+    if not isinstance(model, base.Classifier):
+        return False
+    final = list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
+    return type(final).predict_one is base.Classifier.predict_one
+
+
+def predict(model: RiverModel, x: dict[str, Any], by_max_proba: bool, classifier: bool) -> Any:
+    """`(predict_one(x), predict_proba_one(x) or None)`, in one model pass when `by_max_proba`.
+
+    `by_max_proba` is `predicts_by_max_proba(model)` and `classifier` whether the model is
+    a classifier, both worked out once per model, not per call.
+    """
+    if by_max_proba:
+        proba = model.predict_proba_one(x)
+        return (max(proba, key=proba.get) if proba else None), proba
+    return model.predict_one(x), model.predict_proba_one(x) if classifier else None

@@ -29,12 +29,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from river import compose
 from river.base import Classifier
 
 from services.serving import metrics
 from services.serving.errors import ModelLoadError, ModelNotReady, PredictionFailed
-from shared.catalogue import RiverModel
+from shared.catalogue import RiverModel, predict, predicts_by_max_proba
 from shared.clock import utcnow
 from shared.messages import Lineage, ModelPublished
 
@@ -87,18 +86,6 @@ def _probabilities(proba: Mapping[Any, Any]) -> dict[str, float] | None:
     return out
 
 
-def _predicts_by_max_proba(model: RiverModel) -> bool:
-    """Whether `predict_one` is River's default: the most probable class of `predict_proba_one`.
-
-    Then one `predict_proba_one` gives both answers, exactly as the two calls would
-    (a pipeline's steps before the model only transform while predicting).
-    """
-    if not isinstance(model, Classifier):
-        return False
-    final = list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
-    return type(final).predict_one is Classifier.predict_one
-
-
 @dataclass(frozen=True, slots=True)
 class Scored:
     """One prediction: the label or value, and class probabilities for a classifier."""
@@ -123,7 +110,7 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_classifier", isinstance(self.model, Classifier))
-        object.__setattr__(self, "_by_max_proba", _predicts_by_max_proba(self.model))
+        object.__setattr__(self, "_by_max_proba", predicts_by_max_proba(self.model))
 
     def predict(self, vector: Mapping[str, float | None]) -> Scored:
         """`predict_one` (and `predict_proba_one` for a classifier) on the vector.
@@ -133,12 +120,7 @@ class LoadedModel:
         """
         x = {name: value for name, value in vector.items() if value is not None}
         try:
-            if self._by_max_proba:
-                proba = self.model.predict_proba_one(x)
-                y_pred = max(proba, key=proba.get) if proba else None
-            else:
-                y_pred = self.model.predict_one(x)
-                proba = self.model.predict_proba_one(x) if self.is_classifier else None
+            y_pred, proba = predict(self.model, x, self._by_max_proba, self.is_classifier)
         except Exception as error:
             raise PredictionFailed(
                 f"model {self.name!r} version {self.version!r} failed to predict",

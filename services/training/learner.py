@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 from river import base
 
+from shared.catalogue import predict, predicts_by_max_proba
+
 __all__ = ["Learned", "LearnerOutput", "OnlineLearner", "PredictionMade", "Score", "micros"]
 
 # At equal times labels go first: simulate_qa reveals an answer due at t before the
@@ -122,6 +124,7 @@ class OnlineLearner:
         self.expired_labels = 0  # labels whose features never came within ttl
         self.late = 0  # items added at or before the time already processed
         self._classifiers = {n: isinstance(m, base.Classifier) for n, m in self.models.items()}
+        self._by_max_proba = {n: predicts_by_max_proba(m) for n, m in self.models.items()}
         self._clock: int | None = None  # event time processed so far, in microseconds
         self._ttl_us = None if ttl is None else ttl // _US
         # (time, kind, seq, event_id, (x, event_time) for features | y for a label)
@@ -161,6 +164,8 @@ class OnlineLearner:
                 [first, last, _unpack(ids)] for first, last, ids in state["_forget"]
             )
         self.__dict__.update(state)
+        if "_by_max_proba" not in state:  # a checkpoint from before it
+            self._by_max_proba = {n: predicts_by_max_proba(m) for n, m in self.models.items()}
 
     @property
     def clock(self) -> datetime | None:
@@ -256,10 +261,10 @@ class OnlineLearner:
     ) -> None:
         x, event_time = value
         y_preds = {}
+        classifiers, by_max_proba = self._classifiers, self._by_max_proba
         for name, model in self.models.items():
             try:
-                y_pred = model.predict_one(x)
-                proba = model.predict_proba_one(x) if self._classifiers[name] else None
+                y_pred, proba = predict(model, x, by_max_proba[name], classifiers[name])
             except Exception:
                 self._model_failed(name, "predict on", event_id)
                 y_pred, proba = None, None
