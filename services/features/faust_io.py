@@ -13,8 +13,8 @@ cost more than the features themselves at thousands of events per second, so:
   the agent drained the buffer: a stall every ~17,000 events (10,000 -> 15,000
   events/s alone once the consumer waits for the drain instead). Its aiokafka
   consumer's broker-side fetch wait is 100 ms, not faust's fixed 1.5 s: a fetch of
-  idle partitions alone (sent while the busy ones' records wait to be taken) holds
-  the next fetch of the busy ones for that long.
+  idle partitions alone (faust's `__leader`, sent while the events' records wait to
+  be taken) holds the next fetch of the events for that long.
 - `take_events(stream, max_, within)` yields what faust's `Stream.take_events` does
   (lists of at most `max_` events, each list once `max_` are in or `within` seconds
   after it began waiting; every event acknowledged after the agent is done with it),
