@@ -23,9 +23,10 @@ class FeaturesSettings(CommonSettings):
     # Most entries kept in one entity's window state (the oldest go first).
     max_state_entries: int = Field(default=10_000, ge=1)
     # Events handled (and written to Redis in one pipeline) per batch, and the
-    # longest a partial batch waits.
+    # longest a partial batch waits for more (a busy stream fills batches while the
+    # last one is handled; a wait only delays the events in hand).
     batch_size: int = Field(default=2000, ge=1)
-    batch_within_s: float = Field(default=0.01, gt=0)
+    batch_within_s: float = Field(default=0.002, gt=0)
     # A worker silent this long leaves the consumer group (its partitions move on).
     session_timeout_s: float = Field(default=10, gt=0)
     # Faust's working directory (its tables live in memory and in Kafka).
