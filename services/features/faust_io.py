@@ -17,7 +17,7 @@ cost more than the features themselves at thousands of events per second, so:
   be taken) holds the next fetch of the events for that long.
 - `take_events(stream, max_, within)` yields what faust's `Stream.take_events` does
   (lists of at most `max_` events, each list once `max_` are in or `within` seconds
-  after it began waiting; every event acknowledged after the agent is done with it),
+  after its first event; every event acknowledged after the agent is done with it),
   but takes the events already in the stream's queue in one go. Faust's own moves each
   event through the stream's iterator, a background drainer and a buffering processor,
   with an event-loop round per event, and only while it waits: at a few thousand
@@ -67,6 +67,7 @@ __all__ = ["EagerConsumer", "FeaturesApp", "RawSchema", "kafka_producer", "take_
 
 _EVENT_WAIT = asyncio.Event.wait.__code__
 FETCH_MAX_WAIT_MS = 100  # the broker holds a fetch with no data for this long
+IDLE_WAIT_S = 1.0  # how long take_events waits for a first event before looking again
 
 
 class EagerConsumer(faust_aiokafka.Consumer):
@@ -256,9 +257,10 @@ async def take_events(
 ) -> AsyncGenerator[list[EventT], None]:
     """Lists of at most `max_` events of `stream`, as `stream.take_events(max_, within)`.
 
-    A list is yielded once it holds `max_` events, or `within` seconds after the wait
-    for it began if it holds any; its events are acknowledged when the consumer asks
-    for the next list (or closes the generator), exactly as faust's `take_events` does.
+    A list is yielded once it holds `max_` events, or `within` seconds after its first
+    event was taken (faust's counts from the start of the wait, so an idle stream
+    wakes every `within`); its events are acknowledged when the consumer asks for the
+    next list (or closes the generator), exactly as faust's `take_events` does.
     """
     app = stream.app
     consumer = app.consumer
@@ -270,12 +272,15 @@ async def take_events(
     await stream.maybe_start()
     while not stream.should_stop:
         events: list[EventT] = []
-        deadline = loop.time() + within
+        deadline = None  # `within` after the first event taken
         while len(events) < max_:
             if queue.empty():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
+                if deadline is None:  # none yet: wait, looking at should_stop each second
+                    remaining = IDLE_WAIT_S
+                else:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
                 try:
                     item = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
@@ -293,6 +298,8 @@ async def take_events(
                 consumer.track_message(message)
             sensors.on_stream_event_in(message.tp, message.offset, stream, event)
             events.append(event)
+            if deadline is None:
+                deadline = loop.time() + within
         if not events:
             continue
         cast(faust.Stream[Any], stream).events_total += len(events)

@@ -140,6 +140,19 @@ def test_take_events_waits_within_for_more_and_drops_events_of_a_past_generation
     asyncio.run(main())
 
 
+def test_take_events_counts_within_from_the_first_event_not_from_an_idle_wait() -> None:
+    async def main() -> None:
+        stream = _Stream()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, stream.queue.put_nowait, _Event(0))  # after `within` of idling
+        loop.call_later(0.06, stream.queue.put_nowait, _Event(1))  # `within` of the first
+        batches = take_events(cast(Any, stream), 10, 0.03)
+        assert _offsets(await anext(batches)) == [0, 1]
+        await batches.aclose()
+
+    asyncio.run(main())
+
+
 def _message(key: Any, value: Any, headers: Any = ()) -> ConsumerMessage:
     tp = TP("events", 0)
     return ConsumerMessage("events", 0, 7, 1.5, 0, headers, key, value, None, 1, 1, tp)
