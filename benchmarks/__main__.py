@@ -32,7 +32,7 @@ from benchmarks.learning import (
 from benchmarks.monitoring import run_monitoring_bench
 from benchmarks.report import Row, print_table, write_results
 from benchmarks.served import run_served_bench
-from benchmarks.stack import BenchStack
+from benchmarks.stack import BenchStack, clear_earlier_runs
 from benchmarks.stream import flowing
 from benchmarks.sustained import RATES, run_sustained_bench
 from shared.messages import Event
@@ -133,6 +133,8 @@ def main() -> None:
             lambda: run_sustained_bench(RATES, hold_s, probes=100 if args.quick else 200),
         ),
     ]
+    topics, keys = clear_earlier_runs()
+    print(f"cleared what earlier runs left: {topics} topics, {keys} Redis keys", flush=True)
     rows: list[Row] = []
     for i, (name, part) in enumerate(parts, 1):
         print(f"[{i}/{len(parts)}] {name} ...", flush=True)

@@ -4,10 +4,13 @@ Kafka and Redis are the local ones (`make infra`); every run gets a unique topic
 prefix, consumer groups and Redis namespace, so a bench never disturbs `make up`'s
 stack or an earlier run. Services are started with `python -m services.<name>` on
 ports away from the fixed ones and stopped (SIGTERM, then SIGKILL) at the end.
+A run's topics and keys stay until the next `make bench` starts: `clear_earlier_runs`
+deletes them (thousands of leftover partitions slow the broker down).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -20,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from redis.asyncio import Redis
 
-__all__ = ["BenchStack", "Service", "process_cpu_seconds", "read_metrics"]
+__all__ = ["BenchStack", "Service", "clear_earlier_runs", "process_cpu_seconds", "read_metrics"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -33,6 +38,40 @@ PORTS = {
     "serving": 18100,
     "monitoring": 18102,
 }
+
+# The prefixes bench runs use (BenchStack's and benchmarks.http's seeded serving).
+_RUN_PREFIX = re.compile(r"^(bench|httpbench)[0-9a-f]{6}\.")
+
+
+def clear_earlier_runs() -> tuple[int, int]:
+    """Delete the Kafka topics and Redis keys of earlier bench runs; how many of each."""
+    return asyncio.run(_clear())
+
+
+async def _clear() -> tuple[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if _RUN_PREFIX.match(t)]
+        for i in range(0, len(topics), 200):
+            await admin.delete_topics(topics[i : i + 200], timeout_ms=60_000)
+    finally:
+        await admin.close()
+    redis = Redis.from_url(REDIS_URL)
+    deleted, batch = 0, []
+    try:
+        async for key in redis.scan_iter(match="driftline:*bench*", count=10_000):
+            if _RUN_PREFIX.match(key.decode(errors="replace").removeprefix("driftline:")):
+                batch.append(key)
+            if len(batch) >= 10_000:
+                deleted += await redis.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await redis.unlink(*batch)
+    finally:
+        await redis.aclose()
+    return len(topics), deleted
+
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
