@@ -44,7 +44,10 @@ _RUN_PREFIX = re.compile(r"^(bench|httpbench)[0-9a-f]{6}\.")
 
 
 def clear_earlier_runs() -> tuple[int, int]:
-    """Delete the Kafka topics and Redis keys of earlier bench runs; how many of each."""
+    """Delete the Kafka topics and Redis keys of earlier bench runs; how many of each.
+
+    Every run's, so also those of a bench still running beside this one.
+    """
     return asyncio.run(_clear())
 
 
