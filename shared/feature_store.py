@@ -42,6 +42,7 @@ __all__ = [
     "InMemoryOnlineStore",
     "OnlineStore",
     "RedisOnlineStore",
+    "RowReader",
     "row_from_hash",
 ]
 
@@ -58,15 +59,19 @@ class EntityRow:
     state: EntityState
 
 
-class OnlineStore(Protocol):
+class RowReader(Protocol):
+    """What serving needs of the store: an entity's row."""
+
+    async def read(self, entity_id: str) -> EntityRow | None:
+        """The entity's stored row, or None if it has none (never seen, or expired)."""
+        ...
+
+
+class OnlineStore(RowReader, Protocol):
     """Where live features are kept for serving."""
 
     async def write_batch(self, rows: list[EntityRow]) -> int:
         """Write rows in order, skipping any older than the stored one; return rows written."""
-        ...
-
-    async def read(self, entity_id: str) -> EntityRow | None:
-        """The entity's stored row, or None if it has none (never seen, or expired)."""
         ...
 
 

@@ -285,6 +285,8 @@ async def take_events(
                     item = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
                     break
+                except StopAsyncIteration:  # faust closed the stream (a stop): end here
+                    return
             else:
                 item = queue.get_nowait()
             event = cast(EventT, item)

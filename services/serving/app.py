@@ -19,16 +19,15 @@ from fastapi import FastAPI
 
 from services.serving import metrics
 from services.serving.api import router
-from services.serving.bootstrap import features_redis, watched_models
+from services.serving.bootstrap import watched_models
 from services.serving.config import ServingSettings
 from services.serving.context import ServingContext
 from services.serving.errors import install_error_handlers
-from services.serving.live import CoalescingReader
+from services.serving.live import LiveRows
 from services.serving.models import ModelHolder
 from services.serving.processes import StreamStatus
 from services.serving.publisher import PredictionPublisher
 from shared import tasks
-from shared.feature_store import RedisOnlineStore
 from shared.features import FeatureComputer
 from shared.kafka import make_producer
 from shared.pipeline import load_pipeline
@@ -73,7 +72,11 @@ def create_app(
         metrics.set_process(process)
         pipeline = load_pipeline(settings.pipeline_config)  # fail fast on a bad config
         holder = ModelHolder(champion=pipeline.models[0].name)
-        redis = features_redis(settings)
+        store = LiveRows(
+            settings.redis_url,
+            namespace=f"driftline:{settings.topic_prefix}features",
+            timeout_s=settings.redis_timeout_s,
+        )
         producer = make_producer(settings.kafka_bootstrap_servers, client_id=CLIENT_ID)
         await producer.start()
         await producer.partitions_for(topics.predictions)  # the first send then never waits
@@ -95,13 +98,7 @@ def create_app(
 
                 app.state.context = ServingContext(
                     holder=holder,
-                    store=CoalescingReader(
-                        RedisOnlineStore(
-                            redis,
-                            namespace=f"driftline:{settings.topic_prefix}features",
-                            ttl_s=settings.feature_ttl_s,
-                        )
-                    ),
+                    store=store,
                     computer=FeatureComputer(pipeline),
                     sink=publisher,
                     liveness=liveness,
@@ -126,6 +123,6 @@ def create_app(
                     await publisher.close()
         finally:
             await producer.stop()
-            await redis.aclose()
+            await store.aclose()
 
     return build_app(lifespan)

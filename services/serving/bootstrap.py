@@ -1,4 +1,4 @@
-"""What both kinds of serving process wire the same way: Redis clients and the model watcher.
+"""What both kinds of serving process wire the same way: the model watcher and live follower.
 
 Every HTTP worker and the stream scorer keep their own `ModelHolder`, fed by their
 own groupless `models` reader (`watched_models`), so each hot-swaps on its own, and
@@ -12,8 +12,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from services.serving.config import ServingSettings
 from services.serving.following import LiveFollower
@@ -24,17 +22,7 @@ from shared.kafka import make_consumer
 from shared.registry import ModelRegistry
 from shared.topics import Topics, partitions_of
 
-__all__ = ["features_redis", "watched_models"]
-
-
-def features_redis(settings: ServingSettings) -> Redis:
-    """The client for live features: one attempt, bounded by `redis_timeout_s` (then a 503)."""
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
+__all__ = ["watched_models"]
 
 
 @contextlib.asynccontextmanager

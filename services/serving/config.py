@@ -22,8 +22,6 @@ class ServingSettings(CommonSettings):
     group_id: str = "driftline-serving"
     # Most feature vectors scored (and predictions produced) per batch.
     batch_size: int = Field(default=2000, ge=1)
-    # TTL the online store is opened with (serving only reads; kept for the store's config).
-    feature_ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
     # Longest a live-feature read may take: a stalled Redis answers 503 after this.
     redis_timeout_s: float = Field(default=0.5, gt=0)
     # Longest one read of a model artifact from the registry's Redis may take.

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from services.serving.models import ModelHolder
-from shared.feature_store import OnlineStore
+from shared.feature_store import RowReader
 from shared.features import FeatureComputer
 
 __all__ = ["Context", "PredictionSink", "ServingContext"]
@@ -33,7 +33,7 @@ class ServingContext:
     """The service's adapters and state, as the routes see them."""
 
     holder: ModelHolder
-    store: OnlineStore
+    store: RowReader
     computer: FeatureComputer
     sink: PredictionSink
     # (alive, details): are the process's consumers running and polling?

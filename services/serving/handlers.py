@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from services.serving.errors import FeatureStoreUnavailable, InvalidFeatures, PredictionFailed
 from services.serving.models import LoadedModel, ModelHolder
 from shared.clock import utcnow
-from shared.feature_store import OnlineStore
+from shared.feature_store import RowReader
 from shared.features import FeatureComputer
 from shared.messages import GLOBAL_KEY, Event, FeatureVector
 
@@ -89,7 +89,7 @@ async def predict_request(
     event_id: str | None,
     features: Mapping[str, Any],
     holder: ModelHolder,
-    store: OnlineStore,
+    store: RowReader,
     computer: FeatureComputer,
     now: datetime | None = None,
 ) -> Served:

@@ -9,17 +9,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
-from redis.asyncio import Redis
 
 from services.serving import metrics
-from services.serving.bootstrap import features_redis
 from services.serving.config import ServingSettings
 from services.serving.errors import FeatureStoreUnavailable
 from services.serving.handlers import encode_prediction, predict_request, prediction_record
-from services.serving.live import CoalescingReader
+from services.serving.live import LiveRows
 from services.serving.models import LoadedModel, ModelHolder, model_input
 from shared.catalogue import CATALOGUE, build_model
-from shared.feature_store import RedisOnlineStore
 from shared.features import FeatureComputer
 from shared.messages import Prediction
 from shared.pipeline import PipelineConfig
@@ -115,7 +112,7 @@ async def stalled_redis() -> AsyncIterator[str]:
 
 async def test_a_stalled_redis_is_a_quick_clear_503(stalled_redis: str) -> None:
     settings = ServingSettings(redis_url=stalled_redis, redis_timeout_s=0.2)
-    redis: Redis = features_redis(settings)
+    store = LiveRows(settings.redis_url, "driftline:features", settings.redis_timeout_s)
     holder = ModelHolder("logreg")
     holder.swap(_trained("logreg"))
     pipeline = PipelineConfig.model_validate(
@@ -133,10 +130,10 @@ async def test_a_stalled_redis_is_a_quick_clear_503(stalled_redis: str) -> None:
             event_id=None,
             features={},
             holder=holder,
-            store=CoalescingReader(RedisOnlineStore(redis)),
+            store=store,
             computer=FeatureComputer(pipeline),
         )
     assert time.monotonic() - started < 1.0
     assert caught.value.status_code == 503
     assert caught.value.detail == "the online feature store did not answer (TimeoutError)"
-    await redis.aclose()
+    await store.aclose()
