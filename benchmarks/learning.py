@@ -1,5 +1,10 @@
 """Learning throughput: training alone, and the learning path from `events.raw`.
 
+The learning path runs the whole stack, as the issue measures it: serving (scoring
+every vector) and monitoring (joining every prediction) run beside ingestion,
+features and training, allowed to lag; the figure is the rate at which training
+learned.
+
 Each figure stands beside River running the same models on the same rows in this
 process (predict, then learn, row by row: what progressive validation does), and
 beside a bare aiokafka relay over the same topic.
@@ -203,7 +208,7 @@ def _learning_path(rows: list, models: list[str], pipeline: Path, river: float) 
     stack, topics = fresh_stack(pipeline)
     events, labels = raw_messages(rows)
     with stack.running():
-        for name in ("ingestion", "features", "training"):
+        for name in ("ingestion", "features", "training", "serving", "monitoring"):
             stack.start(name)
         settle()
         cpu = {name: s.cpu_seconds() for name, s in stack.services.items()}

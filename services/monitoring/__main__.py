@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import uvicorn
 
@@ -20,6 +21,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 def main() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     settings = MonitoringSettings()
+    os.nice(settings.niceness)  # before any thread starts: Linux's nice is per thread
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
