@@ -1,6 +1,9 @@
 # One image for every Driftline process: the five services (`python -m services.<name>`)
 # and the topic initialiser (`python -m shared.topics`); compose.yaml picks the command.
-FROM python:3.11-slim
+# PYTHON_IMAGE: the base, official by default; a registry mirror or a stand-in built
+# from Debian packages (`make compose-test` on a machine with no registry) may replace it.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 # PYTHONPATH: the source tree in /app wins over the installed copy, so code that
 # finds its data next to the packages (schemas/, pipelines/) sees it.

@@ -5,7 +5,8 @@
 #
 #   scripts/stack.sh jars               resolve the broker's jars once into .cache/
 #   scripts/stack.sh infra              start Kafka + Redis, wait until both answer
-#   scripts/stack.sh service NAME PORT  start `python -m services.NAME`, wait for /healthz
+#   scripts/stack.sh service NAME PORT  start `python -m services.NAME` under `supervise`
+#                                       (restarted whenever it exits), wait for /healthz
 #   scripts/stack.sh down               stop everything we started (data kept)
 #   scripts/stack.sh clean              down + delete local data
 #   scripts/stack.sh status             what is running
@@ -13,7 +14,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KAFKA_VERSION="${KAFKA_VERSION:-3.9.1}"
-RUN_DIR="$ROOT/.run"
+RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 DATA_DIR="$ROOT/.data"
 LIB_DIR="$ROOT/.cache/kafka-$KAFKA_VERSION/libs"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -91,12 +92,35 @@ start_redis() {
   log "redis is ready"
 }
 
+# supervise NAME: run `python -m services.NAME` and start it again whenever it exits
+# (a crash, a kill -9, a loop that gave up), after 1 s, doubling to 30 s while it keeps
+# failing within a minute of its start. TERM or INT: stop the service, then return.
+# The service's pid is in NAME.child; the supervisor's in NAME.pid.
+supervise() {
+  local name="$1" delay=1 started child rc
+  trap 'kill -TERM "$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true
+        rm -f "$RUN_DIR/$name.child"; exit 0' TERM INT
+  cd "$ROOT"
+  while true; do
+    started=$SECONDS
+    "$PYTHON" -m "services.$name" >>"$RUN_DIR/$name.log" 2>&1 &
+    child=$!
+    echo "$child" >"$RUN_DIR/$name.child"
+    rc=0; wait "$child" || rc=$?
+    if ((SECONDS - started >= 60)); then delay=1; fi
+    printf '[supervise] %s exited with %s; starting it again in %ss\n' "$name" "$rc" "$delay" \
+      >>"$RUN_DIR/$name.log"
+    sleep "$delay" & wait $!
+    delay=$((delay * 2 > 30 ? 30 : delay * 2))
+  done
+}
+
 start_service() {  # start_service NAME PORT
   local name="$1" port="$2"
   if pid_alive "$name"; then log "$name already running"; return 0; fi
   log "starting $name on 127.0.0.1:$port"
-  cd "$ROOT"
-  nohup "$PYTHON" -m "services.$name" >"$RUN_DIR/$name.log" 2>&1 &
+  : >"$RUN_DIR/$name.log"
+  nohup bash "$ROOT/scripts/stack.sh" supervise "$name" >/dev/null 2>&1 &
   echo $! >"$RUN_DIR/$name.pid"
   wait_for "$name" curl -fs -o /dev/null "http://127.0.0.1:$port/healthz"
   log "$name is healthy"
@@ -113,6 +137,8 @@ stop_one() {  # stop_one NAME: TERM, wait, then KILL the pid we recorded
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
+  f="$RUN_DIR/$1.child"  # a service whose supervisor had to be killed
+  if [[ -f "$f" ]]; then kill -KILL "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
 }
 
 down() {
@@ -132,7 +158,12 @@ status() {
   for f in "$RUN_DIR"/*.pid; do
     [[ -e "$f" ]] || continue
     if kill -0 "$(cat "$f")" 2>/dev/null; then
-      echo "$(basename "$f" .pid): running (pid $(cat "$f"))"
+      local child="${f%.pid}.child"
+      if [[ -f "$child" ]]; then
+        echo "$(basename "$f" .pid): running (pid $(cat "$child"), supervised by $(cat "$f"))"
+      else
+        echo "$(basename "$f" .pid): running (pid $(cat "$f"))"
+      fi
     else
       echo "$(basename "$f" .pid): dead (stale pid file)"
     fi
@@ -143,8 +174,9 @@ case "${1:-}" in
   jars) jars ;;
   infra) start_redis; start_kafka ;;
   service) start_service "$2" "$3" ;;
+  supervise) supervise "$2" ;;
   down) down ;;
   clean) down; rm -rf "$DATA_DIR" "$RUN_DIR" ;;
   status) status ;;
-  *) echo "usage: $0 jars|infra|service NAME PORT|down|clean|status" >&2; exit 2 ;;
+  *) echo "usage: $0 jars|infra|service NAME PORT|supervise NAME|down|clean|status" >&2; exit 2 ;;
 esac

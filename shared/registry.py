@@ -8,6 +8,11 @@ per model, written as strings ("1", "2", ...). `stage` queues one version's writ
 on a caller's MULTI/EXEC pipeline, so a service can make the versions and its own
 checkpoint visible together; `save` does the same for one model on its own.
 
+Retention: a model keeps its newest `keep` versions (20 by default) and any version
+pinned (`pin`); staging a version also queues, in the same transaction, the removal of
+what it pushes out (`retiring` says which), so the registry's size is bounded by the
+model's, not by how long training has run.
+
 Between versions, `put_live` keeps one more key per model, its live slot: the model
 as it stands now (pickled), the version it builds on and how many events it has
 learned. Training rewrites it about every half second and serving swaps to it, so
@@ -38,7 +43,12 @@ from redis.asyncio.client import Pipeline
 from shared.clock import utcnow
 from shared.messages import Lineage, ModelPublished, PartitionOffset
 
-__all__ = ["LiveModel", "ModelRegistry", "RegistryError"]
+__all__ = ["LiveModel", "ModelRegistry", "RegistryError", "version_order"]
+
+
+def version_order(version: str) -> tuple[int, int, str]:
+    """Sort key of versions: integers numerically, anything else after them, by text."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 class RegistryError(LookupError):
@@ -58,9 +68,12 @@ class LiveModel:
 class ModelRegistry:
     """Versions of named models: pickled artifact + `ModelPublished` metadata per version."""
 
-    def __init__(self, redis: Redis, namespace: str = "driftline:registry") -> None:
+    def __init__(self, redis: Redis, namespace: str = "driftline:registry", keep: int = 20) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, not {keep}")
         self.redis = redis
         self.namespace = namespace
+        self.keep = keep
 
     # ---- keys
 
@@ -76,12 +89,31 @@ class ModelRegistry:
     def live_key(self, name: str) -> str:
         return f"{self.namespace}:{name}:live"
 
+    def pinned_key(self, name: str) -> str:
+        return f"{self.namespace}:{name}:pinned"
+
     # ---- writing
 
     async def next_version(self, name: str) -> str:
         """The version number the next `save` of `name` will get ("1" for a new model)."""
         top = await self.redis.zrevrange(self.versions_key(name), 0, 0, withscores=True)
         return str(int(top[0][1]) + 1 if top else 1)
+
+    async def retiring(self, name: str) -> list[str]:
+        """The versions of `name` its next version pushes out of retention (oldest first)."""
+        versions = await self.redis.zrange(self.versions_key(name), 0, -1)
+        pinned = {_text(v) for v in await self.redis.smembers(self.pinned_key(name))}
+        numbers = [_text(v) for v in versions if isinstance(v, bytes | str)]
+        older = numbers[: max(0, len(numbers) + 1 - self.keep)]
+        return [v for v in older if v not in pinned]
+
+    async def pin(self, name: str, version: str) -> None:
+        """Keep `version` of `name` whatever retention says (`RegistryError` if it is gone)."""
+        await self.get(name, version)
+        await self.redis.sadd(self.pinned_key(name), version)
+
+    async def unpin(self, name: str, version: str) -> None:
+        await self.redis.srem(self.pinned_key(name), version)
 
     def stage(
         self,
@@ -94,8 +126,10 @@ class ModelRegistry:
         config_hash: str | None = None,
         n_learned: int | None = None,
         published_at: datetime | None = None,
+        retire: Sequence[str] = (),
     ) -> ModelPublished:
-        """Queue the writes of one version on `pipe` (executed by the caller)."""
+        """Queue the writes of one version on `pipe` (executed by the caller), and the
+        removal of the versions in `retire` (from `retiring`, read just before)."""
         published = ModelPublished(
             name=name,
             version=version,
@@ -107,6 +141,10 @@ class ModelRegistry:
         pipe.set(published.artifact_key, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         pipe.set(self.meta_key(name, version), published.to_json())
         pipe.zadd(self.versions_key(name), {version: int(version)})
+        if retire:
+            pipe.zrem(self.versions_key(name), *retire)
+            for old in retire:
+                pipe.delete(self.artifact_key(name, old), self.meta_key(name, old))
         return published
 
     async def save(
@@ -118,14 +156,18 @@ class ModelRegistry:
         config_hash: str | None = None,
         n_learned: int | None = None,
     ) -> ModelPublished:
-        """Store `model` as the next version of `name`, atomically; return its metadata.
+        """Store `model` as the next version of `name`, atomically, retiring what falls out
+        of retention; return its metadata.
 
         One writer per model is assumed (the training service): two concurrent
         writers could pick the same version number.
         """
         version = await self.next_version(name)
+        retire = await self.retiring(name)
         pipe = self.redis.pipeline(transaction=True)
-        published = self.stage(pipe, name, version, model, metrics, offsets, config_hash, n_learned)
+        published = self.stage(
+            pipe, name, version, model, metrics, offsets, config_hash, n_learned, retire=retire
+        )
         await pipe.execute()
         return published
 

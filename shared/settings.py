@@ -21,3 +21,7 @@ class CommonSettings(BaseSettings):
     # Partitions for topics we create; raise it to run more consumer replicas.
     topic_partitions: int = Field(default=3, ge=1)
     log_level: str = "INFO"
+    # Versions kept per model: training deletes older ones from the registry (pinned
+    # ones stay), serving and monitoring list this many. With a version every 10
+    # minutes (training's VERSION_SECONDS), 20 are the last 3 hours to roll back to.
+    registry_keep: int = Field(default=20, ge=1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import uvicorn
 
 from services.ingestion.app import create_app
 from services.ingestion.config import IngestionSettings
+from shared import tasks
 from shared.logs import configure_logging
 
 # A batch's thousands of messages live until it is committed: with Python's default
@@ -23,6 +25,7 @@ def main() -> None:
     settings = IngestionSettings()
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    sys.exit(tasks.exit_status())  # 1: its loop failed (see shared.tasks)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         # ~90k start-up objects, about 12% of the CPU per event).
         gc.collect()
         gc.freeze()
-        task = tasks.start(worker.run(), name="ingestion-consumer")
+        task = tasks.start(worker.run(), name="ingestion-consumer", essential=True)
         app.state.settings = settings
         app.state.topics = topics
         app.state.producer = producer

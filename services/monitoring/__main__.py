@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 
 import uvicorn
 
 from services.monitoring.app import create_app
 from services.monitoring.config import MonitoringSettings
+from shared import tasks
 from shared.logs import configure_logging
 
 # Python's default (700, 10, 10) promotes predictions that wait a little for their
@@ -24,6 +26,7 @@ def main() -> None:
     os.nice(settings.niceness)  # before any thread starts: Linux's nice is per thread
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    sys.exit(tasks.exit_status())  # 1: its loop failed (see shared.tasks)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             drift_warmup=settings.drift_warmup,
             drift_margin=settings.drift_margin,
             history_every=settings.history_every,
+            keep_versions=settings.registry_keep,
         )
         alerts_reader = make_consumer(
             bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
@@ -69,7 +70,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             idle_s=settings.idle_partition_s,
         )
         await worker.start()
-        task = tasks.start(worker.run(), name="monitoring-consumer")
+        task = tasks.start(worker.run(), name="monitoring-consumer", essential=True)
         app.state.settings = settings
         app.state.pipeline = pipeline
         app.state.monitor = monitor

@@ -25,8 +25,8 @@ class MonitoringSettings(CommonSettings):
     history_every: int = Field(default=100, ge=1)
     # A caught-up partition quiet this long no longer holds event time back (seconds).
     idle_partition_s: float = Field(default=5.0, gt=0)
-    # CPU priority (added to the process's nice value): monitoring may lag the loop, so
-    # when CPU is short the kernel runs ingestion, features, training and HTTP first.
-    niceness: int = Field(default=5, ge=0, le=19)
+    # Added to the process's nice value. 0: monitoring keeps up like every service (at
+    # 5 a busy machine runs the learning path first, and monitoring's lag spikes).
+    niceness: int = Field(default=0, ge=0, le=19)
     # Records per poll of the input topics.
     batch_size: int = Field(default=2000, ge=1)

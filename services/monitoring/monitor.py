@@ -39,6 +39,7 @@ from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.labels import canonical, target
 from shared.messages import Alert, Label, Prediction
+from shared.registry import version_order
 
 __all__ = ["HistoryPoint", "Monitor", "Series", "alert_id"]
 
@@ -105,6 +106,7 @@ class Monitor:
         drift_warmup: int = 500,
         drift_margin: float = 0.01,
         history_every: int = 100,
+        keep_versions: int = 20,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.task = task
@@ -113,6 +115,7 @@ class Monitor:
         self.window_size = window_size
         self.drift_params = {"delta": drift_delta, "warmup": drift_warmup, "margin": drift_margin}
         self.history_every = history_every
+        self.keep_versions = keep_versions  # per (model, source): the newest
         self.clock = clock
         self.series: dict[SeriesKey, Series] = {}
         self.alerts: dict[str, Alert] = {}  # by alert_id, in the order raised
@@ -233,6 +236,8 @@ class Monitor:
         version = series.versions.get(prediction.model_version)
         if version is None:
             version = series.versions[prediction.model_version] = Quality(self.task)
+            if len(series.versions) > self.keep_versions:  # the oldest goes
+                del series.versions[min(series.versions, key=version_order)]
         version.update_scored(y_true, y_pred, loss)
         n = series.cumulative.n
         if n % self.history_every == 0:
@@ -302,7 +307,9 @@ class Monitor:
                     "window": {"n": series.window_n(self.window_size), **series.window.get()},
                     "versions": [
                         {"version": version, "n": quality.n, "metrics": quality.get()}
-                        for version, quality in sorted(series.versions.items())
+                        for version, quality in sorted(
+                            series.versions.items(), key=lambda item: version_order(item[0])
+                        )
                     ],
                     "unscored": series.unscored,
                     "expired": series.expired,

@@ -49,7 +49,7 @@ async def watched_models(
             RedisArtifactLoader(registry),
         )
         await watcher.catch_up(settings.models_catch_up_timeout_s)
-        running = [tasks.start(watcher.run(), name="serving-models-watcher")]
+        running = [tasks.start(watcher.run(), name="serving-models-watcher", essential=True)]
         watcher.task = running[0]
         if settings.live_follow_s > 0:
             namespace = f"driftline:{settings.topic_prefix}registry"

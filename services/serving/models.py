@@ -36,6 +36,7 @@ from services.serving.errors import ModelLoadError, ModelNotReady, PredictionFai
 from shared.catalogue import RiverModel, predict, predicts_by_max_proba
 from shared.clock import utcnow
 from shared.messages import Lineage, ModelPublished
+from shared.registry import version_order
 
 __all__ = [
     "ArtifactLoader",
@@ -52,11 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Scalar = bool | int | float | str | None
-
-
-def version_order(version: str) -> tuple[int, int, str]:
-    """Sort key of versions: integers numerically, anything else after them, by text."""
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def model_input(vector: Mapping[str, float | None]) -> dict[str, float]:
@@ -193,17 +189,23 @@ def _age(version: str, n_learned: int | None) -> tuple[tuple[int, int, str], int
 
 
 class ModelHolder:
-    """The champion's current version, plus every version seen of every model."""
+    """The champion's current version, plus the newest `keep` versions seen of every model
+    (the registry's retention: older ones are deleted there)."""
 
-    def __init__(self, champion: str) -> None:
+    def __init__(self, champion: str, keep: int = 20) -> None:
         self.champion = champion
+        self.keep = keep
         self.current: LoadedModel | None = None
         self.seen: dict[str, dict[str, ModelPublished]] = {}
         self.load_error: str | None = None  # why the newest champion version is not served
 
     def record(self, message: ModelPublished) -> None:
         """Remember a published version (any model), without loading it."""
-        self.seen.setdefault(message.name, {})[message.version] = message
+        versions = self.seen.setdefault(message.name, {})
+        versions[message.version] = message
+        if len(versions) > self.keep:
+            for old in sorted(versions, key=version_order)[: len(versions) - self.keep]:
+                del versions[old]
 
     def versions(self, name: str) -> list[str]:
         return sorted(self.seen.get(name, {}), key=version_order)

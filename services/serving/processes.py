@@ -40,6 +40,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,8 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import RawArray
 from types import FrameType
 from typing import Any
+
+from shared import tasks
 
 __all__ = [
     "METRICS_DIR_ENV",
@@ -194,6 +197,7 @@ def run_http_worker(
         lifespan="on",
     )
     uvicorn.Server(config).run(sockets=[sock])
+    sys.exit(tasks.exit_status())  # 1: an essential task failed; the supervisor restarts it
 
 
 @dataclass

@@ -60,7 +60,7 @@ async def score_stream(settings: ServingSettings, status: StreamStatus) -> None:
     """Score `features` until SIGTERM or SIGINT (or until a task fails: then raise)."""
     topics = Topics(settings.topic_prefix)
     pipeline = load_pipeline(settings.pipeline_config)
-    holder = ModelHolder(champion=pipeline.models[0].name)
+    holder = ModelHolder(champion=pipeline.models[0].name, keep=settings.registry_keep)
     bootstrap = settings.kafka_bootstrap_servers
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

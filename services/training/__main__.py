@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import uvicorn
 
 from services.training.app import create_app
 from services.training.config import TrainingSettings
+from shared import tasks
 from shared.logs import configure_logging
 
 # As in monitoring: predictions wait a little for their label (or for the watermark),
@@ -22,6 +24,7 @@ def main() -> None:
     settings = TrainingSettings()
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    sys.exit(tasks.exit_status())  # 1: its loop failed (see shared.tasks)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         prefix = settings.topic_prefix
         await ensure_topics(bootstrap, prefix, settings.topic_partitions)
         redis = Redis.from_url(settings.redis_url)
-        registry = ModelRegistry(redis, namespace=f"driftline:{prefix}registry")
+        registry = ModelRegistry(
+            redis, namespace=f"driftline:{prefix}registry", keep=settings.registry_keep
+        )
         store = CheckpointStore(redis, registry, key=f"driftline:{prefix}training:checkpoint")
         producer = make_producer(bootstrap, client_id="driftline-training")
         consumer = make_consumer(
@@ -112,7 +114,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         # process: keep it out of the collector's full passes
         gc.collect()
         gc.freeze()
-        task = tasks.start(worker.run(), name="training-loop")
+        task = tasks.start(worker.run(), name="training-loop", essential=True)
         app.state.settings = settings
         app.state.registry = registry
         app.state.worker = worker

@@ -21,6 +21,7 @@ from datetime import datetime
 from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
+from services.training import metrics
 from services.training.learner import OnlineLearner
 from services.training.snapshot import pickle_later
 from shared.clock import utcnow
@@ -132,6 +133,7 @@ class CheckpointStore:
             and (versions or name not in state.versions)
         ]
         numbers = {name: await self.registry.next_version(name) for name in due}
+        retire = {name: await self.registry.retiring(name) for name in due}
         before = (dict(state.versions), dict(state.published_n), state.saved_at)
         now = utcnow()
         offsets = state.partition_offsets()
@@ -150,6 +152,7 @@ class CheckpointStore:
                         state.config_hash,
                         learner.scores[name].n_learned,
                         published_at=now,
+                        retire=retire[name],
                     )
                 )
                 state.versions[name] = numbers[name]
@@ -176,6 +179,8 @@ class CheckpointStore:
             except BaseException:
                 state.versions, state.published_n, state.saved_at = before
                 raise
+            for name, old in retire.items():
+                metrics.VERSIONS_RETIRED.labels(name).inc(len(old))
             return published
 
         return finish

@@ -24,6 +24,7 @@ __all__ = [
     "LATENCY",
     "LEARNER",
     "PREDICTIONS",
+    "VERSIONS_RETIRED",
     "LearnerCollector",
 ]
 
@@ -37,6 +38,11 @@ PREDICTIONS = Counter(
     "driftline_training_predictions_published_total", "Learner predictions published", ["model"]
 )
 CHECKPOINTS = Counter("driftline_training_checkpoints_total", "Checkpoints written")
+VERSIONS_RETIRED = Counter(
+    "driftline_training_versions_retired_total",
+    "Registry versions deleted by retention (the newest REGISTRY_KEEP and pinned ones stay)",
+    ["model"],
+)
 CONSUMER_LAG = Gauge(
     "driftline_training_consumer_lag", "Messages not yet consumed", ["topic", "partition"]
 )

@@ -147,7 +147,7 @@ def test_kafka_image_matches_the_local_broker_version(
     pom = ET.parse(ROOT / "scripts" / "kafka" / "pom.xml").getroot()
     pom_version = pom.findtext("{*}properties/{*}kafka.version")
 
-    assert services["kafka"]["image"] == f"apache/kafka:{stack_version}"
+    assert services["kafka"]["image"] == f"${{KAFKA_IMAGE:-apache/kafka:{stack_version}}}"
     assert pom_version == stack_version
 
 
@@ -158,7 +158,9 @@ def test_redis_image_matches_the_local_redis_server(services: dict[str, dict[str
     ).stdout
     match = re.search(r"v=(\d+)\.(\d+)\.", out)
     assert match, out
-    image, _, tag = services["redis"]["image"].partition(":")
+    default = re.fullmatch(r"\$\{REDIS_IMAGE:-([^}]+)\}", services["redis"]["image"])
+    assert default, services["redis"]["image"]
+    image, _, tag = default.group(1).partition(":")
     assert image == "redis"
     assert tag.split(".")[:2] == [match.group(1), match.group(2)]
 
@@ -245,7 +247,11 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:
 
 def test_dockerfile_installs_exactly_the_lock_file() -> None:
     instructions = _dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    # the official base by default; a mirror or a stand-in may be given at build time
+    assert instructions[:2] == [
+        ("ARG", "PYTHON_IMAGE=python:3.11-slim"),
+        ("FROM", "${PYTHON_IMAGE}"),
+    ]
     runs = [args for keyword, args in instructions if keyword == "RUN"]
     assert any(re.search(r"pip install --no-cache-dir -r requirements\.lock", r) for r in runs)
     assert any(re.search(r"pip install --no-cache-dir --no-deps \.(\s|$)", r) for r in runs)

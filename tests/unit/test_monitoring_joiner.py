@@ -166,3 +166,25 @@ def test_joins_are_scored_in_event_time_once_the_watermark_passes() -> None:
     monitor.advance(at(7))
     series = monitor.series[("lr", "learner")]
     assert (series.cumulative.n, series.drift.n) == (2, 2)
+
+
+def test_per_version_quality_keeps_the_newest_versions_in_numeric_order() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    monitor = Monitor("binary", ttl=timedelta(hours=1), keep_versions=3)
+    for v in range(1, 13):
+        p = Prediction(
+            prediction_id=f"p{v}",
+            event_id=f"e{v}",
+            model="lr",
+            model_version=str(v),
+            y_pred=1,
+            probabilities=None,
+            source="stream",
+            time=t0,
+        )
+        monitor.add_prediction(p)
+        monitor.add_label(Label(event_id=f"e{v}", label=True))
+    monitor.advance(t0)
+    row = monitor.summary()["models"][0]
+    assert row["n"] == 12
+    assert [v["version"] for v in row["versions"]] == ["10", "11", "12"]

@@ -95,3 +95,38 @@ async def test_missing_versions_and_artifacts_are_registry_errors(
         await registry.get("lr", "7")
     with pytest.raises(RegistryError, match="not in Redis"):
         await registry.load(f"{registry.namespace}:lr:7:artifact")
+
+
+async def test_retention_keeps_the_newest_and_the_pinned_versions(redis: Redis) -> None:
+    namespace = f"driftline:t{uuid.uuid4().hex[:10]}.registry"
+    registry = ModelRegistry(redis, namespace=namespace, keep=3)
+    try:
+        for n in (1, 2):
+            await registry.save("lr", trained(n), {}, OFFSETS)
+        await registry.pin("lr", "2")
+        assert await registry.retiring("lr") == []  # 1, 2 and the next fit in 3
+        for n in (3, 4, 5):
+            await registry.save("lr", trained(n), {}, OFFSETS)
+        assert await registry.retiring("lr") == ["3"]  # 2 is pinned
+        await registry.save("lr", trained(6), {}, OFFSETS)
+        assert [v.version for v in await registry.versions("lr")] == ["2", "4", "5", "6"]
+        for gone in ("1", "3"):
+            assert not await redis.exists(registry.artifact_key("lr", gone))
+            assert not await redis.exists(registry.meta_key("lr", gone))
+            with pytest.raises(RegistryError):
+                await registry.get("lr", gone)
+        with pytest.raises(RegistryError):
+            await registry.pin("lr", "1")  # retired: nothing left to pin
+        await registry.unpin("lr", "2")
+        await registry.save("lr", trained(7), {}, OFFSETS)
+        assert [v.version for v in await registry.versions("lr")] == ["5", "6", "7"]
+        assert await registry.next_version("lr") == "8"  # numbers never come back
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{namespace}:*")]
+        if keys:
+            await redis.delete(*keys)
+
+
+def test_retention_keeps_at_least_one_version() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ModelRegistry(Redis.from_url(REDIS_URL), keep=0)

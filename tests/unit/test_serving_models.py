@@ -139,3 +139,10 @@ def test_threads_reading_while_swapping_see_whole_models() -> None:
     for thread in threads:
         thread.join()
     assert errors == [] and holder.require().version == "499"
+
+
+def test_the_holder_lists_the_newest_versions_only() -> None:
+    holder = ModelHolder("lr", keep=3)
+    for v in range(1, 13):
+        holder.record(published("lr", str(v), f"k{v}"))
+    assert holder.versions("lr") == ["10", "11", "12"]
