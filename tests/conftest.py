@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.support import BOOTSTRAP, REDIS_URL, ROOT, ServiceProcess
 
@@ -35,6 +36,14 @@ def stack() -> None:
         subprocess.run(["make", "-s", "infra"], cwd=ROOT, check=True)
     assert _kafka_answers(), f"no Kafka broker answers on {BOOTSTRAP}"
     assert _redis_answers(), f"no Redis answers on {REDIS_URL}"
+
+
+@pytest.fixture
+async def redis(stack: None) -> AsyncIterator[Redis]:
+    """A client of the stack's Redis (bytes in, bytes out)."""
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

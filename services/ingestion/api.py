@@ -22,7 +22,7 @@ from shared.messages import GLOBAL_KEY, Event, Label, Message
 from shared.topics import Topics
 from shared.validation import decode_json, validate_document
 
-__all__ = ["router"]
+__all__ = ["router", "too_large"]
 
 router = APIRouter()
 
@@ -31,6 +31,11 @@ def _problem(
     index: int | None, code: str, message: str, field: str | None = None
 ) -> dict[str, Any]:
     return {"index": index, "field": field, "code": code, "message": message}
+
+
+def too_large(message: str) -> dict[str, Any]:
+    """The problem `shared.body_limit.BodyLimit` answers 413 with, in this API's shape."""
+    return _problem(None, "too_large", message)
 
 
 def _check_items(
@@ -78,11 +83,7 @@ async def _accept(request: Request, message_type: type[Message], topic: str) -> 
     started = time.perf_counter()
     settings: IngestionSettings = request.app.state.settings
     producer: AIOKafkaProducer = request.app.state.producer
-    body = await request.body()
-    if len(body) > settings.max_request_bytes:
-        limit = settings.max_request_bytes
-        problem = _problem(None, "too_large", f"{len(body)} bytes exceeds the limit of {limit}")
-        return JSONResponse({"detail": [problem]}, status_code=413)
+    body = await request.body()  # at most max_request_bytes: BodyLimit answered 413 past it
     messages, problems = _check_items(body, message_type, settings)
     if problems:
         return JSONResponse({"detail": problems}, status_code=422)

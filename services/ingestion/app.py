@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from services.ingestion.api import router
+from services.ingestion.api import router, too_large
 from services.ingestion.config import IngestionSettings
 from services.ingestion.consumer import IngestionWorker
 from services.ingestion.seen import RedisSeenStore, pack_with_hiredis
 from shared import health, tasks
+from shared.body_limit import BodyLimit
 from shared.kafka import make_consumer, make_producer
 from shared.topics import Topics, ensure_topics
 
@@ -73,6 +74,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
             await redis.aclose()
 
     app = FastAPI(title="Driftline ingestion", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, problem=too_large)
     app.include_router(router)
     app.include_router(health.router)
     return app

@@ -43,6 +43,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             drift_margin=settings.drift_margin,
             history_every=settings.history_every,
             keep_versions=settings.registry_keep,
+            history_points=settings.history_points,
         )
         alerts_reader = make_consumer(
             bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID

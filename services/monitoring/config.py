@@ -21,8 +21,11 @@ class MonitoringSettings(CommonSettings):
     drift_warmup: int = Field(default=500, ge=0)
     # How much higher the error must be after a detected change than before it.
     drift_margin: float = Field(default=0.01, ge=0)
-    # One point of the dashboard's history per this many scored predictions.
+    # One point of the dashboard's history per this many scored predictions, at first;
+    # at `history_points` points per (model, source) every second one is dropped and
+    # points come half as often, so the chart spans the whole stream in bounded memory.
     history_every: int = Field(default=100, ge=1)
+    history_points: int = Field(default=1000, ge=2)
     # A caught-up partition quiet this long no longer holds event time back (seconds).
     idle_partition_s: float = Field(default=5.0, gt=0)
     # Added to the process's nice value. 0: monitoring keeps up like every service (at

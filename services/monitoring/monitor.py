@@ -80,6 +80,7 @@ class Series:
     drift: ErrorDrift
     versions: dict[str, Quality] = field(default_factory=dict)
     history: list[HistoryPoint] = field(default_factory=list)
+    history_every: int = 100  # scored predictions per point; doubles as history fills
     unscored: int = 0  # joined, but y_pred was null (or not a number, for regression)
     expired: int = 0  # no label within ttl
     alerts: int = 0
@@ -107,6 +108,7 @@ class Monitor:
         drift_margin: float = 0.01,
         history_every: int = 100,
         keep_versions: int = 20,
+        history_points: int = 1000,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.task = task
@@ -116,6 +118,7 @@ class Monitor:
         self.drift_params = {"delta": drift_delta, "warmup": drift_warmup, "margin": drift_margin}
         self.history_every = history_every
         self.keep_versions = keep_versions  # per (model, source): the newest
+        self.history_points = max(2, history_points)  # per (model, source)
         self.clock = clock
         self.series: dict[SeriesKey, Series] = {}
         self.alerts: dict[str, Alert] = {}  # by alert_id, in the order raised
@@ -214,6 +217,7 @@ class Monitor:
                 Quality(self.task),
                 Quality(self.task, window=self.window_size),
                 ErrorDrift(**self.drift_params),  # type: ignore[arg-type]
+                history_every=self.history_every,
             )
             self.series[key] = series
         return series
@@ -240,10 +244,15 @@ class Monitor:
                 del series.versions[min(series.versions, key=version_order)]
         version.update_scored(y_true, y_pred, loss)
         n = series.cumulative.n
-        if n % self.history_every == 0:
+        if n % series.history_every == 0:
             value = series.window.get()[series.window.primary]
             event_time = prediction.event_time.isoformat() if prediction.event_time else None
             series.history.append(HistoryPoint(n, float(value or 0.0), event_time))
+            if len(series.history) >= self.history_points:
+                # full: keep every second point and take points half as often, so the
+                # chart spans the whole stream in at most `history_points` points
+                series.history_every *= 2
+                series.history = [p for p in series.history if p.n % series.history_every == 0]
         found = series.drift.update(error_of(y_true, y_pred, self.task))
         return None if found is None else self._alert(series, prediction, found)
 

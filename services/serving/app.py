@@ -28,6 +28,7 @@ from services.serving.models import ModelHolder
 from services.serving.processes import StreamStatus
 from services.serving.publisher import PredictionPublisher
 from shared import tasks
+from shared.body_limit import BodyLimit
 from shared.features import FeatureComputer
 from shared.kafka import make_producer
 from shared.pipeline import load_pipeline
@@ -125,4 +126,6 @@ def create_app(
             await producer.stop()
             await store.aclose()
 
-    return build_app(lifespan)
+    app = build_app(lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    return app

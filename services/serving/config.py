@@ -22,6 +22,9 @@ class ServingSettings(CommonSettings):
     group_id: str = "driftline-serving"
     # Most feature vectors scored (and predictions produced) per batch.
     batch_size: int = Field(default=2000, ge=1)
+    # Largest request body read (413 past it, before any parsing). A /predict body is
+    # an entity id and at most 1,000 features.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Longest a live-feature read may take: a stalled Redis answers 503 after this.
     redis_timeout_s: float = Field(default=0.5, gt=0)
     # Longest one read of a model artifact from the registry's Redis may take.

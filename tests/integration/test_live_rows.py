@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,13 +34,6 @@ def _with(url: str, *, user: str | None = None, password: str | None = None, db:
     auth = f"{user or ''}:{password}@" if password is not None else ""
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, auth + host, f"/{db}", "", ""))
-
-
-@pytest.fixture
-async def redis(stack: None) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

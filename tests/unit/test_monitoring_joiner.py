@@ -188,3 +188,29 @@ def test_per_version_quality_keeps_the_newest_versions_in_numeric_order() -> Non
     row = monitor.summary()["models"][0]
     assert row["n"] == 12
     assert [v["version"] for v in row["versions"]] == ["10", "11", "12"]
+
+
+def test_history_spans_the_whole_stream_in_bounded_points() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    monitor = Monitor("binary", ttl=timedelta(hours=1), history_every=1, history_points=8)
+    for i in range(1, 101):
+        monitor.add_prediction(
+            Prediction(
+                prediction_id=f"p{i}",
+                event_id=f"e{i}",
+                model="lr",
+                model_version="1",
+                y_pred=1,
+                probabilities=None,
+                source="stream",
+                time=t0,
+            )
+        )
+        monitor.add_label(Label(event_id=f"e{i}", label=i % 3 == 0))
+    monitor.advance(t0)
+    series = monitor.series[("lr", "stream")]
+    assert series.cumulative.n == 100
+    points = [p.n for p in series.history]
+    assert len(points) < 8
+    assert points == list(range(series.history_every, 101, series.history_every))
+    assert points[0] <= 16 and points[-1] >= 100 - series.history_every  # start to end

@@ -20,13 +20,6 @@ OFFSETS = [PartitionOffset(topic="features", partition=0, offset=12)]
 
 
 @pytest.fixture
-async def redis(stack: None) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def registry(redis: Redis) -> AsyncIterator[ModelRegistry]:
     namespace = f"driftline:t{uuid.uuid4().hex[:10]}.registry"
     yield ModelRegistry(redis, namespace=namespace)
