@@ -9,13 +9,24 @@ STAMP := $(VENV)/.installed
 PIPELINE_CONFIG ?= pipelines/default.yaml
 export PIPELINE_CONFIG
 
+# Secrets `make setup` creates once (mode 600, git-ignored): Redis's password. Every
+# target that runs something gets REDIS_URL with it (unless REDIS_URL is set already).
+SECRETS := .secrets
+export REDIS_URL ?= redis://default:$(shell cat $(SECRETS)/redis_password 2>/dev/null)@127.0.0.1:6379/0
+
 # name:port of each service that `make up` starts, in start order
 SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8002
 
-.PHONY: setup system-deps venv jars up infra topics services down clean demo demo-ingest test \
+.PHONY: setup system-deps venv jars secrets up infra topics services down clean demo demo-ingest test \
 	test-unit bench lint lock status
 
-setup: system-deps venv jars ## everything a fresh machine needs
+setup: system-deps venv jars secrets ## everything a fresh machine needs
+
+secrets: ## .secrets/redis_password, if missing
+	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
+	@test -s $(SECRETS)/redis_password || { \
+		umask 077; head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 \
+		> $(SECRETS)/redis_password; echo "created $(SECRETS)/redis_password"; }
 
 system-deps:
 	@missing=""; \

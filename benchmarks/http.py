@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.stack import REDIS_URL
 from services.serving.api import PredictRequest
 
 __all__ = [
@@ -373,7 +374,7 @@ async def _seed(prefix: str, entity_ids: Sequence[str]) -> None:
     from shared.topics import Topics, ensure_topics
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    redis = Redis.from_url(REDIS_URL)
     model = build_model("logreg")
     for i in range(200):
         x1 = float(i % 10 - 5)
@@ -409,7 +410,7 @@ async def _seed(prefix: str, entity_ids: Sequence[str]) -> None:
 async def _unseed(prefix: str) -> None:
     from redis.asyncio import Redis
 
-    redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    redis = Redis.from_url(REDIS_URL)
     keys = [key async for key in redis.scan_iter(match=f"driftline:{prefix}*")]
     if keys:
         await redis.delete(*keys)

@@ -26,11 +26,13 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
+from shared.settings import local_redis_url
+
 __all__ = ["BenchStack", "Service", "clear_earlier_runs", "process_cpu_seconds", "read_metrics"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url()
 PORTS = {
     "ingestion": 18101,
     "features": 18166,

@@ -31,7 +31,13 @@ pid_alive() {  # pid_alive NAME -> 0 when .run/NAME.pid names a live process
 }
 
 kafka_answers() { kcat -L -b 127.0.0.1:9092 -m 2 >/dev/null 2>&1; }
-redis_answers() { [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" == "PONG" ]]; }
+# Redis's password, created by `make setup` (none: Redis runs without one)
+REDIS_SECRET="$ROOT/.secrets/redis_password"
+redis_password() { [[ -s "$REDIS_SECRET" ]] && cat "$REDIS_SECRET" || true; }
+redis_answers() {
+  [[ "$(REDISCLI_AUTH="$(redis_password)" redis-cli --no-auth-warning -h 127.0.0.1 -p 6379 ping \
+    2>/dev/null)" == "PONG" ]]
+}
 
 wait_for() {  # wait_for WHAT CHECK-COMMAND...
   local what="$1"; shift
@@ -85,8 +91,13 @@ start_redis() {
   if redis_answers; then log "a redis already answers on 127.0.0.1:6379; reusing it"; return 0; fi
   mkdir -p "$DATA_DIR/redis"
   log "starting redis on 127.0.0.1:6379 (AOF on)"
-  nohup redis-server "$ROOT/scripts/redis.conf" --dir "$DATA_DIR/redis" \
-    >"$RUN_DIR/redis.log" 2>&1 &
+  # the password goes in a config file of our own (mode 600), not on the command line
+  local conf="$RUN_DIR/redis.conf"
+  (umask 077; {
+    echo "include $ROOT/scripts/redis.conf"
+    if [[ -s "$REDIS_SECRET" ]]; then echo "requirepass $(redis_password)"; fi
+  } >"$conf")
+  nohup redis-server "$conf" --dir "$DATA_DIR/redis" >"$RUN_DIR/redis.log" 2>&1 &
   echo $! >"$RUN_DIR/redis.pid"
   wait_for redis redis_answers
   log "redis is ready"

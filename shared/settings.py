@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CommonSettings"]
+__all__ = ["SECRETS_DIR", "CommonSettings", "local_redis_url"]
+
+# `make setup` creates the local stack's secrets here (mode 600, git-ignored).
+SECRETS_DIR = Path(__file__).resolve().parent.parent / ".secrets"
+
+
+def local_redis_url(host: str = "127.0.0.1", port: int = 6379, db: int = 0) -> str:
+    """The local stack's Redis, with the password `make setup` made if there is one.
+
+    The Makefile exports `REDIS_URL` built the same way; this default serves a service
+    or a test started by hand from the repository.
+    """
+    secret = SECRETS_DIR / "redis_password"
+    password = secret.read_text().strip() if secret.is_file() else ""
+    auth = f"default:{password}@" if password else ""  # redis-cli needs the user named
+    return f"redis://{auth}{host}:{port}/{db}"
 
 
 class CommonSettings(BaseSettings):
@@ -14,7 +31,9 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field(default_factory=local_redis_url)
+    # A file holding Redis's password (compose's secret): put into `redis_url`.
+    redis_password_file: str | None = None
     pipeline_config: str = "pipelines/default.yaml"
     # Prepended to every topic name: lets tests and tenants share one broker.
     topic_prefix: str = ""
@@ -25,3 +44,12 @@ class CommonSettings(BaseSettings):
     # ones stay), serving and monitoring list this many. With a version every 10
     # minutes (training's VERSION_SECONDS), 20 are the last 3 hours to roll back to.
     registry_keep: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> CommonSettings:
+        if self.redis_password_file:
+            password = Path(self.redis_password_file).read_text().strip()
+            scheme, _, rest = self.redis_url.partition("://")
+            host = rest.rpartition("@")[2]
+            self.redis_url = f"{scheme}://default:{password}@{host}"
+        return self

@@ -17,9 +17,11 @@ from typing import Any
 
 import httpx
 
+from shared.settings import local_redis_url
+
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url()
 
 
 def free_port() -> int:

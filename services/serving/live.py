@@ -174,7 +174,7 @@ class LiveRows:
                 ssl=tls,
             )
         setup: list[bytes] = []
-        if options.get("password") is not None:
+        if options.get("password"):  # an empty one (`redis://:@host`) is none
             user = options.get("username")
             secret = str(options["password"]).encode()
             setup.append(

@@ -30,10 +30,12 @@ def _row(entity_id: str, i: int) -> EntityRow:
 
 
 def _with(url: str, *, user: str | None = None, password: str | None = None, db: int) -> str:
+    """`url` at database `db`, with `user`/`password` instead of its own if given."""
     parts = urlsplit(url)
-    auth = f"{user or ''}:{password}@" if password is not None else ""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, auth + host, f"/{db}", "", ""))
+    auth, _, host = parts.netloc.rpartition("@")
+    if password is not None:
+        auth = f"{user or ''}:{password}"
+    return urlunsplit((parts.scheme, f"{auth}@{host}" if auth else host, f"/{db}", "", ""))
 
 
 @pytest.fixture

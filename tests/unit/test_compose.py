@@ -273,3 +273,18 @@ def test_everything_the_dockerfile_copies_exists_and_is_not_ignored(source: str)
     ]
     top = source.rstrip("/").split("/")[0]
     assert not any(fnmatch.fnmatch(top, pattern) for pattern in ignored), source
+
+
+def test_redis_needs_the_password_every_service_gets_as_a_secret(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert compose["secrets"]["redis_password"] == {"file": ".secrets/redis_password"}
+    redis = services["redis"]
+    assert "--requirepass" in redis["command"][-1]
+    assert "/run/secrets/redis_password" in redis["command"][-1]
+    assert "redis_password" in redis["secrets"]
+    assert "REDISCLI_AUTH" in redis["healthcheck"]["test"][-1]
+    for name in ("topics", *SERVICE_PORTS):
+        service = services[name]
+        assert "redis_password" in service["secrets"], name
+        assert service["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
