@@ -85,6 +85,13 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _send_pending(
+    connection: _Connection, pending: list[tuple[bytes, asyncio.Future[Any]]]
+) -> None:
+    """One write for a turn's commands; their futures wait in the same order."""
+    connection.send(b"".join(command for command, _ in pending), [f for _, f in pending])
+
+
 class LiveRows:
     """`read(entity_id)` as `RedisOnlineStore.read`, on one pipelined connection (module doc)."""
 
@@ -122,7 +129,7 @@ class LiveRows:
         pending, self._pending = self._pending, []
         connection = self._connection
         if connection is not None and not connection.lost:
-            connection.send(b"".join(c for c, _ in pending), [f for _, f in pending])
+            _send_pending(connection, pending)
             return
         asyncio.get_running_loop().create_task(self._connect_then_send(pending))
 
@@ -134,7 +141,7 @@ class LiveRows:
                 if not future.done():
                     future.set_exception(error)
             return
-        connection.send(b"".join(c for c, _ in pending), [f for _, f in pending])
+        _send_pending(connection, pending)
 
     async def _connect(self) -> _Connection:
         """The open connection, or a new one (reads arriving meanwhile share its opening)."""
