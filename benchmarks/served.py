@@ -3,8 +3,10 @@
 weather.csv (the team kit's `datasets/`: 18,159 days of weather at Offutt Air Force
 Base, rain or not, with seasonal and long-term drift) is replayed as live traffic at
 `rate` events/s through all five services, each label right after its event. Serving
-scores every feature vector with the model it serves (`stream` predictions), which
-follows the learner's live slot; the learner predicts each event test-then-train.
+scores every feature vector with the model it serves (`stream` predictions): by
+default its own replica of the learner, which has learned every label before it
+(`STREAM_MODEL=follow`: the model followed from training's live slot, up to a
+second behind); the learner predicts each event test-then-train.
 Both are read back from `predictions` and scored on the events both predicted
 (serving skips the first few, before any model exists). The figure is served
 accuracy; its baseline the learner's on the same events; the gap in percentage
@@ -40,7 +42,12 @@ PORT_SHIFT = 2000  # away from the other benches' ports (sustained's: 1000)
 DRAIN_S = 120.0  # the most to wait, after the stream, for the last predictions
 
 
-def run_served_bench(rate: int = 1000) -> list[Row]:
+def run_served_bench(rate: int = 1000, modes: tuple[str, ...] = ("replica", "follow")) -> list[Row]:
+    """One row per `STREAM_MODEL` in `modes`, each from a fresh stack."""
+    return [row for mode in modes for row in _served(rate, mode)]
+
+
+def _served(rate: int, mode: str) -> list[Row]:
     rows = list(rows_from_source(str(WEATHER)))
     truth = {f"b{i}": bool(y) for i, (_, y) in enumerate(rows)}
     pipeline = write_pipeline(BenchStack.work / "pipeline-served.yaml", [MODEL], sorted(rows[0][0]))
@@ -49,7 +56,7 @@ def run_served_bench(rate: int = 1000) -> list[Row]:
     events, labels = raw_messages(rows, start_now=True, rate=rate)
     with stack.running():
         for name in SERVICES:
-            stack.start(name)
+            stack.start(name, **({"STREAM_MODEL": mode} if name == "serving" else {}))
         settle()
         with flowing(topics, events, labels, rate):
             _follow(len(rows), rate)
@@ -71,7 +78,7 @@ def run_served_bench(rate: int = 1000) -> list[Row]:
         ),
         "target_gap_pp": 1.0,
     }
-    name = f"served (stream) accuracy, {MODEL}, weather.csv at {rate:,} events/s"
+    name = f"served (stream, {mode}) accuracy, {MODEL}, weather.csv at {rate:,} events/s"
     return [Row(name, served, "%", "learner accuracy, same events", learner, extra)]
 
 
@@ -118,7 +125,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     found = run_served_bench(parser.parse_args().rate)
     print_table(found)
-    print(found[0].extra)
+    for row in found:
+        print(row.extra)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ class CommonSettings(BaseSettings):
     # ones stay), serving and monitoring list this many. With a version every 10
     # minutes (training's VERSION_SECONDS), 20 are the last 3 hours to roll back to.
     registry_keep: int = Field(default=20, ge=1)
+    # The learner's watermark (training's, and serving's replica of it, decide alike):
+    # a caught-up partition quiet for this long (wall time) no longer holds it back;
+    idle_ms: int = Field(default=2000, ge=0)
+    # and the longest wait (wall time) for the features of a label already consumed
+    # (meanwhile quiet features partitions are not skipped), and for a silent topic's
+    # first record.
+    label_wait_ms: int = Field(default=60_000, ge=0)
 
     @model_validator(mode="after")
     def _password_from_file(self) -> CommonSettings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from shared.settings import CommonSettings
@@ -18,10 +20,18 @@ class ServingSettings(CommonSettings):
     # Run the `features` scorer (a process of its own); false serves HTTP only, for
     # replicas that scale HTTP while another instance scores the stream.
     stream_scoring: bool = True
-    # Consumer group of the `features` scorer; the `models` readers use no group.
+    # What the stream is scored with: `replica`, the champion learned in the scorer
+    # itself from every label before each vector (`replica.py`; costs its learning CPU
+    # again), or `follow`, the model followed from training's live slot (up to a
+    # second behind the learner).
+    stream_model: Literal["replica", "follow"] = "replica"
+    # How often the replica checkpoints its own state (a restart replays from there).
+    replica_checkpoint_seconds: float = Field(default=10.0, gt=0)
+    # Consumer group of the `features` scorer when it follows; the `models` readers use no group.
     group_id: str = "driftline-serving"
-    # Most feature vectors scored (and predictions produced) per batch.
-    batch_size: int = Field(default=2000, ge=1)
+    # Most records per batch of the stream scorer (vectors scored, or for the replica
+    # vectors and labels learned; 2,000 halved the replica's rate).
+    batch_size: int = Field(default=5000, ge=1)
     # Largest request body read (413 past it, before any parsing). A /predict body is
     # an entity id and at most 1,000 features.
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -1,31 +1,44 @@
-"""Bootstrap of the stream scorer process: wires Kafka, Redis and a model watcher to `FeatureScorer`.
+"""Bootstrap of the stream scorer process: the learner's replica, or a scorer of a followed model.
 
+With `STREAM_MODEL=replica` (the default) it wires Kafka and training's checkpoint
+to a `LearnerReplica`; with `follow`, Kafka and a model watcher to `FeatureScorer`.
 The supervisor (`processes`) starts it as a child of `python -m services.serving`
 and restarts it if it exits. While it runs, a heartbeat task moves the shared
-`StreamStatus` deadline forward as long as the scorer and its model watcher keep
-polling; the HTTP workers' `/healthz` answers 503 once the deadline has passed. A
-SIGTERM lets the batch in hand finish (produced, acknowledged, committed) first.
+`StreamStatus` deadline forward as long as its loops keep polling; the HTTP
+workers' `/healthz` answers 503 once the deadline has passed. A SIGTERM lets the
+scorer's batch in hand finish (produced, acknowledged, committed) first; the
+replica commits nothing (a restart replays from training's checkpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 
 from services.serving import metrics
 from services.serving.bootstrap import watched_models
 from services.serving.config import ServingSettings
 from services.serving.models import ModelHolder
 from services.serving.processes import StreamStatus, die_with_parent
+from services.serving.replica import GC_THRESHOLDS, LearnerReplica, restore_replica
 from services.serving.stream import FeatureScorer
-from services.serving.watcher import ModelWatcher
+from services.training.checkpoint import CheckpointStore, checkpoint_key
+from services.training.feed import LearnerFeed
 from shared import tasks
 from shared.kafka import make_consumer, make_producer
 from shared.logs import configure_logging
 from shared.pipeline import load_pipeline
-from shared.topics import Topics
+from shared.registry import ModelRegistry
+from shared.topics import Topics, partitions_of
 
 __all__ = ["HEARTBEAT_S", "MAX_IDLE_S", "STREAM_NICENESS", "run_stream_process", "score_stream"]
 
@@ -44,66 +57,136 @@ def run_stream_process(settings: ServingSettings, status: StreamStatus, parent_p
     # when CPU is short, the kernel runs HTTP workers first: a request waits for
     # no scoring burst, the stream only lags (and catches up in larger batches)
     os.nice(STREAM_NICENESS)
+    if settings.stream_model == "replica":
+        gc.set_threshold(*GC_THRESHOLDS)
     configure_logging(settings.log_level)
     metrics.set_process("stream")
     asyncio.run(score_stream(settings, status))
 
 
-async def _heartbeat(scorer: FeatureScorer, watcher: ModelWatcher, status: StreamStatus) -> None:
+class _Polling(Protocol):
+    def seconds_since_poll(self) -> float: ...
+
+
+async def _heartbeat(pollers: list[_Polling], status: StreamStatus) -> None:
     while True:
-        idle = max(scorer.seconds_since_poll(), watcher.seconds_since_poll())
+        idle = max(poller.seconds_since_poll() for poller in pollers)
         status.extend(MAX_IDLE_S - idle)
         await asyncio.sleep(HEARTBEAT_S)
+
+
+Running = tuple[list[asyncio.Task[Any]], list[_Polling]]  # its tasks, what must keep polling
+
+
+@contextlib.asynccontextmanager
+async def _followed_model(
+    settings: ServingSettings, producer: AIOKafkaProducer, topics: Topics
+) -> AsyncIterator[Running]:
+    """`STREAM_MODEL=follow`: `features` scored in its group with the model followed."""
+    pipeline = load_pipeline(settings.pipeline_config)
+    holder = ModelHolder(champion=pipeline.models[0].name, keep=settings.registry_keep)
+    consumer = make_consumer(
+        topics.features,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.group_id,
+        client_id=CLIENT_ID,
+    )
+    async with watched_models(settings, holder, client_id=CLIENT_ID) as watcher:
+        await consumer.start()
+        try:
+            scorer = FeatureScorer(
+                consumer, producer, holder, topics.predictions, batch_size=settings.batch_size
+            )
+            running = tasks.start(scorer.run(), name="serving-features-scorer")
+            assert watcher.task is not None
+            log.info(
+                "scoring %s with %s (group %s)", topics.features, holder.champion, settings.group_id
+            )
+            try:
+                yield [running, watcher.task], [scorer, watcher]
+            finally:
+                await tasks.cancel(running)  # the scorer finishes its batch in hand first
+        finally:
+            await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def _replicated_learner(
+    settings: ServingSettings, producer: AIOKafkaProducer, topics: Topics
+) -> AsyncIterator[Running]:
+    """`STREAM_MODEL=replica`: the champion learned here from every partition (see `replica`)."""
+    pipeline = load_pipeline(settings.pipeline_config)
+    prefix, bootstrap = settings.topic_prefix, settings.kafka_bootstrap_servers
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.artifact_timeout_s,
+        socket_connect_timeout=settings.artifact_timeout_s,
+    )
+    registry = ModelRegistry(redis, namespace=f"driftline:{prefix}registry")
+    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID)
+    try:
+        clock = asyncio.get_running_loop().time
+        training = CheckpointStore(redis, registry, checkpoint_key(prefix))
+        own = CheckpointStore(redis, registry, f"driftline:{prefix}serving:replica")
+        state = await restore_replica(own, training, pipeline, settings, clock())
+        feed = LearnerFeed(
+            state, features=topics.features, labels=topics.labels, task=pipeline.task
+        )
+        replica = LearnerReplica(
+            consumer,
+            producer,
+            feed,
+            registry,
+            own,
+            champion=pipeline.models[0].name,
+            predictions_topic=topics.predictions,
+            checkpoint_seconds=settings.replica_checkpoint_seconds,
+            batch_size=settings.batch_size,
+            clock=clock,
+        )
+        await consumer.start()
+        partitions = {
+            t: await partitions_of(bootstrap, t) for t in (topics.features, topics.labels)
+        }
+        await replica.start(partitions)
+        gc.collect()
+        gc.freeze()  # the restored state lives as long as the process
+        running = [
+            tasks.start(replica.run(), name="serving-learner-replica"),
+            tasks.start(replica.follow_versions(), name="serving-replica-versions"),
+        ]
+        try:
+            yield running, [replica]
+        finally:
+            await tasks.cancel(*running)
+    finally:
+        await consumer.stop()
+        await redis.aclose()
 
 
 async def score_stream(settings: ServingSettings, status: StreamStatus) -> None:
     """Score `features` until SIGTERM or SIGINT (or until a task fails: then raise)."""
     topics = Topics(settings.topic_prefix)
-    pipeline = load_pipeline(settings.pipeline_config)
-    holder = ModelHolder(champion=pipeline.models[0].name, keep=settings.registry_keep)
-    bootstrap = settings.kafka_bootstrap_servers
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    producer = make_producer(bootstrap, client_id=CLIENT_ID)
-    consumer = make_consumer(
-        topics.features,
-        bootstrap_servers=bootstrap,
-        group_id=settings.group_id,
-        client_id=CLIENT_ID,
-    )
+    producer = make_producer(settings.kafka_bootstrap_servers, client_id=CLIENT_ID)
+    source = _replicated_learner if settings.stream_model == "replica" else _followed_model
     await producer.start()
     try:
         await producer.partitions_for(topics.predictions)
-        async with watched_models(settings, holder, client_id=CLIENT_ID) as watcher:
-            await consumer.start()
-            try:
-                scorer = FeatureScorer(
-                    consumer, producer, holder, topics.predictions, batch_size=settings.batch_size
-                )
-                running = [
-                    tasks.start(scorer.run(), name="serving-features-scorer"),
-                    tasks.start(_heartbeat(scorer, watcher, status), name="serving-heartbeat"),
-                ]
-                assert watcher.task is not None
-                log.info(
-                    "scoring %s with %s (group %s)",
-                    topics.features,
-                    holder.champion,
-                    settings.group_id,
-                )
-                stopping = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait(
-                    [stopping, watcher.task, *running], return_when=asyncio.FIRST_COMPLETED
-                )
-                stopping.cancel()
-                await tasks.cancel(*running)  # the scorer finishes its batch in hand first
-                if not stop.is_set():
-                    failed = next(t for t in done if t is not stopping)
-                    error = None if failed.cancelled() else failed.exception()
-                    raise RuntimeError(f"{failed.get_name()} stopped") from error
-            finally:
-                await consumer.stop()
+        async with source(settings, producer, topics) as (running, pollers):
+            beat = tasks.start(_heartbeat(pollers, status), name="serving-heartbeat")
+            stopping = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait(
+                [stopping, beat, *running], return_when=asyncio.FIRST_COMPLETED
+            )
+            stopping.cancel()
+            await tasks.cancel(beat)
+            if not stop.is_set():
+                failed = next(t for t in done if t is not stopping)
+                error = None if failed.cancelled() else failed.exception()
+                raise RuntimeError(f"{failed.get_name()} stopped") from error
     finally:
         await producer.stop()

@@ -13,60 +13,20 @@ from redis.asyncio import Redis
 
 from services.training import metrics
 from services.training.api import router
-from services.training.checkpoint import CheckpointStore, TrainingState
+from services.training.checkpoint import CheckpointStore, checkpoint_key, restore_state
 from services.training.config import TrainingSettings
-from services.training.learner import OnlineLearner
 from services.training.worker import TrainingWorker
 from shared import health, tasks
-from shared.catalogue import build_model
 from shared.kafka import make_consumer, make_producer
-from shared.pipeline import PipelineConfig, load_pipeline
+from shared.pipeline import load_pipeline
 from shared.registry import ModelRegistry
 from shared.topics import Topics, ensure_topics
-from shared.watermark import LearnerWatermark
 
-__all__ = ["create_app", "fresh_state", "restore_state"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 20.0
-
-
-def fresh_state(pipeline: PipelineConfig, settings: TrainingSettings) -> TrainingState:
-    """Untrained models of the pipeline, side by side in one learner; nothing read yet."""
-    models = {m.name: build_model(m.name, m.params, pipeline.task) for m in pipeline.models}
-    return TrainingState(
-        learner=OnlineLearner(models, ttl=pipeline.labels.ttl),
-        watermark=LearnerWatermark(settings.idle_ms / 1000, settings.label_wait_ms / 1000),
-        config_hash=pipeline.config_hash(),
-    )
-
-
-async def restore_state(
-    store: CheckpointStore, pipeline: PipelineConfig, settings: TrainingSettings, now: float
-) -> TrainingState:
-    """The checkpointed state, or a fresh one if there is none or the pipeline changed."""
-    state = await store.load()
-    if state is None:
-        log.info("no checkpoint at %s: training from the beginning of the topics", store.key)
-        return fresh_state(pipeline, settings)
-    if state.config_hash != pipeline.config_hash():
-        log.warning(
-            "the checkpoint was made with pipeline %s, not %s: retraining from the beginning",
-            state.config_hash,
-            pipeline.config_hash(),
-        )
-        return fresh_state(pipeline, settings)
-    state.watermark.idle_s = settings.idle_ms / 1000
-    state.watermark.hold_s = settings.label_wait_ms / 1000
-    state.watermark.restart(now)
-    log.info(
-        "restored the checkpoint of %s: records=%d versions=%s",
-        state.saved_at,
-        state.records,
-        state.versions,
-    )
-    return state
 
 
 def create_app(settings: TrainingSettings | None = None) -> FastAPI:
@@ -83,7 +43,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         registry = ModelRegistry(
             redis, namespace=f"driftline:{prefix}registry", keep=settings.registry_keep
         )
-        store = CheckpointStore(redis, registry, key=f"driftline:{prefix}training:checkpoint")
+        store = CheckpointStore(redis, registry, key=checkpoint_key(prefix))
         producer = make_producer(bootstrap, client_id="driftline-training")
         consumer = make_consumer(
             bootstrap_servers=bootstrap, group_id=settings.group_id, client_id="driftline-training"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import pickle
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,12 +25,24 @@ from redis.asyncio import Redis
 from services.training import metrics
 from services.training.learner import OnlineLearner
 from services.training.snapshot import pickle_later
+from shared.catalogue import build_model
 from shared.clock import utcnow
 from shared.messages import ModelPublished, PartitionOffset
+from shared.pipeline import PipelineConfig
 from shared.registry import ModelRegistry
+from shared.settings import CommonSettings
 from shared.watermark import LearnerWatermark
 
-__all__ = ["CheckpointStore", "TrainingState", "model_metrics"]
+__all__ = [
+    "CheckpointStore",
+    "TrainingState",
+    "checkpoint_key",
+    "fresh_state",
+    "model_metrics",
+    "restore_state",
+]
+
+log = logging.getLogger(__name__)
 
 # Classes a checkpoint written by an earlier release names, and where they live now
 # (same state layout), so an upgrade resumes instead of failing to start.
@@ -89,6 +102,11 @@ def model_metrics(learner: OnlineLearner, model: str) -> dict[str, float]:
     }
 
 
+def checkpoint_key(topic_prefix: str) -> str:
+    """The Redis key of training's checkpoint (serving's replica of the learner reads it too)."""
+    return f"driftline:{topic_prefix}training:checkpoint"
+
+
 class CheckpointStore:
     """Reads and writes the `TrainingState` under `key`, with the registry versions."""
 
@@ -107,6 +125,19 @@ class CheckpointStore:
         if not isinstance(state, TrainingState):
             raise TypeError(f"checkpoint {self.key!r} holds a {type(state).__name__}")
         return state
+
+    def write(self, state: TrainingState) -> Awaitable[None]:
+        """Snapshot `state` now (a forked child pickles it, see `snapshot`) and return the
+        write of it alone, no versions: serving's replica of the learner keeps its own."""
+        state.saved_at = utcnow()
+        summary = {"saved_at": state.saved_at.isoformat(), "records": state.records}
+        pickled = pickle_later(state)
+
+        async def finish() -> None:
+            blob = await pickled
+            await self.redis.hset(self.key, mapping={"state": blob, "summary": json.dumps(summary)})
+
+        return finish()
 
     async def save(self, state: TrainingState, *, versions: bool = True) -> list[ModelPublished]:
         """Write `state`, and a new version of each model that learned since its last one
@@ -184,3 +215,53 @@ class CheckpointStore:
             return published
 
         return finish
+
+
+def fresh_state(pipeline: PipelineConfig, settings: CommonSettings) -> TrainingState:
+    """Untrained models of the pipeline, side by side in one learner; nothing read yet."""
+    models = {m.name: build_model(m.name, m.params, pipeline.task) for m in pipeline.models}
+    return TrainingState(
+        learner=OnlineLearner(models, ttl=pipeline.labels.ttl),
+        watermark=LearnerWatermark(settings.idle_ms / 1000, settings.label_wait_ms / 1000),
+        config_hash=pipeline.config_hash(),
+    )
+
+
+async def restore_state(
+    store: CheckpointStore, pipeline: PipelineConfig, settings: CommonSettings, now: float
+) -> TrainingState:
+    """The checkpointed state, or a fresh one if there is none or the pipeline changed."""
+    state = resume(await store.load(), store.key, pipeline, settings, now)
+    return state if state is not None else fresh_state(pipeline, settings)
+
+
+def resume(
+    state: TrainingState | None,
+    key: str,
+    pipeline: PipelineConfig,
+    settings: CommonSettings,
+    now: float,
+) -> TrainingState | None:
+    """`state` (loaded from `key`) ready to go on, or None if none or of another pipeline."""
+    if state is None:
+        log.info("no checkpoint at %s: learning from the beginning of the topics", key)
+        return None
+    if state.config_hash != pipeline.config_hash():
+        log.warning(
+            "the checkpoint at %s was made with pipeline %s, not %s: not resumed",
+            key,
+            state.config_hash,
+            pipeline.config_hash(),
+        )
+        return None
+    state.watermark.idle_s = settings.idle_ms / 1000
+    state.watermark.hold_s = settings.label_wait_ms / 1000
+    state.watermark.restart(now)
+    log.info(
+        "restored the checkpoint at %s of %s: records=%d versions=%s",
+        key,
+        state.saved_at,
+        state.records,
+        state.versions,
+    )
+    return state

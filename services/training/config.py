@@ -25,11 +25,6 @@ class TrainingSettings(CommonSettings):
     # Every model that learned is written to its live slot (what serving follows)
     # about this often (0: never; serving then swaps only on new versions).
     live_seconds: float = Field(default=0.5, ge=0)
-    # A caught-up partition quiet for this long (wall time) no longer holds the watermark.
-    idle_ms: int = Field(default=2000, ge=0)
-    # Longest wait (wall time) for the features of a label already consumed (meanwhile
-    # quiet features partitions are not skipped), and for a silent topic's first record.
-    label_wait_ms: int = Field(default=60_000, ge=0)
     # Records per poll: a batch is parsed, learned and published before the next.
     batch_size: int = Field(default=5000, ge=1)
     poll_ms: int = Field(default=200, ge=10)

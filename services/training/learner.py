@@ -205,6 +205,21 @@ class OnlineLearner:
         """Whether `event_id`'s features were added (and are still remembered)."""
         return event_id in self._seen_features
 
+    def keep_only(self, names: Iterable[str]) -> None:
+        """Drop every model but `names`: a replica that serves one model learns only it.
+
+        >>> from river import linear_model, naive_bayes
+        >>> learner = OnlineLearner({"a": linear_model.LogisticRegression(),
+        ...                          "b": naive_bayes.GaussianNB()})
+        >>> learner.keep_only(["b"]); sorted(learner.models), sorted(learner.scores)
+        (['b'], ['b'])
+        """
+        keep = set(names)
+        self.models = {n: m for n, m in self.models.items() if n in keep}
+        self.scores = {n: s for n, s in self.scores.items() if n in keep}
+        self._classifiers = {n: c for n, c in self._classifiers.items() if n in keep}
+        self._by_max_proba = {n: b for n, b in self._by_max_proba.items() if n in keep}
+
     # ---- processing
 
     def advance(self, watermark: datetime | None = None) -> list[LearnerOutput]:

@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -39,18 +39,17 @@ from aiokafka.errors import KafkaError
 
 from services.training import metrics
 from services.training.checkpoint import CheckpointStore, TrainingState
+from services.training.feed import LearnerFeed
 from services.training.learner import LearnerOutput, PredictionMade
 from services.training.live import LiveModels
 from shared import tasks
 from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.kafka import send_all
-from shared.labels import target
-from shared.messages import GLOBAL_KEY, FeatureVector, Label, ModelPublished, Prediction
+from shared.messages import GLOBAL_KEY, ModelPublished, Prediction
 from shared.prometheus import observe_all
 from shared.registry import ModelRegistry
 from shared.topics import Topics
-from shared.validation import parse_message
 from shared.watermark import Partition
 
 __all__ = ["TrainingWorker", "prediction_fields", "prediction_json", "to_prediction"]
@@ -72,9 +71,14 @@ def _plain(value: Any) -> Any:
 
 
 def prediction_fields(
-    made: PredictionMade, version: str, entity_id: str | None, now: datetime
+    made: PredictionMade,
+    version: str,
+    entity_id: str | None,
+    now: datetime,
+    source: Literal["learner", "stream"] = "learner",
 ) -> dict[str, Any]:
-    """The fields of the `learner` prediction message for one model's prediction of one event."""
+    """The fields of the prediction message for one model's prediction of one event
+    (`stream` when serving's replica of the learner made it)."""
     probabilities = None
     if made.proba is not None:
         probabilities = {
@@ -83,14 +87,14 @@ def prediction_fields(
             if math.isfinite(float(p))
         }
     return {
-        "prediction_id": f"{made.event_id}:{made.model}:learner",
+        "prediction_id": f"{made.event_id}:{made.model}:{source}",
         "event_id": made.event_id,
         "entity_id": entity_id,
         "model": made.model,
         "model_version": version,
         "y_pred": _plain(made.y_pred),
         "probabilities": probabilities,
-        "source": "learner",
+        "source": source,
         "event_time": made.event_time,
         "time": now,
     }
@@ -114,10 +118,15 @@ def to_prediction(
 
 
 def prediction_json(
-    made: PredictionMade, version: str, entity_id: str | None, now: datetime
+    made: PredictionMade,
+    version: str,
+    entity_id: str | None,
+    now: datetime,
+    source: Literal["learner", "stream"] = "learner",
 ) -> bytes:
-    """The `learner` prediction message as JSON, encoded without building the model."""
-    return orjson.dumps(prediction_fields(made, version, entity_id, now), option=orjson.OPT_UTC_Z)
+    """The prediction message as JSON, encoded without building the model."""
+    fields = prediction_fields(made, version, entity_id, now, source)
+    return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -165,6 +174,7 @@ class TrainingWorker:
         self.task = task
         self.clock = clock
         self.listener = _Rebalance(self)
+        self.feed = LearnerFeed(state, features=topics.features, labels=topics.labels, task=task)
         self.live = LiveModels(registry, every_s=live_seconds)
         self.version_seconds = version_seconds
         self.last_versions = clock()  # when the last checkpoint published versions
@@ -244,32 +254,34 @@ class TrainingWorker:
         started = time.perf_counter()
         now = self.clock()
         state = self.state
-        valid = {self.topics.features: 0, self.topics.labels: 0}
-        for tp, records in batch.items():
-            consume = self._consume
-            valid[tp.topic] += sum(consume(tp, record, now) for record in records)
-            state.offsets[tp] = records[-1].offset + 1
-            state.records += len(records)
-            self._since_checkpoint += len(records)
+        n_features, n_labels, bad = self.feed.take(batch, now)
+        for topic, partition, offset, code, message in bad:
+            metrics.BAD_MESSAGES.labels(topic, code).inc()
+            log.warning(
+                "skipping an invalid record topic=%s partition=%d offset=%d code=%s: %s",
+                topic,
+                partition,
+                offset,
+                code,
+                message,
+            )
+        if batch:
+            self._since_checkpoint += sum(len(records) for records in batch.values())
             self._dirty = True
         # Check again before skipping a quiet partition when records flow: the stream
         # may just have resumed, with that partition's records on their way too.
         watermark_stale = bool(batch) and state.watermark.skipping(now)
         if watermark_stale or not batch or now - self._last_refresh >= REFRESH_SECONDS:
             await self._refresh(now)
-        watermark = state.watermark.get(now)
-        learner = state.learner
-        if watermark is not None and (
-            learner.buffered or learner.clock is None or watermark > learner.clock
-        ):
-            outputs = learner.advance(watermark)
+        outputs = self.feed.advance(now)
+        if outputs is not None:
             self._dirty = True
             await self._publish(outputs)
         if self.live.due(now):
-            await self.live.publish(learner, state.versions, now)
+            await self.live.publish(state.learner, state.versions, now)
         if batch:
-            _CONSUMED_FEATURES.inc(valid[self.topics.features])
-            _CONSUMED_LABELS.inc(valid[self.topics.labels])
+            _CONSUMED_FEATURES.inc(n_features)
+            _CONSUMED_LABELS.inc(n_labels)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             wall_ms = time.time() * 1000
             observe_all(
@@ -292,48 +304,6 @@ class TrainingWorker:
                 self._checkpoint_failed()
             else:  # written while the loop goes on learning
                 self._saving = tasks.start(self._end_checkpoint(finish), name="checkpoint")
-
-    def _consume(self, tp: TopicPartition, record: ConsumerRecord, now: float) -> bool:
-        """Add one record to the learner; whether it was valid (else logged, skipped)."""
-        state, learner = self.state, self.state.learner
-        kind = FeatureVector if tp.topic == self.topics.features else Label
-        result = parse_message(kind, record.value)
-        message = result.message
-        if message is None:
-            self._bad(record, result.errors[0].code, result.errors[0].message)
-            state.watermark.observe(tp, None, now)
-            return False
-        if isinstance(message, FeatureVector):
-            x = {k: v for k, v in message.features.items() if v is not None}
-            duplicates = learner.duplicates
-            learner.add_features(message.event_id, message.event_time, x)
-            if learner.duplicates == duplicates:
-                state.entities[message.event_id] = message.entity_id
-            state.watermark.release(message.event_id)
-            state.watermark.observe(tp, message.event_time, now)
-            return True
-        assert isinstance(message, Label)
-        y = target(message.label, self.task)
-        if y is None:
-            self._bad(record, "invalid_value", f"label {message.label!r} is no {self.task} target")
-            state.watermark.observe(tp, None, now)
-            return False
-        learner.add_label(message.event_id, y, message.label_time)
-        if not learner.has_features(message.event_id):  # the features topic owes this event
-            state.watermark.hold(message.event_id, self.topics.features, now)
-        state.watermark.observe(tp, message.label_time, now)
-        return True
-
-    def _bad(self, record: ConsumerRecord, code: str, message: str) -> None:
-        metrics.BAD_MESSAGES.labels(record.topic, code).inc()
-        log.warning(
-            "skipping an invalid record topic=%s partition=%d offset=%d code=%s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            code,
-            message,
-        )
 
     async def _publish(self, outputs: Iterable[LearnerOutput]) -> None:
         """Queue the learner's predictions; their acks are awaited before a checkpoint."""

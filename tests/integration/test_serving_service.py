@@ -1,4 +1,8 @@
-"""Serving against the real broker and Redis: start-up load, /predict, hot swap, stream scoring."""
+"""Serving against the real broker and Redis: start-up load, /predict, hot swap, stream scoring.
+
+The stream tests here score with published models (`STREAM_MODEL=follow`); the
+default, the replica of the learner, is tested in `test_serving_replica.py`.
+"""
 
 from __future__ import annotations
 
@@ -136,7 +140,9 @@ def test_without_a_model_it_is_alive_not_ready_and_skips_vectors_until_one_comes
     service_factory: Factory, topics: str, pipeline_path: Path, redis_keys: None
 ) -> None:
     prefix = topics
-    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path)).start()
+    service = service_factory(
+        "serving", PIPELINE_CONFIG=str(pipeline_path), STREAM_MODEL="follow"
+    ).start()
     assert httpx.get(f"{service.url}/healthz").status_code == 200
     assert httpx.get(f"{service.url}/readyz").status_code == 503
     response = httpx.post(f"{service.url}/predict", json={"entity_id": "c1"})
@@ -175,7 +181,9 @@ def test_predict_uses_live_features_and_hot_swaps_without_failing(
         features={"x1": 3.0, "x2": -1.0},
     )
     row = write_row(prefix, stored)
-    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path)).start()
+    service = service_factory(
+        "serving", PIPELINE_CONFIG=str(pipeline_path), STREAM_MODEL="follow"
+    ).start()
     assert httpx.get(f"{service.url}/readyz").status_code == 200
 
     response = httpx.post(
@@ -252,7 +260,9 @@ def test_every_feature_vector_gets_one_stream_prediction_from_the_newest_version
     old, newest = trained(flip=True), trained(flip=False)
     publish_model(prefix, "logreg", "1", old)
     publish_model(prefix, "logreg", "2", newest)  # at start, the newest version is loaded
-    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path)).start()
+    service = service_factory(
+        "serving", PIPELINE_CONFIG=str(pipeline_path), STREAM_MODEL="follow"
+    ).start()
     assert httpx.get(f"{service.url}/readyz").json()["model_version"] == "2"
 
     vectors = [
@@ -305,7 +315,9 @@ def test_a_restart_mid_stream_scores_every_vector_under_one_prediction_id(
         for i in range(9000)
     ]
     messages = [(v.key().encode(), v.to_json()) for v in vectors]
-    service = service_factory("serving", PIPELINE_CONFIG=str(pipeline_path), BATCH_SIZE="20")
+    service = service_factory(
+        "serving", PIPELINE_CONFIG=str(pipeline_path), BATCH_SIZE="20", STREAM_MODEL="follow"
+    )
     service.start()
     kcat_produce(f"{prefix}features", messages[:8000])
     scored = {"source": "stream", "model": "logreg"}

@@ -1,0 +1,228 @@
+"""Serving's replica of the learner: `stream` predictions from a model that learned every label before them.
+
+Learning is deterministic given the merged stream (DESIGN.md, "Flow and guarantees"),
+so a second learner fed the same `features` and `labels` records predicts exactly
+what training's does. The replica starts from training's latest checkpoint (the
+learner and the input offsets it reflects; fresh if there is none), keeps only the
+champion, and reads every partition of both topics itself, with no consumer group,
+from those offsets. Each batch goes through training's own `LearnerFeed`; each
+prediction the champion makes becomes a `stream` prediction, produced, and its acks
+awaited once per batch. So what serving scores the stream with is never behind the
+learner, where a model followed from the live slot lags it by up to a second, which
+on a drifting stream costs accuracy (README, "Performance").
+
+The price is the champion's learning CPU a second time (cheap for `logreg`, a core
+for `arf` at a few thousand events/s): `STREAM_MODEL=follow` scores with the model
+followed from the live slot instead. A prediction's version is the champion's
+newest registry version (the live slot's stamp, read every `VERSION_POLL_S`); its
+id is `<event_id>:<model>:stream`, the same on every replica and every replay, so
+a restart (which replays from the checkpoint) or a second serving replica makes
+duplicates that monitoring drops. Serving replicas scale HTTP; one replica is
+enough for the stream (`STREAM_SCORING=false` on the others saves their CPU).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.exceptions import RedisError
+
+from services.serving import metrics
+from services.training.checkpoint import CheckpointStore, TrainingState, fresh_state, resume
+from services.training.feed import LearnerFeed
+from services.training.learner import LearnerOutput, PredictionMade
+from services.training.worker import prediction_json
+from shared import tasks
+from shared.clock import utcnow
+from shared.kafka import produce_all
+from shared.messages import GLOBAL_KEY
+from shared.pipeline import PipelineConfig
+from shared.registry import ModelRegistry
+from shared.settings import CommonSettings
+
+__all__ = ["GC_THRESHOLDS", "VERSION_POLL_S", "LearnerReplica", "restore_replica", "stream_records"]
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 0.5  # how often caught-up status and lag are checked
+VERSION_POLL_S = 1.0
+# As in training, whose learner state this is: predictions waiting for their labels
+# would otherwise reach the oldest generation and be walked again and again.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+async def restore_replica(
+    own: CheckpointStore,
+    training: CheckpointStore,
+    pipeline: PipelineConfig,
+    settings: CommonSettings,
+    now: float,
+) -> TrainingState:
+    """The replica's own checkpoint, else training's, else a fresh state.
+
+    Its own first: training's may be ahead of the predictions the replica published
+    before it stopped, and the events in between would never be scored.
+    """
+    champion = pipeline.models[0].name
+    state = resume(await own.load(), own.key, pipeline, settings, now)
+    if state is not None and champion in state.learner.models:
+        return state
+    state = resume(await training.load(), training.key, pipeline, settings, now)
+    return state if state is not None else fresh_state(pipeline, settings)
+
+
+def stream_records(
+    outputs: list[LearnerOutput],
+    champion: str,
+    version: str,
+    entities: dict[str, str | None],
+) -> list[tuple[bytes, bytes]]:
+    """The champion's predictions among `outputs` as `stream` prediction records (key, JSON).
+
+    Forgets the entity of every event predicted (the learner predicts an event once).
+    """
+    now = utcnow()
+    records = []
+    for output in outputs:
+        if not isinstance(output, PredictionMade):
+            continue
+        entity = entities.pop(output.event_id, None)
+        if output.model != champion:
+            continue
+        value = prediction_json(output, version, entity, now, source="stream")
+        records.append(((entity or GLOBAL_KEY).encode(), value))
+    return records
+
+
+class LearnerReplica:
+    """Feeds a copy of training's learner and publishes the champion's predictions."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        feed: LearnerFeed,
+        registry: ModelRegistry,
+        store: CheckpointStore,
+        *,
+        champion: str,
+        predictions_topic: str,
+        checkpoint_seconds: float = 10.0,
+        batch_size: int = 5000,
+        poll_ms: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.feed = feed
+        self.registry = registry
+        self.store = store
+        self.checkpoint_seconds = checkpoint_seconds
+        self.champion = champion
+        self.predictions_topic = predictions_topic
+        self.batch_size = batch_size
+        self.poll_ms = poll_ms
+        self.clock = clock
+        self.version = feed.state.version_of(champion)
+        self.last_poll = clock()
+        self._last_refresh = 0.0
+        self._last_checkpoint = clock()
+        self._saving: asyncio.Task[None] | None = None
+        feed.state.learner.keep_only([champion])
+
+    def seconds_since_poll(self) -> float:
+        return self.clock() - self.last_poll
+
+    async def start(self, partitions: dict[str, list[int]]) -> None:
+        """Read `partitions` (topic -> numbers) from where the restored state stands."""
+        state = self.feed.state
+        assigned = [TopicPartition(t, p) for t, numbers in partitions.items() for p in numbers]
+        self.consumer.assign(assigned)
+        fresh = [tp for tp in assigned if tp not in state.offsets]
+        for tp in assigned:
+            if tp in state.offsets:
+                self.consumer.seek(tp, state.offsets[tp])
+        if fresh:
+            await self.consumer.seek_to_beginning(*fresh)
+        state.watermark.assign(assigned, self.clock())
+        await self.store.write(state)  # a restart resumes here, not at training's newer one
+        log.info(
+            "replica of the learner for %s resumes at %s (0: the beginning)",
+            self.champion,
+            {f"{tp.topic}/{tp.partition}": state.offsets.get(tp, 0) for tp in assigned},
+        )
+
+    async def run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(
+                timeout_ms=self.poll_ms, max_records=self.batch_size
+            )
+            self.last_poll = self.clock()
+            await self.step(batch)
+
+    async def step(self, batch: dict[TopicPartition, list]) -> None:
+        """Add `batch`, advance, publish the champion's predictions and wait for their acks."""
+        now = self.clock()
+        _, _, bad = self.feed.take(batch, now)
+        for topic, partition, offset, code, message in bad:
+            metrics.INVALID_MESSAGES.labels(topic).inc()
+            log.warning(
+                "replica skips an invalid record topic=%s partition=%d offset=%d code=%s: %s",
+                topic,
+                partition,
+                offset,
+                code,
+                message,
+            )
+        stale = bool(batch) and self.feed.state.watermark.skipping(now)
+        if stale or not batch or now - self._last_refresh >= REFRESH_S:
+            await self._refresh(now)
+        outputs = self.feed.advance(now)
+        if outputs:
+            records = stream_records(outputs, self.champion, self.version, self.feed.state.entities)
+            await produce_all(self.producer, self.predictions_topic, records)
+            if records:
+                metrics.PREDICTIONS.labels("stream", self.champion).inc(len(records))
+        saving = self._saving is not None and not self._saving.done()
+        if now - self._last_checkpoint >= self.checkpoint_seconds and not saving:
+            self._last_checkpoint = now
+            write = self.store.write(self.feed.state)
+            self._saving = tasks.start(self._checkpoint(write), name="replica-checkpoint")
+
+    async def _checkpoint(self, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except Exception as error:  # Redis away: a restart replays a little more
+            log.warning("replica checkpoint not written (the next one tries again): %r", error)
+
+    async def follow_versions(self) -> None:
+        """Keep `version` on the champion's newest registry version (the live slot's stamp)."""
+        while True:
+            try:
+                stamp = await self.registry.live_stamp(self.champion)
+            except (RedisError, OSError) as error:
+                log.warning(
+                    "cannot read %s's version (keeping %s): %r",
+                    self.champion,
+                    self.version,
+                    error,
+                )
+            else:
+                if stamp is not None:
+                    self.version = stamp.version
+            await asyncio.sleep(VERSION_POLL_S)
+
+    async def _refresh(self, now: float) -> None:
+        """Which partitions are caught up (for the watermark's idle rule), and the lag."""
+        self._last_refresh = now
+        assigned = list(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = await self.consumer.position(tp)
+            end = ends.get(tp, position)
+            self.feed.state.watermark.caught_up(tp, position >= end)
+            metrics.STREAM_LAG.labels(tp.topic, tp.partition).set(max(0, end - position))

@@ -1,0 +1,121 @@
+"""Feeding the learner from Kafka records: the part of training that needs no I/O.
+
+`LearnerFeed.take` adds a polled batch of `features` and `labels` records to the
+learner (each parsed once with its typed model), notes each partition's progress in
+the watermark and the next offset to read in the state; `advance` then runs the
+learner as far as the watermark allows. Training's worker and serving's replica of
+the learner (`services.serving.replica`) feed the same state the same way, which is
+what makes the replica's predictions equal training's.
+
+>>> from datetime import timedelta
+>>> from aiokafka import ConsumerRecord, TopicPartition
+>>> from river import linear_model
+>>> from services.training.learner import OnlineLearner
+>>> from shared.watermark import LearnerWatermark
+>>> state = TrainingState(
+...     OnlineLearner({"lr": linear_model.LogisticRegression()}, ttl=timedelta(hours=1)),
+...     LearnerWatermark(), config_hash="x")
+>>> feed = LearnerFeed(state, features="features", labels="labels", task="binary")
+>>> tp = TopicPartition("features", 0)
+>>> state.watermark.assign([tp], now=0.0)
+>>> def vector(offset, second):
+...     value = (f'{{"event_id": "e{offset}", "entity_id": null, "event_time": '
+...              f'"2024-01-01T00:00:{second:02d}Z", "features": {{"x": 1.0}}, '
+...              f'"feature_set_version": "v1"}}')
+...     return ConsumerRecord("features", 0, offset, 0, 0, None, value.encode(), None, 0, 0, [])
+>>> feed.take({tp: [vector(0, 0), vector(1, 5)]}, now=0.0), state.offsets[tp]
+((2, 0, []), 2)
+>>> [(type(out).__name__, out.event_id) for out in feed.advance(now=0.0)]
+[('PredictionMade', 'e0')]
+>>> bad = ConsumerRecord("labels", 0, 7, 0, 0, None, b'{"x": 1}', None, 0, 0, [])
+>>> feed.take({TopicPartition("labels", 0): [bad]}, now=0.0)[2]
+[('labels', 0, 7, 'missing_field', "'event_id' is required")]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from services.training.checkpoint import TrainingState
+from services.training.learner import LearnerOutput
+from shared.catalogue import Task
+from shared.labels import target
+from shared.messages import FeatureVector, Label
+from shared.validation import parse_message
+
+__all__ = ["Bad", "LearnerFeed"]
+
+# A record skipped as invalid: (topic, partition, offset, error code, message).
+Bad: TypeAlias = tuple[str, int, int, str, str]
+
+
+class LearnerFeed:
+    """Adds records to `state` and advances its learner (see the module doc)."""
+
+    def __init__(self, state: TrainingState, *, features: str, labels: str, task: Task) -> None:
+        self.state = state
+        self.features = features
+        self.labels = labels
+        self.task = task
+
+    def take(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]], now: float
+    ) -> tuple[int, int, list[Bad]]:
+        """Add every record of `batch`: (valid features, valid labels, the invalid ones)."""
+        state = self.state
+        counts = {self.features: 0, self.labels: 0}
+        bad: list[Bad] = []
+        for tp, records in batch.items():
+            for record in records:
+                error = self._add(tp, record, now)
+                if error is None:
+                    counts[tp.topic] += 1
+                else:
+                    bad.append((tp.topic, tp.partition, record.offset, *error))
+            state.offsets[tp] = records[-1].offset + 1
+            state.records += len(records)
+        return counts[self.features], counts[self.labels], bad
+
+    def advance(self, now: float) -> list[LearnerOutput] | None:
+        """Run the learner up to the watermark: its outputs, or None if it had nothing to do."""
+        watermark = self.state.watermark.get(now)
+        learner = self.state.learner
+        if watermark is None:
+            return None
+        if learner.buffered or learner.clock is None or watermark > learner.clock:
+            return learner.advance(watermark)
+        return None
+
+    def _add(
+        self, tp: TopicPartition, record: ConsumerRecord, now: float
+    ) -> tuple[str, str] | None:
+        """Add one record to the learner; None, or why it is invalid (then skipped)."""
+        state, learner = self.state, self.state.learner
+        kind = FeatureVector if tp.topic == self.features else Label
+        result = parse_message(kind, record.value)
+        message = result.message
+        if message is None:
+            state.watermark.observe(tp, None, now)
+            return result.errors[0].code, result.errors[0].message
+        if isinstance(message, FeatureVector):
+            x = {k: v for k, v in message.features.items() if v is not None}
+            duplicates = learner.duplicates
+            learner.add_features(message.event_id, message.event_time, x)
+            if learner.duplicates == duplicates:
+                state.entities[message.event_id] = message.entity_id
+            state.watermark.release(message.event_id)
+            state.watermark.observe(tp, message.event_time, now)
+            return None
+        assert isinstance(message, Label)
+        y = target(message.label, self.task)
+        if y is None:
+            state.watermark.observe(tp, None, now)
+            return "invalid_value", f"label {message.label!r} is no {self.task} target"
+        learner.add_label(message.event_id, y, message.label_time)
+        if not learner.has_features(message.event_id):  # the features topic owes this event
+            state.watermark.hold(message.event_id, self.features, now)
+        state.watermark.observe(tp, message.label_time, now)
+        return None
