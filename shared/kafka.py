@@ -34,9 +34,10 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
 
 
 def make_consumer(
-    *topics: str, bootstrap_servers: str, group_id: str | None, client_id: str
+    *topics: str, bootstrap_servers: str, group_id: str | None, client_id: str, **options: Any
 ) -> AIOKafkaConsumer:
-    """A consumer of `topics` in `group_id` (None: no group, partitions assigned by hand)."""
+    """A consumer of `topics` in `group_id` (None: no group, partitions assigned by hand);
+    `options` go to `AIOKafkaConsumer` as they are (fetch sizes and waits, say)."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,
@@ -45,6 +46,7 @@ def make_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **options,
     )
 
 

@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 CLIENT_ID = "driftline-serving-stream"
 MAX_IDLE_S = 30.0  # a scorer that has not polled for this long is stuck
 HEARTBEAT_S = 1.0
-STREAM_NICENESS = 5  # the scorer's CPU weight is about a third of an HTTP worker's
+STREAM_NICENESS = 5
+REPLICA_FETCH_MIN_BYTES = 256 * 1024
+REPLICA_FETCH_WAIT_MS = 100  # the scorer's CPU weight is about a third of an HTTP worker's
 
 
 def run_stream_process(settings: ServingSettings, status: StreamStatus, parent_pid: int) -> None:
@@ -123,7 +125,15 @@ async def _replicated_learner(
         socket_connect_timeout=settings.artifact_timeout_s,
     )
     registry = ModelRegistry(redis, namespace=f"driftline:{prefix}registry")
-    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID)
+    consumer = make_consumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        client_id=CLIENT_ID,
+        # the broker answers a fetch once it has this much or this long has passed:
+        # at 1,000 events/s ten fetches a second instead of hundreds of tiny ones
+        fetch_min_bytes=REPLICA_FETCH_MIN_BYTES,
+        fetch_max_wait_ms=REPLICA_FETCH_WAIT_MS,
+    )
     try:
         clock = asyncio.get_running_loop().time
         training = CheckpointStore(redis, registry, checkpoint_key(prefix))
