@@ -4,8 +4,9 @@ Choices, in short (details in each module's docstring):
 
 - **Join in event time** (`joiner`): a prediction waits for its label, a label for
   its predictions, at most the pipeline's `labels.ttl` of *event* time; what waited
-  longer is counted as expired. Predictions are de-duplicated by `prediction_id`,
-  labels by `event_id`.
+  longer is counted as expired. Predictions are de-duplicated by (model, source,
+  event_id): a caller-chosen `event_id` on `/predict` counts once however often it
+  comes; labels by `event_id`.
 - **Score in event-time order** (`monitor`): a join is scored once the watermark
   passes its label's time, so metrics, history and drift alerts do not depend on how
   partitions were interleaved.

@@ -12,8 +12,11 @@ predictions replayed from another era still wait for their labels). Event time
 makes a replay of the topics from the beginning give exactly the same joins and
 expiries as the first pass.
 
-Predictions are de-duplicated by `prediction_id`, labels by `event_id`; each id is
-remembered until `ttl` after it was resolved, so a re-delivery never counts twice.
+Predictions are de-duplicated by (model, source, event_id), labels by `event_id`:
+one prediction per event, model and source counts, the first; each key is remembered
+until `ttl` after it was resolved, so a re-delivery never counts twice, and neither
+does an HTTP caller that sends one `event_id` again and again (a stream scorer's
+re-score under a newer version, neither).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from shared.messages import Label, Prediction
@@ -107,7 +110,7 @@ class Joiner:
         self.expired_labels = 0  # labels no prediction joined within ttl
         self.without_event = 0  # predictions with no event_id (cannot be joined)
         self._labels: dict[str, _LabelState] = {}  # by event_id
-        self._waiting: dict[str, dict[str, Predicted]] = {}  # by event_id, prediction_id
+        self._waiting: dict[str, dict[str, Predicted]] = {}  # by event_id, then key
         self._seen_predictions: set[str] = set()
         self._seen_labels: set[str] = set()
         # timers driven by the labels' clock, and by the predictions' clock
@@ -121,7 +124,8 @@ class Joiner:
 
     def add_prediction(self, message: Prediction | Predicted) -> list[Joined]:
         """Add a prediction: joined now if its label is known, else it waits."""
-        pid, event_id = message.prediction_id, message.event_id
+        event_id = message.event_id
+        pid = f"{message.model}\x1f{message.source}\x1f{event_id}"  # the de-duplication key
         seen = self._seen_predictions
         if pid in seen:
             self.duplicate_predictions += 1

@@ -91,6 +91,19 @@ def test_a_duplicate_after_the_join_never_scores_twice_even_late() -> None:
     assert (joiner.duplicate_predictions, joiner.duplicate_labels) == (1, 1)
 
 
+def test_one_prediction_per_event_model_and_source_counts_whatever_its_id() -> None:
+    """A /predict caller repeating an event_id (each answer has a fresh prediction id)
+    weighs the http metrics once, and never the other sources'."""
+    joiner = Joiner(TTL)
+    repeated = [
+        prediction(1, source="http").model_copy(update={"prediction_id": f"r{i}"})
+        for i in range(50)
+    ]
+    pairs = joined_pairs(joiner, [*repeated, prediction(1), label(1, 0), repeated[0]])
+    assert pairs == {("r0", 0), ("lr-learner-1", 0)}
+    assert joiner.duplicate_predictions == 50
+
+
 def test_predictions_expire_in_event_time_after_the_ttl() -> None:
     joiner = Joiner(TTL)
     joined_pairs(joiner, [prediction(1, minute=0), prediction(2, minute=30)])
