@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from services.ingestion.api import router, too_large
 from services.ingestion.config import IngestionSettings
@@ -32,7 +31,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.kafka_bootstrap_servers
         await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
-        redis = pack_with_hiredis(Redis.from_url(settings.redis_url))
+        redis = pack_with_hiredis(settings.redis())
         producer = make_producer(bootstrap, client_id="driftline-ingestion")
         consumer = make_consumer(
             topics.events_raw,
@@ -46,11 +45,15 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         worker = IngestionWorker(
             consumer,
             producer,
-            RedisSeenStore(redis, namespace=f"driftline:{settings.topic_prefix}ingest:seen"),
+            RedisSeenStore(
+                redis,
+                namespace=f"driftline:{settings.topic_prefix}ingest:seen",
+                topics={"event": topics.events_raw, "label": topics.labels_raw},
+                window_s=settings.dedup_window_s,
+            ),
             topics,
             max_bytes=settings.max_message_bytes,
             max_future_s=settings.max_future_s,
-            dedup_window_s=settings.dedup_window_s,
             batch_size=settings.batch_size,
         )
         # What start-up built lives as long as the worker: keep it out of the

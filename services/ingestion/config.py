@@ -15,8 +15,9 @@ class IngestionSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8001
     group_id: str = "driftline-ingestion"
-    # A second message with an event_id seen within this many seconds is a duplicate.
-    dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # A second message with an event_id seen within this many seconds is a duplicate
+    # (ids are kept up to 1.25 times as long; Redis holds rate x 1.25 x window x ~56 B).
+    dedup_window_s: int = Field(default=24 * 3600, ge=4)
     # Larger raw messages are dead-lettered with code too_large.
     max_message_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024)
     # An event or label time further ahead of the wall clock is dead-lettered.

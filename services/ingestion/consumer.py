@@ -33,7 +33,6 @@ class IngestionWorker(BatchLoop):
         *,
         max_bytes: int,
         max_future_s: float,
-        dedup_window_s: int,
         batch_size: int,
     ) -> None:
         super().__init__(consumer, batch_size=batch_size, lag=metrics.CONSUMER_LAG)
@@ -42,7 +41,6 @@ class IngestionWorker(BatchLoop):
         self.topics = topics
         self.max_bytes = max_bytes
         self.max_future_s = max_future_s
-        self.dedup_window_s = dedup_window_s
 
     async def process(self, batch: Batch) -> None:
         records = [
@@ -62,6 +60,7 @@ class IngestionWorker(BatchLoop):
             by_topic.setdefault(o.topic, []).append((o.key, o.value))
         sent = [f for t, items in by_topic.items() for f in await send_all(self.producer, t, items)]
         await asyncio.gather(*sent)  # every output acknowledged before it is remembered
-        await self.seen.remember(plan.remember, self.dedup_window_s)
+        await self.seen.remember(plan.remember)
+        metrics.DEDUP_RECORDS.set(self.seen.records)
         metrics.count_outputs(plan.outputs)
         await self.commit(batch)

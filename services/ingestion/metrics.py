@@ -15,6 +15,7 @@ __all__ = [
     "ACCEPTED",
     "CONSUMER_LAG",
     "DEAD_LETTERED",
+    "DEDUP_RECORDS",
     "DUPLICATES",
     "HTTP_LATENCY",
     "LATENCY",
@@ -36,6 +37,10 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 HTTP_LATENCY = Histogram("driftline_ingestion_http_latency_seconds", "POST handling time", ["path"])
+DEDUP_RECORDS = Gauge(
+    "driftline_ingestion_dedup_records",
+    "Ids the duplicate window holds (events and labels; about 40 bytes each plus the entity)",
+)
 CONSUMER_LAG = Gauge(
     "driftline_ingestion_consumer_lag", "Messages not yet consumed", ["topic", "partition"]
 )

@@ -71,7 +71,7 @@ async def test_duplicate_in_the_same_batch_and_across_batches_is_dead_lettered()
     seen = InMemorySeenStore()
     plan = await plan_batch([event("e1"), event("e1", offset=1)], topics=TOPICS, seen=seen)
     assert [o.outcome for o in plan.outputs] == ["accepted", "duplicate"]
-    await seen.remember(plan.remember, 60)
+    await seen.remember(plan.remember)
     later = await plan_batch([event("e1", offset=9)], topics=TOPICS, seen=seen)
     (out,) = later.outputs
     assert (out.outcome, out.code) == ("duplicate", "duplicate")
@@ -81,7 +81,7 @@ async def test_duplicate_in_the_same_batch_and_across_batches_is_dead_lettered()
 async def test_a_redelivered_record_that_was_already_forwarded_is_skipped() -> None:
     seen = InMemorySeenStore()
     plan = await plan_batch([event("e1")], topics=TOPICS, seen=seen)
-    await seen.remember(plan.remember, 60)
+    await seen.remember(plan.remember)
     again = await plan_batch([event("e1")], topics=TOPICS, seen=seen)  # same offset
     assert again.outputs == [] and again.redelivered == 1
 
@@ -95,9 +95,9 @@ async def test_label_is_keyed_like_its_event() -> None:
     seen = InMemorySeenStore()
     same_batch = await plan_batch([event("e1", "u7"), label("e1")], topics=TOPICS, seen=seen)
     assert same_batch.outputs[1].key == b"u7"
-    await seen.remember(same_batch.remember, 60)
+    await seen.remember(same_batch.remember)
     other = await plan_batch([event("e2", "u8", 1)], topics=TOPICS, seen=seen)
-    await seen.remember(other.remember, 60)
+    await seen.remember(other.remember)
     later = await plan_batch([label("e2", 3)], topics=TOPICS, seen=seen)
     assert later.outputs[0].key == b"u8"
     unknown = await plan_batch(
