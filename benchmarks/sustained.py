@@ -96,7 +96,7 @@ def _groups(stack: BenchStack) -> list[Group]:
         "ingestion": (t.events_raw, t.labels_raw),
         "features": (t.events,),  # faust: the app id is the group
         "training": (t.features, t.labels),
-        "serving": (t.features,),  # the stream scorer's group
+        "serving": (t.features, t.labels),  # the stream scorer's group (the replica's)
         "monitoring": (t.predictions, t.labels),
     }
     return [Group(name, stack.env(name)["GROUP_ID"], topics) for name, topics in reads.items()]

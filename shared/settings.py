@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
 
 __all__ = ["SECRETS_DIR", "CommonSettings", "local_redis_url"]
 
@@ -44,6 +46,9 @@ class CommonSettings(BaseSettings):
     # ones stay), serving and monitoring list this many. With a version every 10
     # minutes (training's VERSION_SECONDS), 20 are the last 3 hours to roll back to.
     registry_keep: int = Field(default=20, ge=1)
+    # Longest any one Redis call may take (connect, or a command's answer) before it
+    # fails and its loop retries: a stalled Redis never hangs a service.
+    redis_call_timeout_s: float = Field(default=10.0, gt=0)
     # The learner's watermark (training's, and serving's replica of it, decide alike):
     # a caught-up partition quiet for this long (wall time) no longer holds it back;
     idle_ms: int = Field(default=2000, ge=0)
@@ -51,6 +56,20 @@ class CommonSettings(BaseSettings):
     # (meanwhile quiet features partitions are not skipped), and for a silent topic's
     # first record.
     label_wait_ms: int = Field(default=60_000, ge=0)
+    # No lone item moves an event-time clock (training's, serving's replica's,
+    # monitoring's) more than this many seconds ahead of its partition's last time;
+    # the next item far ahead too confirms the jump (0: no limit).
+    max_jump_s: float = Field(default=600.0, ge=0)
+
+    def redis(self) -> Redis:
+        """A client of `redis_url` whose every call gives up after `redis_call_timeout_s`."""
+        timeout = self.redis_call_timeout_s
+        return Redis.from_url(
+            self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+
+    def max_jump(self) -> timedelta | None:
+        return timedelta(seconds=self.max_jump_s) if self.max_jump_s else None
 
     @model_validator(mode="after")
     def _password_from_file(self) -> CommonSettings:

@@ -13,7 +13,9 @@ applies them:
 - a partition that is caught up (position == high watermark) and has been quiet for
   longer than `idle_s` of wall time is skipped (else one quiet partition would stop
   the clock);
-- when every partition is skipped, the watermark is the latest time seen (a flush).
+- when every partition is skipped, the watermark is the latest time seen (a flush);
+- no lone item moves a partition's time more than `max_jump` ahead (`observe`), so
+  one event dated hours ahead cannot drag every clock downstream with it.
 
 `LearnerWatermark` adds what an online learner needs to replay the streams exactly
 as River would (training): see its docstring.
@@ -43,11 +45,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-__all__ = ["EPSILON", "LearnerWatermark", "Partition", "PartitionProgress", "Watermark"]
+__all__ = [
+    "EPSILON",
+    "JUMP_FACTOR",
+    "LearnerWatermark",
+    "Partition",
+    "PartitionProgress",
+    "Watermark",
+]
 
 Partition = tuple[str, int]  # (topic, partition); aiokafka's TopicPartition is one
 
 EPSILON = timedelta(microseconds=1)  # a learner's watermark sits just below a last time
+JUMP_FACTOR = 100  # a lone step this many times the typical one is held (and max_jump)
 
 
 @dataclass
@@ -58,6 +68,8 @@ class PartitionProgress:
     delivered: bool = False  # anything at all (timed or not) consumed
     caught_up: bool = False  # position == high watermark at the last check
     last_active: float = 0.0  # monotonic seconds: last delivery, or assignment
+    ahead: datetime | None = None  # a lone item far ahead, not yet confirmed by the next
+    gap_s: float = 0.0  # typical step forward between items (moving average), seconds
 
     def idle(self, now: float, idle_s: float) -> bool:
         return self.caught_up and now - self.last_active > idle_s
@@ -68,9 +80,12 @@ class Watermark:
 
     margin = timedelta(0)  # how far below a partition's last time the watermark sits
     rewinds = False  # an earlier time than the last one moves a partition's time back
+    max_jump: timedelta | None = None  # see `observe` (a class default: old pickles load)
+    held_jumps = 0  # lone items far ahead that moved no clock
 
-    def __init__(self, idle_s: float = 5.0) -> None:
+    def __init__(self, idle_s: float = 5.0, max_jump: timedelta | None = None) -> None:
         self.idle_s = idle_s
+        self.max_jump = max_jump
         self.partitions: dict[Partition, PartitionProgress] = {}
 
     # ---- partitions
@@ -99,13 +114,33 @@ class Watermark:
             self.partitions.pop(partition, None)
 
     def observe(self, partition: Partition, time: datetime | None, now: float) -> None:
-        """An item was consumed from `partition` at `now`; `time` is None if it has none."""
+        """An item was consumed from `partition` at `now`; `time` is None if it has none.
+
+        No single item moves a partition's time further ahead than `max_jump` or
+        `JUMP_FACTOR` times the partition's typical step, whichever is more: such an
+        item (a clock set wrong, a mistyped date) is only noted, and the partition's
+        time moves when the next item is that far ahead too (a stream that resumes
+        after a gap). The lone item waits downstream until the stream's time reaches
+        it. Daily data moves in steps of days, so only a step of months holds there.
+        """
         progress = self.partitions.setdefault(partition, PartitionProgress())
         progress.delivered = True
         progress.last_active = now
         progress.caught_up = False
+        if time is None:
+            return
         last = progress.last_time
-        if time is not None and (last is None or time > last or self.rewinds):
+        step = 0.0 if last is None else (time - last).total_seconds()
+        if self.max_jump is not None and step > 0:
+            reach = max(self.max_jump.total_seconds(), JUMP_FACTOR * progress.gap_s)
+            if step > reach and progress.ahead is None:  # a lone item far ahead
+                progress.ahead = time
+                self.held_jumps += 1
+                return
+            gap = progress.gap_s
+            progress.gap_s = step if gap == 0 else gap + (step - gap) / 10
+        progress.ahead = None
+        if last is None or time > last or self.rewinds:
             progress.last_time = time
 
     def caught_up(self, partition: Partition, caught_up: bool) -> None:
@@ -193,8 +228,10 @@ class LearnerWatermark(Watermark):
     margin = EPSILON
     rewinds = True
 
-    def __init__(self, idle_s: float = 2.0, hold_s: float = 60.0) -> None:
-        super().__init__(idle_s)
+    def __init__(
+        self, idle_s: float = 2.0, hold_s: float = 60.0, max_jump: timedelta | None = None
+    ) -> None:
+        super().__init__(idle_s, max_jump)
         self.hold_s = hold_s
         self._holds: dict[str, tuple[str, float]] = {}  # event_id -> (owing topic, since)
         self._first_delivery: float | None = None  # wall time of the first item, any topic

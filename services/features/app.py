@@ -50,7 +50,6 @@ from faust.tables.manager import TableManager
 from faust.types import FutureMessage, StreamT, TableT
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.features import metrics
@@ -149,7 +148,7 @@ class FeaturesService:
             max_entries=settings.max_state_entries,
         )
         self.store: OnlineStore = store or RedisOnlineStore(
-            Redis.from_url(settings.redis_url),
+            settings.redis(),
             namespace=f"driftline:{settings.topic_prefix}features",
             ttl_s=settings.feature_ttl_s,
         )

@@ -69,6 +69,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             bootstrap_servers=bootstrap,
             batch_size=settings.batch_size,
             idle_s=settings.idle_partition_s,
+            max_jump=settings.max_jump(),
         )
         await worker.start()
         task = tasks.start(worker.run(), name="monitoring-consumer", essential=True)

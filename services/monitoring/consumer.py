@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Gauge
@@ -89,6 +90,7 @@ class MonitoringWorker:
         bootstrap_servers: str,
         batch_size: int = 2000,
         idle_s: float = 5.0,
+        max_jump: timedelta | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -97,7 +99,7 @@ class MonitoringWorker:
         self.metrics = metrics
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
-        self.watermark = Watermark(idle_s)
+        self.watermark = Watermark(idle_s, max_jump)
         self.handler = BatchHandler(monitor, self.watermark, topics)
         self.last_poll = time.monotonic()
         self.replay_ends: dict[TopicPartition, int] = {}

@@ -4,8 +4,9 @@ Learning is deterministic given the merged stream (DESIGN.md, "Flow and guarante
 so a second learner fed the same `features` and `labels` records predicts exactly
 what training's does. The replica starts from training's latest checkpoint (the
 learner and the input offsets it reflects; fresh if there is none), keeps only the
-champion, and reads every partition of both topics itself, with no consumer group,
-from those offsets. Each batch goes through training's own `LearnerFeed`; each
+champion, and reads every partition of both topics itself (assigned, not balanced by
+a consumer group), from those offsets; it commits what it has read to serving's group
+only so that lag tools show how far behind it is. Each batch goes through training's own `LearnerFeed`; each
 prediction the champion makes becomes a `stream` prediction, produced, and its acks
 awaited once per batch. So what serving scores the stream with is never behind the
 learner, where a model followed from the live slot lags it by up to a second, which
@@ -29,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from services.serving import metrics
@@ -49,6 +51,7 @@ __all__ = ["GC_THRESHOLDS", "VERSION_POLL_S", "LearnerReplica", "restore_replica
 log = logging.getLogger(__name__)
 
 REFRESH_S = 0.5  # how often caught-up status and lag are checked
+COMMIT_S = 0.2  # how often the group's offsets follow the replica (for lag tools only)
 VERSION_POLL_S = 1.0
 # As in training, whose learner state this is: predictions waiting for their labels
 # would otherwise reach the oldest generation and be walked again and again.
@@ -130,6 +133,8 @@ class LearnerReplica:
         self.version = feed.state.version_of(champion)
         self.last_poll = clock()
         self._last_refresh = 0.0
+        self._last_commit = 0.0
+        self._commit_warned = -60.0
         self._last_checkpoint = clock()
         self._saving: asyncio.Task[None] | None = None
         feed.state.learner.keep_only([champion])
@@ -187,6 +192,8 @@ class LearnerReplica:
             await produce_all(self.producer, self.predictions_topic, records)
             if records:
                 metrics.PREDICTIONS.labels("stream", self.champion).inc(len(records))
+        if batch and now - self._last_commit >= COMMIT_S:
+            await self._commit(now)
         saving = self._saving is not None and not self._saving.done()
         if now - self._last_checkpoint >= self.checkpoint_seconds and not saving:
             self._last_checkpoint = now
@@ -215,6 +222,17 @@ class LearnerReplica:
                 if stamp is not None:
                     self.version = stamp.version
             await asyncio.sleep(VERSION_POLL_S)
+
+    async def _commit(self, now: float) -> None:
+        """Commit the group's offsets at what the replica has read: lag tools see how far
+        behind it is (a restart resumes from the replica's checkpoint, not from these)."""
+        self._last_commit = now
+        try:
+            await self.consumer.commit(dict(self.feed.state.offsets))
+        except KafkaError as error:  # a broker away, a group in use by `follow` scorers
+            if now - self._commit_warned >= 60:
+                self._commit_warned = now
+                log.warning("replica offsets not committed (lag tools only): %r", error)
 
     async def _refresh(self, now: float) -> None:
         """Which partitions are caught up (for the watermark's idle rule), and the lag."""

@@ -127,7 +127,7 @@ async def _replicated_learner(
     registry = ModelRegistry(redis, namespace=f"driftline:{prefix}registry")
     consumer = make_consumer(
         bootstrap_servers=bootstrap,
-        group_id=None,
+        group_id=settings.group_id,  # partitions assigned: the group only holds offsets
         client_id=CLIENT_ID,
         # the broker answers a fetch once it has this much or this long has passed:
         # at 1,000 events/s ten fetches a second instead of hundreds of tiny ones

@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from services.training import metrics
 from services.training.api import router
@@ -39,7 +38,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         bootstrap = settings.kafka_bootstrap_servers
         prefix = settings.topic_prefix
         await ensure_topics(bootstrap, prefix, settings.topic_partitions)
-        redis = Redis.from_url(settings.redis_url)
+        redis = settings.redis()
         registry = ModelRegistry(
             redis, namespace=f"driftline:{prefix}registry", keep=settings.registry_keep
         )

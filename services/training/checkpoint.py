@@ -222,7 +222,9 @@ def fresh_state(pipeline: PipelineConfig, settings: CommonSettings) -> TrainingS
     models = {m.name: build_model(m.name, m.params, pipeline.task) for m in pipeline.models}
     return TrainingState(
         learner=OnlineLearner(models, ttl=pipeline.labels.ttl),
-        watermark=LearnerWatermark(settings.idle_ms / 1000, settings.label_wait_ms / 1000),
+        watermark=LearnerWatermark(
+            settings.idle_ms / 1000, settings.label_wait_ms / 1000, settings.max_jump()
+        ),
         config_hash=pipeline.config_hash(),
     )
 
@@ -256,6 +258,7 @@ def resume(
         return None
     state.watermark.idle_s = settings.idle_ms / 1000
     state.watermark.hold_s = settings.label_wait_ms / 1000
+    state.watermark.max_jump = settings.max_jump()
     state.watermark.restart(now)
     log.info(
         "restored the checkpoint at %s of %s: records=%d versions=%s",

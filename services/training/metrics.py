@@ -21,6 +21,7 @@ __all__ = [
     "CHECKPOINTS",
     "CONSUMED",
     "CONSUMER_LAG",
+    "HELD_JUMPS",
     "LATENCY",
     "LEARNER",
     "PREDICTIONS",
@@ -42,6 +43,11 @@ VERSIONS_RETIRED = Counter(
     "driftline_training_versions_retired_total",
     "Registry versions deleted by retention (the newest REGISTRY_KEEP and pinned ones stay)",
     ["model"],
+)
+HELD_JUMPS = Gauge(
+    "driftline_training_held_jumps",
+    "Lone items dated more than MAX_JUMP_S ahead of their partition, held without"
+    " moving the clock (since the state began)",
 )
 CONSUMER_LAG = Gauge(
     "driftline_training_consumer_lag", "Messages not yet consumed", ["topic", "partition"]

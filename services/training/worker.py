@@ -268,6 +268,7 @@ class TrainingWorker:
         if batch:
             self._since_checkpoint += sum(len(records) for records in batch.values())
             self._dirty = True
+            metrics.HELD_JUMPS.set(state.watermark.held_jumps)
         # Check again before skipping a quiet partition when records flow: the stream
         # may just have resumed, with that partition's records on their way too.
         watermark_stale = bool(batch) and state.watermark.skipping(now)

@@ -264,3 +264,51 @@ def test_a_checkpoint_naming_the_former_training_watermark_still_loads() -> None
     loaded = _loads(old)
     assert isinstance(loaded, LearnerWatermark)
     assert loaded.hold_s == 7 and loaded.partitions[F0].last_time == at(5)
+
+
+# ---- a lone item far ahead
+
+
+def test_a_lone_item_far_ahead_moves_no_clock_even_in_a_flush() -> None:
+    for w in (Watermark(idle_s=1, max_jump=timedelta(minutes=10)), LearnerWatermark(idle_s=1)):
+        w.max_jump = timedelta(minutes=10)
+        w.assign([F0, L0], now=0)
+        w.observe(L0, at(0), now=0)
+        for second in (1, 2, 3 * 3600, 4):  # one event dated three hours ahead
+            w.observe(F0, at(second), now=0)
+        w.caught_up(F0, True)
+        w.caught_up(L0, True)
+        assert w.get(now=5) == at(4), type(w).__name__  # everything idle: a flush
+        assert w.held_jumps == 1
+
+
+def test_a_stream_that_resumes_after_a_gap_moves_the_clock_with_its_second_item() -> None:
+    w = Watermark(idle_s=1, max_jump=timedelta(minutes=10))
+    w.assign([F0], now=0)
+    for second in (1, 2, 7200, 7201):  # two hours of silence, then the stream goes on
+        w.observe(F0, at(second), now=0)
+    assert w.get(now=0) == at(7201)
+    w.observe(F0, at(7202), now=0)
+    assert w.get(now=0) == at(7202)
+
+
+def test_an_old_checkpoints_watermark_has_no_jump_limit_until_told() -> None:
+    w = pickle.loads(pickle.dumps(LearnerWatermark(idle_s=1)))
+    del w.__dict__["max_jump"]  # as pickled before the limit existed
+    w.assign([F0], now=0)
+    w.observe(F0, at(1), now=0)
+    w.observe(F0, at(99_999), now=0)
+    assert w.get(now=0) == at(99_999) - EPSILON
+
+
+def test_daily_data_moves_in_steps_of_days_and_only_a_step_of_years_is_held() -> None:
+    w = Watermark(idle_s=1, max_jump=timedelta(minutes=10))
+    w.assign([F0], now=0)
+    day = 86_400
+    for d in range(10):
+        w.observe(F0, at(d * day), now=0)
+    assert w.get(now=0) == at(9 * day)
+    assert w.held_jumps == 1, "the second day only, before a step was known"
+    w.observe(F0, at(9 * day + 10 * 365 * day), now=0)  # ten years ahead
+    w.observe(F0, at(10 * day), now=0)
+    assert (w.get(now=0), w.held_jumps) == (at(10 * day), 2)
