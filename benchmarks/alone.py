@@ -157,36 +157,30 @@ def run_scorer_bench(n: int, models: tuple[str, ...] = ("logreg", "arf")) -> lis
     train, score = rows[:TRAIN_ROWS], rows[TRAIN_ROWS:]
     vectors, labels = vector_messages(score)
     out = []
-    for name in models:
-        path = BenchStack.work / f"pipeline-scorer-{name}.yaml"
-        pipeline = write_pipeline(path, [name], sorted(rows[0][0]))
-        out += _alone(
-            "serving",
-            pipeline,
-            "features",
-            "predictions",
-            {"features": vectors, "labels": labels},
-            n,
-            figure=f"serving stream scoring alone, {name} replica learning each label",
-            fill_first=True,
-        )
-    for name in models:
-        model = build_model(name, {}, "binary")
-        for x, y in train:
-            model.learn_one(x, y)
-        path = BenchStack.work / f"pipeline-scorer-{name}.yaml"
-        pipeline = write_pipeline(path, [name], sorted(rows[0][0]))
-        out += _alone(
-            "serving",
-            pipeline,
-            "features",
-            "predictions",
-            {"features": vectors},
-            n,
-            champion=(name, model),
-            figure=f"serving stream scoring alone, {name} followed",
-            env={"STREAM_MODEL": "follow"},
-        )
+    for mode in ("replica", "follow"):
+        for name in models:
+            path = BenchStack.work / f"pipeline-scorer-{name}.yaml"
+            pipeline = write_pipeline(path, [name], sorted(rows[0][0]))
+            champion = None
+            if mode == "follow":
+                champion = build_model(name, {}, "binary")
+                for x, y in train:
+                    champion.learn_one(x, y)
+            out += _alone(
+                "serving",
+                pipeline,
+                "features",
+                "predictions",
+                {"features": vectors, "labels": labels}
+                if mode == "replica"
+                else {"features": vectors},
+                n,
+                champion=None if champion is None else (name, champion),
+                figure=f"serving stream scoring alone, {name} "
+                + ("replica learning each label" if mode == "replica" else "followed"),
+                env={"STREAM_MODEL": mode},
+                fill_first=mode == "replica",
+            )
     return out
 
 

@@ -25,6 +25,10 @@ class ServingSettings(CommonSettings):
     # again), or `follow`, the model followed from training's live slot (up to a
     # second behind the learner).
     stream_model: Literal["replica", "follow"] = "replica"
+    # The stream scorer's CPU priority below the HTTP workers' (Linux nice; 2: about
+    # two thirds of their weight): when CPU is short a request waits for no scoring
+    # burst, the stream lags instead. At 5 the replica fell behind at 3,000 events/s.
+    stream_niceness: int = Field(default=2, ge=0, le=19)
     # How often the replica checkpoints its own state (a restart replays from there).
     replica_checkpoint_seconds: float = Field(default=10.0, gt=0)
     # Consumer group of the `features` scorer when it follows; the `models` readers use no group.

@@ -147,12 +147,7 @@ class LearnerReplica:
         state = self.feed.state
         assigned = [TopicPartition(t, p) for t, numbers in partitions.items() for p in numbers]
         self.consumer.assign(assigned)
-        fresh = [tp for tp in assigned if tp not in state.offsets]
-        for tp in assigned:
-            if tp in state.offsets:
-                self.consumer.seek(tp, state.offsets[tp])
-        if fresh:
-            await self.consumer.seek_to_beginning(*fresh)
+        await self.feed.seek(self.consumer, assigned)
         state.watermark.assign(assigned, self.clock())
         await self.store.write(state)  # a restart resumes here, not at training's newer one
         log.info(

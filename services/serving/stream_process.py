@@ -40,14 +40,13 @@ from shared.pipeline import load_pipeline
 from shared.registry import ModelRegistry
 from shared.topics import Topics, partitions_of
 
-__all__ = ["HEARTBEAT_S", "MAX_IDLE_S", "STREAM_NICENESS", "run_stream_process", "score_stream"]
+__all__ = ["HEARTBEAT_S", "MAX_IDLE_S", "run_stream_process", "score_stream"]
 
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "driftline-serving-stream"
 MAX_IDLE_S = 30.0  # a scorer that has not polled for this long is stuck
 HEARTBEAT_S = 1.0
-STREAM_NICENESS = 5
 REPLICA_FETCH_MIN_BYTES = 256 * 1024
 REPLICA_FETCH_WAIT_MS = 100  # the scorer's CPU weight is about a third of an HTTP worker's
 
@@ -58,7 +57,7 @@ def run_stream_process(settings: ServingSettings, status: StreamStatus, parent_p
     status.pid = os.getpid()
     # when CPU is short, the kernel runs HTTP workers first: a request waits for
     # no scoring burst, the stream only lags (and catches up in larger batches)
-    os.nice(STREAM_NICENESS)
+    os.nice(settings.stream_niceness)
     if settings.stream_model == "replica":
         gc.set_threshold(*GC_THRESHOLDS)
     configure_logging(settings.log_level)

@@ -8,7 +8,7 @@ the learner (`services.serving.replica`) feed the same state the same way, which
 what makes the replica's predictions equal training's.
 
 >>> from datetime import timedelta
->>> from aiokafka import ConsumerRecord, TopicPartition
+>>> from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 >>> from river import linear_model
 >>> from services.training.learner import OnlineLearner
 >>> from shared.watermark import LearnerWatermark
@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.training.checkpoint import TrainingState
 from services.training.learner import LearnerOutput
@@ -78,6 +78,17 @@ class LearnerFeed:
             state.offsets[tp] = records[-1].offset + 1
             state.records += len(records)
         return counts[self.features], counts[self.labels], bad
+
+    async def seek(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]) -> None:
+        """Position `consumer` where the state stands: at its next offset on a partition
+        it has read, at the beginning of one it never read."""
+        offsets = self.state.offsets
+        for tp in partitions:
+            if tp in offsets:
+                consumer.seek(tp, offsets[tp])
+        fresh = [tp for tp in partitions if tp not in offsets]
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
 
     def advance(self, now: float) -> list[LearnerOutput] | None:
         """Run the learner up to the watermark: its outputs, or None if it had nothing to do."""

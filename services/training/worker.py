@@ -226,12 +226,7 @@ class TrainingWorker:
         self.state.watermark.revoke(partitions)
 
     async def assigned(self, partitions: list[TopicPartition]) -> None:
-        fresh = [tp for tp in partitions if tp not in self.state.offsets]
-        for tp in partitions:
-            if tp in self.state.offsets:
-                self.consumer.seek(tp, self.state.offsets[tp])
-        if fresh:
-            await self.consumer.seek_to_beginning(*fresh)
+        await self.feed.seek(self.consumer, partitions)
         self.state.watermark.assign(partitions, self.clock(), self._revoked_times)
         for topic in (self.topics.features, self.topics.labels):
             known = self.consumer.partitions_for_topic(topic) or set()
