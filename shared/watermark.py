@@ -57,6 +57,7 @@ __all__ = [
 Partition = tuple[str, int]  # (topic, partition); aiokafka's TopicPartition is one
 
 EPSILON = timedelta(microseconds=1)  # a learner's watermark sits just below a last time
+LIVE_GRACE_S = 0.25  # a silent partition's wait after its topic's first item
 JUMP_FACTOR = 100  # a lone step this many times the typical one is held (and max_jump)
 
 
@@ -207,8 +208,10 @@ class LearnerWatermark(Watermark):
       time), that topic's partitions are given `hold_s` instead of `idle_s`: the
       features are on their way through the slower features service;
     - a partition that has delivered nothing is skipped only once caught up and idle,
-      and, if its topic has delivered nothing at all, `hold_s` after the first item
-      on any other: at start, one stream may simply be late.
+      and `LIVE_GRACE_S` after its topic's first item (a producer writes a batch's
+      partitions a little apart), or, if its topic has delivered nothing at all,
+      `hold_s` after the first item on any other: at start, one stream may simply be
+      late.
 
     >>> from datetime import UTC, datetime
     >>> t = lambda s: datetime(2024, 1, 1, 0, 0, s, tzinfo=UTC)
@@ -235,16 +238,20 @@ class LearnerWatermark(Watermark):
         self.hold_s = hold_s
         self._holds: dict[str, tuple[str, float]] = {}  # event_id -> (owing topic, since)
         self._first_delivery: float | None = None  # wall time of the first item, any topic
+        self._live_since: dict[str, float] = {}  # topic -> wall time of its first item
 
     def observe(self, partition: Partition, time: datetime | None, now: float) -> None:
         super().observe(partition, time, now)
         if self._first_delivery is None:
             self._first_delivery = now
+        live = self.__dict__.setdefault("_live_since", {})  # older pickles lack it
+        live.setdefault(partition[0], now)
 
     def restart(self, now: float) -> None:
         super().restart(now)
         self._holds = {e: (topic, now) for e, (topic, _) in self._holds.items()}
         self._first_delivery = None
+        self._live_since = {}
 
     # ---- items owed
 
@@ -268,6 +275,13 @@ class LearnerWatermark(Watermark):
             del self._holds[event_id]  # waited too long: it may never come
         return {topic for topic, _ in self._holds.values()}
 
+    def _quiet_since_live(self, topic: str, now: float) -> bool:
+        """Whether `topic`'s first item came over `LIVE_GRACE_S` ago: its other
+        partitions then had that long to deliver theirs (a producer writes a batch's
+        partitions a few milliseconds apart)."""
+        since = self.__dict__.get("_live_since", {}).get(topic)
+        return since is None or now - since > min(self.idle_s, LIVE_GRACE_S)
+
     def _skipped(self, now: float) -> set[Partition]:
         owing = self._owing_topics(now)
         live = {topic for (topic, _), p in self.partitions.items() if p.delivered}
@@ -282,6 +296,6 @@ class LearnerWatermark(Watermark):
             elif p.delivered:
                 if topic not in owing or p.idle(now, self.hold_s):
                     skipped.add(key)
-            elif topic in live or waited:
+            elif self._quiet_since_live(topic, now) if topic in live else waited:
                 skipped.add(key)
         return skipped

@@ -51,19 +51,27 @@ class BatchHandler:
         (monotonic seconds). Returns the new alerts to publish."""
         add_prediction, add_label = self.monitor.add_prediction, self.monitor.add_label
         for partition, messages in batch.items():
+            # the partition's two latest times: observed in order, a lone item far ahead
+            # is held while two of them move the clock (see `Watermark.observe`)
             latest: datetime | None = None
+            second: datetime | None = None
             for message in messages:
+                at: datetime | None = None
                 if isinstance(message, Prediction):
                     if message.source != "http":  # timed by a request, not by a stream
                         at = message.event_time or message.time
-                        if latest is None or at > latest:
-                            latest = at
                     add_prediction(message)
                 else:
-                    at_label = message.label_time
-                    if at_label is not None and (latest is None or at_label > latest):
-                        latest = at_label
+                    at = message.label_time
                     add_label(message)
+                if at is None:
+                    continue
+                if latest is None or at > latest:
+                    latest, second = at, latest
+                elif second is None or at > second:
+                    second = at
+            if second is not None:
+                self.watermark.observe(partition, second, now)
             if latest is not None:
                 self.watermark.observe(partition, latest, now)
         return self.advance(now)

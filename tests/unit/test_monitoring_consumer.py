@@ -26,7 +26,7 @@ class FakeConsumer:
         return {PREDICTIONS, LABELS}
 
 
-def _worker() -> MonitoringWorker:
+def _worker(max_jump: timedelta | None = None) -> MonitoringWorker:
     monitor = Monitor("binary", ttl=timedelta(days=1))
     worker = MonitoringWorker(
         cast(Any, FakeConsumer()),
@@ -35,6 +35,7 @@ def _worker() -> MonitoringWorker:
         TOPICS,
         MonitoringMetrics(monitor),
         bootstrap_servers="unused:9092",
+        max_jump=max_jump,
     )
     worker.watermark.assign(FakeConsumer().assignment(), NOW)
     return worker
@@ -85,6 +86,18 @@ def test_stream_predictions_move_it() -> None:
     _handle(worker, LABELS, Label(event_id="e0", label=1, label_time=T0).to_json())
     assert _watermark(worker, TOPICS.predictions) == later
     assert _watermark(worker) == T0
+
+
+def test_one_prediction_dated_hours_ahead_in_a_batch_moves_no_clock_two_do() -> None:
+    worker = _worker(max_jump=timedelta(minutes=10))
+    ahead = T0 + timedelta(hours=3)
+    times = [T0, T0 + timedelta(seconds=1), ahead]
+    poll = [_record(PREDICTIONS, _prediction(f"e{i}", "stream", t)) for i, t in enumerate(times)]
+    worker.handler.handle(worker.decode({PREDICTIONS: poll}, NOW), NOW)
+    assert _watermark(worker, TOPICS.predictions) == T0 + timedelta(seconds=1)
+    resumed = [_record(PREDICTIONS, _prediction(f"r{i}", "stream", ahead)) for i in range(2)]
+    worker.handler.handle(worker.decode({PREDICTIONS: resumed}, NOW), NOW)
+    assert _watermark(worker, TOPICS.predictions) == ahead
 
 
 def test_invalid_records_are_counted_and_left_out() -> None:

@@ -312,3 +312,16 @@ def test_daily_data_moves_in_steps_of_days_and_only_a_step_of_years_is_held() ->
     w.observe(F0, at(9 * day + 10 * 365 * day), now=0)  # ten years ahead
     w.observe(F0, at(10 * day), now=0)
     assert (w.get(now=0), w.held_jumps) == (at(10 * day), 2)
+
+
+def test_a_silent_partition_waits_a_moment_after_its_topic_comes_alive() -> None:
+    """A producer writes a batch's partitions a few ms apart: the first to deliver must
+    not let its quiet sibling (assigned long ago) be skipped at once."""
+    w = LearnerWatermark(idle_s=1)
+    w.assign([F0, F1, L0], now=0)
+    w.observe(L0, at(50), now=0)
+    w.caught_up(F1, True)  # silent since its assignment
+    w.observe(F0, at(10), now=100)  # features start long after the assignment
+    assert w.get(now=100.2) is None, "features/1 may still deliver anything"
+    w.observe(F0, at(11), now=100.25)
+    assert w.get(now=100.3) == at(11) - EPSILON, "a moment after the topic came alive"
