@@ -2,15 +2,16 @@
 
 Learning is deterministic given the merged stream (DESIGN.md, "Flow and guarantees"),
 so a second learner fed the same `features` and `labels` records predicts exactly
-what training's does. The replica starts from training's latest checkpoint (the
-learner and the input offsets it reflects; fresh if there is none), keeps only the
-champion, and reads every partition of both topics itself (assigned, not balanced by
-a consumer group), from those offsets; it commits what it has read to serving's group
-only so that lag tools show how far behind it is. Each batch goes through training's own `LearnerFeed`; each
-prediction the champion makes becomes a `stream` prediction, produced, and its acks
-awaited once per batch. So what serving scores the stream with is never behind the
-learner, where a model followed from the live slot lags it by up to a second, which
-on a drifting stream costs accuracy (README, "Performance").
+what training's does. The replica starts from its own checkpoint, else training's
+latest (the learner and the input offsets it reflects; fresh if there is none),
+keeps only the champion, and reads every partition of both topics itself (assigned,
+not balanced by a consumer group) from those offsets; it commits what it has read to
+serving's group only so that lag tools show how far behind it is. Each batch goes
+through training's own `LearnerFeed`; each prediction the champion makes becomes a
+`stream` prediction, produced, and its acks awaited once per batch. So what serving
+scores the stream with is never behind the learner, where a model followed from the
+live slot lags it by up to a second, which on a drifting stream costs accuracy
+(README, "Performance").
 
 The price is the champion's learning CPU a second time (cheap for `logreg`, a core
 for `arf` at a few thousand events/s): `STREAM_MODEL=follow` scores with the model

@@ -30,7 +30,7 @@ from shared.catalogue import RiverModel, build_model
 from shared.clock import utcnow
 from shared.feature_store import EntityRow, RedisOnlineStore
 from shared.features import FeatureComputer
-from shared.messages import Event, FeatureVector, Prediction
+from shared.messages import Event, FeatureVector, Label, Prediction
 from shared.pipeline import PipelineConfig
 from shared.topics import ensure_topics
 from tests.support import (
@@ -368,5 +368,7 @@ def test_a_killed_stream_scorer_is_restarted_and_scores_on(
         feature_set_version="v",
     )
     kcat_produce(f"{prefix}features", [(b"c1", vector.to_json())])
+    # the replica (the default scorer) predicts once the labels' clock has moved too
+    kcat_produce(f"{prefix}labels", [(b"c1", Label(event_id="after", label=True).to_json())])
     found = wait_until(lambda: [p for p in predictions(prefix) if p.source == "stream"])
     assert [p.event_id for p in found] == ["after"]
