@@ -48,6 +48,7 @@ from datetime import datetime, timedelta
 __all__ = [
     "EPSILON",
     "JUMP_FACTOR",
+    "LIVE_GRACE_S",
     "LearnerWatermark",
     "Partition",
     "PartitionProgress",
@@ -244,14 +245,13 @@ class LearnerWatermark(Watermark):
         super().observe(partition, time, now)
         if self._first_delivery is None:
             self._first_delivery = now
-        live = self.__dict__.setdefault("_live_since", {})  # older pickles lack it
-        live.setdefault(partition[0], now)
+        self._live_since.setdefault(partition[0], now)
 
     def restart(self, now: float) -> None:
         super().restart(now)
         self._holds = {e: (topic, now) for e, (topic, _) in self._holds.items()}
         self._first_delivery = None
-        self._live_since = {}
+        self._live_since = {}  # wall times of another process (and older pickles lack it)
 
     # ---- items owed
 
@@ -279,7 +279,7 @@ class LearnerWatermark(Watermark):
         """Whether `topic`'s first item came over `LIVE_GRACE_S` ago: its other
         partitions then had that long to deliver theirs (a producer writes a batch's
         partitions a few milliseconds apart)."""
-        since = self.__dict__.get("_live_since", {}).get(topic)
+        since = self._live_since.get(topic)
         return since is None or now - since > min(self.idle_s, LIVE_GRACE_S)
 
     def _skipped(self, now: float) -> set[Partition]:

@@ -196,7 +196,7 @@ class RedisSeenStore:
         if not keys:
             return []
         now = self.bucket()
-        live = [b for b in range(now, now - BUCKETS_PER_WINDOW - 1, -1)]
+        live = list(range(now, now - BUCKETS_PER_WINDOW - 1, -1))
         shards = await self._known_shards(live)
         buckets: list[Any] = []
         for b in live:
@@ -254,7 +254,6 @@ class RedisSeenStore:
         while shards * ENTRIES_PER_SHARD < expected:
             shards *= 2
         await self.redis.hsetnx(self.meta_key, f"shards:{bucket}", shards)
-        self._shards.pop(bucket, None)
         chosen = (await self._known_shards([bucket]))[bucket]
         # the meta fields of buckets past the window go (a few fields per bucket)
         fields = [_text(f) for f in await self.redis.hkeys(self.meta_key)]

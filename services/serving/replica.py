@@ -51,7 +51,6 @@ __all__ = ["GC_THRESHOLDS", "VERSION_POLL_S", "LearnerReplica", "restore_replica
 
 log = logging.getLogger(__name__)
 
-REFRESH_S = 0.5  # how often caught-up status and lag are checked
 COMMIT_S = 0.2  # how often the group's offsets follow the replica (for lag tools only)
 VERSION_POLL_S = 1.0
 # As in training, whose learner state this is: predictions waiting for their labels
@@ -133,7 +132,6 @@ class LearnerReplica:
         self.clock = clock
         self.version = feed.state.version_of(champion)
         self.last_poll = clock()
-        self._last_refresh = 0.0
         self._last_commit = 0.0
         self._commit_warned = -60.0
         self._last_checkpoint = clock()
@@ -179,9 +177,7 @@ class LearnerReplica:
                 code,
                 message,
             )
-        stale = bool(batch) and self.feed.state.watermark.skipping(now)
-        if stale or not batch or now - self._last_refresh >= REFRESH_S:
-            await self._refresh(now)
+        await self.feed.refresh(self.consumer, metrics.STREAM_LAG, now, polled=bool(batch))
         outputs = self.feed.advance(now)
         if outputs:
             records = stream_records(outputs, self.champion, self.version, self.feed.state.entities)
@@ -229,14 +225,3 @@ class LearnerReplica:
             if now - self._commit_warned >= 60:
                 self._commit_warned = now
                 log.warning("replica offsets not committed (lag tools only): %r", error)
-
-    async def _refresh(self, now: float) -> None:
-        """Which partitions are caught up (for the watermark's idle rule), and the lag."""
-        self._last_refresh = now
-        assigned = list(self.consumer.assignment())
-        ends = await self.consumer.end_offsets(assigned)
-        for tp in assigned:
-            position = await self.consumer.position(tp)
-            end = ends.get(tp, position)
-            self.feed.state.watermark.caught_up(tp, position >= end)
-            metrics.STREAM_LAG.labels(tp.topic, tp.partition).set(max(0, end - position))

@@ -6,8 +6,8 @@ The supervisor (`processes`) starts it as a child of `python -m services.serving
 and restarts it if it exits. While it runs, a heartbeat task moves the shared
 `StreamStatus` deadline forward as long as its loops keep polling; the HTTP
 workers' `/healthz` answers 503 once the deadline has passed. A SIGTERM lets the
-scorer's batch in hand finish (produced, acknowledged, committed) first; the
-replica commits nothing (a restart replays from training's checkpoint).
+scorer's batch in hand finish (produced, acknowledged, committed) first; a restarted
+replica replays from its own checkpoint (its group offsets are for lag tools only).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ CLIENT_ID = "driftline-serving-stream"
 MAX_IDLE_S = 30.0  # a scorer that has not polled for this long is stuck
 HEARTBEAT_S = 1.0
 REPLICA_FETCH_MIN_BYTES = 256 * 1024
-REPLICA_FETCH_WAIT_MS = 100  # the scorer's CPU weight is about a third of an HTTP worker's
+REPLICA_FETCH_WAIT_MS = 100
 
 
 def run_stream_process(settings: ServingSettings, status: StreamStatus, parent_pid: int) -> None:

@@ -222,11 +222,17 @@ def fresh_state(pipeline: PipelineConfig, settings: CommonSettings) -> TrainingS
     models = {m.name: build_model(m.name, m.params, pipeline.task) for m in pipeline.models}
     return TrainingState(
         learner=OnlineLearner(models, ttl=pipeline.labels.ttl),
-        watermark=LearnerWatermark(
-            settings.idle_ms / 1000, settings.label_wait_ms / 1000, settings.max_jump()
-        ),
+        watermark=_tuned(LearnerWatermark(), settings),
         config_hash=pipeline.config_hash(),
     )
+
+
+def _tuned(watermark: LearnerWatermark, settings: CommonSettings) -> LearnerWatermark:
+    """`watermark` with the waits the settings give (a checkpoint's are those of its day)."""
+    watermark.idle_s = settings.idle_ms / 1000
+    watermark.hold_s = settings.label_wait_ms / 1000
+    watermark.max_jump = settings.max_jump()
+    return watermark
 
 
 async def restore_state(
@@ -256,10 +262,7 @@ def resume(
             pipeline.config_hash(),
         )
         return None
-    state.watermark.idle_s = settings.idle_ms / 1000
-    state.watermark.hold_s = settings.label_wait_ms / 1000
-    state.watermark.max_jump = settings.max_jump()
-    state.watermark.restart(now)
+    _tuned(state.watermark, settings).restart(now)
     log.info(
         "restored the checkpoint at %s of %s: records=%d versions=%s",
         key,

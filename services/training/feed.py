@@ -1,14 +1,16 @@
-"""Feeding the learner from Kafka records: the part of training that needs no I/O.
+"""Feeding the learner from Kafka records, as training's worker and serving's replica do.
 
 `LearnerFeed.take` adds a polled batch of `features` and `labels` records to the
 learner (each parsed once with its typed model), notes each partition's progress in
 the watermark and the next offset to read in the state; `advance` then runs the
-learner as far as the watermark allows. Training's worker and serving's replica of
-the learner (`services.serving.replica`) feed the same state the same way, which is
-what makes the replica's predictions equal training's.
+learner as far as the watermark allows. Both need no I/O. The two consumer steps
+around them are here too: `seek` (where to read from) and `refresh` (which
+partitions are caught up, for the watermark's idle rule). Training's worker and
+serving's replica of the learner (`services.serving.replica`) feed the same state
+the same way, which is what makes the replica's predictions equal training's.
 
 >>> from datetime import timedelta
->>> from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+>>> from aiokafka import ConsumerRecord, TopicPartition
 >>> from river import linear_model
 >>> from services.training.learner import OnlineLearner
 >>> from shared.watermark import LearnerWatermark
@@ -38,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client import Gauge
 
 from services.training.checkpoint import TrainingState
 from services.training.learner import LearnerOutput
@@ -46,7 +49,9 @@ from shared.labels import target
 from shared.messages import FeatureVector, Label
 from shared.validation import parse_message
 
-__all__ = ["Bad", "LearnerFeed"]
+__all__ = ["REFRESH_S", "Bad", "LearnerFeed"]
+
+REFRESH_S = 0.5  # how often caught-up status and lag are checked while records flow
 
 # A record skipped as invalid: (topic, partition, offset, error code, message).
 Bad: TypeAlias = tuple[str, int, int, str, str]
@@ -60,6 +65,7 @@ class LearnerFeed:
         self.features = features
         self.labels = labels
         self.task = task
+        self._last_refresh = 0.0
 
     def take(
         self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]], now: float
@@ -89,6 +95,26 @@ class LearnerFeed:
         fresh = [tp for tp in partitions if tp not in offsets]
         if fresh:
             await consumer.seek_to_beginning(*fresh)
+
+    async def refresh(
+        self, consumer: AIOKafkaConsumer, lag: Gauge, now: float, *, polled: bool
+    ) -> None:
+        """Note which partitions are caught up, and set `lag` per partition: every
+        `REFRESH_S`, after an empty poll, and before a quiet partition is skipped while
+        records flow (the stream may just have resumed, with its records on their way)."""
+        stale = polled and self.state.watermark.skipping(now)
+        if polled and not stale and now - self._last_refresh < REFRESH_S:
+            return
+        self._last_refresh = now
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        ends = await consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = await consumer.position(tp)
+            end = ends.get(tp, position)
+            self.state.watermark.caught_up(tp, position >= end)
+            lag.labels(tp.topic, tp.partition).set(max(0, end - position))
 
     def advance(self, now: float) -> list[LearnerOutput] | None:
         """Run the learner up to the watermark: its outputs, or None if it had nothing to do."""

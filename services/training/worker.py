@@ -56,7 +56,6 @@ __all__ = ["TrainingWorker", "prediction_fields", "prediction_json", "to_predict
 
 log = logging.getLogger(__name__)
 
-REFRESH_SECONDS = 0.5  # how often caught-up status and lag are checked
 CHECKPOINT_RETRY_S = 5.0
 COMMIT_SECONDS = 0.2  # how often the group's offsets follow the learner (for lag tools)
 _CONSUMED_FEATURES = metrics.CONSUMED.labels("features")
@@ -182,7 +181,6 @@ class TrainingWorker:
         self.last_checkpoint = clock()
         self._since_checkpoint = 0  # records consumed since the last checkpoint
         self._dirty = False  # anything changed since the last checkpoint
-        self._last_refresh = 0.0
         self._last_commit = 0.0
         self._retry_at = 0.0  # after a failed checkpoint, not before this
         self._revoked_times: dict[Partition, datetime] = {}
@@ -264,11 +262,7 @@ class TrainingWorker:
             self._since_checkpoint += sum(len(records) for records in batch.values())
             self._dirty = True
             metrics.HELD_JUMPS.set(state.watermark.held_jumps)
-        # Check again before skipping a quiet partition when records flow: the stream
-        # may just have resumed, with that partition's records on their way too.
-        watermark_stale = bool(batch) and state.watermark.skipping(now)
-        if watermark_stale or not batch or now - self._last_refresh >= REFRESH_SECONDS:
-            await self._refresh(now)
+        await self.feed.refresh(self.consumer, metrics.CONSUMER_LAG, now, polled=bool(batch))
         outputs = self.feed.advance(now)
         if outputs is not None:
             self._dirty = True
@@ -328,19 +322,6 @@ class TrainingWorker:
         """Wait for every prediction sent so far (raises if one failed)."""
         unacked, self._unacked = self._unacked, []
         await asyncio.gather(*unacked)
-
-    async def _refresh(self, now: float) -> None:
-        """Which partitions are caught up (for the watermark's idle rule), and the lag."""
-        self._last_refresh = now
-        assigned = list(self.consumer.assignment())
-        if not assigned:
-            return
-        ends = await self.consumer.end_offsets(assigned)
-        for tp in assigned:
-            position = await self.consumer.position(tp)
-            end = ends.get(tp, position)
-            self.state.watermark.caught_up(tp, position >= end)
-            metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(max(0, end - position))
 
     # ---- checkpoints
 
