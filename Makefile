@@ -17,7 +17,7 @@ export REDIS_URL ?= redis://default:$(shell cat $(SECRETS)/redis_password 2>/dev
 # name:port of each service that `make up` starts, in start order
 SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8002
 
-.PHONY: setup system-deps venv jars secrets up infra topics services down clean demo demo-ingest test \
+.PHONY: setup system-deps venv jars secrets up infra topics services down clean demo demo-ingest test faults \
 	test-unit bench lint lock status
 
 setup: system-deps venv jars secrets ## everything a fresh machine needs
@@ -89,6 +89,9 @@ demo-ingest: up ## a handful of good and bad events, and where each lands
 
 test: infra ## the whole suite against the real Kafka and Redis
 	$(PY) -m pytest
+
+faults: infra ## the fault suite: kill -9 and pauses mid-stream (it kills the broker)
+	$(PY) -m pytest -m faults tests/faults
 
 test-unit: venv
 	$(PY) -m pytest tests/unit

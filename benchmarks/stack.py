@@ -178,6 +178,10 @@ class BenchStack:
             TOPIC_PREFIX=self.prefix,
             PORT=str(self.ports[name]),
             GROUP_ID=f"{self.prefix}driftline-{name}",
+            INGESTION_GROUP_ID=f"{self.prefix}driftline-ingestion",
+            FEATURES_GROUP_ID=f"{self.prefix}driftline-features",
+            TRAINING_GROUP_ID=f"{self.prefix}driftline-training",
+            SERVING_GROUP_ID=f"{self.prefix}driftline-serving",
             LOG_LEVEL="WARNING",
             **extra,
         )
@@ -197,9 +201,16 @@ class BenchStack:
         service = Service(name, self.ports[name], process, log)
         self.services[name] = service
         self._wait_healthy(service)
-        if os.environ.get("BENCH_PROFILE") == name:  # collapsed stacks, for a flame graph
+        if name in os.environ.get("BENCH_PROFILE", "").split(","):  # stacks, for a flame graph
             out = self.logs / f"{self.prefix}{name}.profile.txt"
-            profile = ["py-spy", "record", "--pid", str(process.pid), "--format", "raw"]
+            profile = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(process.pid),
+                "--format",
+                "raw",
+            ]
             subprocess.Popen(
                 [*profile, "--duration", "30", "-o", str(out)], stdout=subprocess.DEVNULL
             )

@@ -60,6 +60,11 @@ class CommonSettings(BaseSettings):
     # monitoring's) more than this many seconds ahead of its partition's last time;
     # the next item far ahead too confirms the jump (0: no limit).
     max_jump_s: float = Field(default=600.0, ge=0)
+    # The consumer groups of ingestion and features (their GROUP_IDs), asked how far
+    # they are: the learner waits for a quiet partition while a service before it
+    # still owes it records ("" for features: its default, {TOPIC_PREFIX}driftline-features).
+    ingestion_group_id: str = "driftline-ingestion"
+    features_group_id: str = ""
 
     def redis(self) -> Redis:
         """A client of `redis_url` whose every call gives up after `redis_call_timeout_s`."""

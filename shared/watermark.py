@@ -10,9 +10,10 @@ applies them:
   time never goes back);
 - a partition that has delivered no time yet holds everything back (None: not known
   yet), unless it is caught up: it is empty, or carries only untimed items;
-- a partition that is caught up (position == high watermark) and has been quiet for
-  longer than `idle_s` of wall time is skipped (else one quiet partition would stop
-  the clock);
+- a partition that is caught up (position == high watermark), drained (nothing for
+  it is still in a service upstream: `shared.upstream`) and quiet for longer than
+  `idle_s` of wall time is skipped (else one quiet partition would stop the clock);
+  one whose upstream lags is waited for, however long that takes;
 - when every partition is skipped, the watermark is the latest time seen (a flush);
 - no lone item moves a partition's time more than `max_jump` ahead (`observe`), so
   one event dated hours ahead cannot drag every clock downstream with it.
@@ -41,7 +42,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -69,12 +70,17 @@ class PartitionProgress:
     last_time: datetime | None = None  # event time of the last timed item consumed
     delivered: bool = False  # anything at all (timed or not) consumed
     caught_up: bool = False  # position == high watermark at the last check
+    drained: bool = True  # nothing for it upstream at the last check (True: not asked)
     last_active: float = 0.0  # monotonic seconds: last delivery, or assignment
     ahead: datetime | None = None  # a lone item far ahead, not yet confirmed by the next
     gap_s: float = 0.0  # typical step forward between items (moving average), seconds
 
+    def settled(self) -> bool:
+        """Caught up, and nothing for it is still on its way from upstream."""
+        return self.caught_up and self.drained
+
     def idle(self, now: float, idle_s: float) -> bool:
-        return self.caught_up and now - self.last_active > idle_s
+        return self.settled() and now - self.last_active > idle_s
 
 
 class Watermark:
@@ -150,6 +156,11 @@ class Watermark:
         if partition in self.partitions:
             self.partitions[partition].caught_up = caught_up
 
+    def drained(self, partition: Partition, drained: bool) -> None:
+        """Record whether the services upstream still owe `partition` something."""
+        if partition in self.partitions:
+            self.partitions[partition].drained = drained
+
     def last_times(self) -> dict[Partition, datetime]:
         """The last timed item per partition (what a checkpoint keeps)."""
         return {p: s.last_time for p, s in self.partitions.items() if s.last_time is not None}
@@ -166,9 +177,11 @@ class Watermark:
         """Whether some partition is caught up and idle (a candidate for skipping)."""
         return any(p.idle(now, self.idle_s) for p in self.partitions.values())
 
-    def get(self, now: float, topic: str | None = None) -> datetime | None:
-        """The watermark of `topic`'s partitions, or of all (None: not known yet)."""
-        mine = [(key, p) for key, p in self.partitions.items() if topic is None or key[0] == topic]
+    def get(self, now: float, topic: str | Collection[str] | None = None) -> datetime | None:
+        """The watermark of `topic`'s partitions (or of several topics'), or of all
+        (None: not known yet)."""
+        topics = {topic} if isinstance(topic, str) else topic
+        mine = [(k, p) for k, p in self.partitions.items() if topics is None or k[0] in topics]
         skipped = self._skipped(now)
         bounds: list[datetime] = []
         for key, progress in mine:
@@ -187,7 +200,7 @@ class Watermark:
         return {
             key
             for key, p in self.partitions.items()
-            if p.caught_up and (p.last_time is None or p.idle(now, self.idle_s))
+            if p.settled() and (p.last_time is None or p.idle(now, self.idle_s))
         }
 
 
@@ -204,11 +217,15 @@ class LearnerWatermark(Watermark):
     - a label without `label_time` has no time of its own: the learner applies it at
       its event's time, so a partition that delivered only untimed items holds
       nothing back;
+    - a partition whose upstream still owes it something (the features service is
+      away or behind) is never skipped, however long that lasts: a label waits for
+      its features until their own stream's time passes it, and then its TTL, in
+      event time, decides;
     - while a topic still owes the item of an event already seen on another (`hold`:
       a label whose features have not come, remembered for at most `hold_s` of wall
-      time), that topic's partitions are given `hold_s` instead of `idle_s`: the
-      features are on their way through the slower features service;
-    - a partition that has delivered nothing is skipped only once caught up and idle,
+      time), its drained partitions are given `hold_s` instead of `idle_s` (for a
+      reader with no word from upstream);
+    - a partition that has delivered nothing is skipped only once settled and idle,
       and `LIVE_GRACE_S` after its topic's first item (a producer writes a batch's
       partitions a little apart), or, if its topic has delivered nothing at all,
       `hold_s` after the first item on any other: at start, one stream may simply be
@@ -225,7 +242,11 @@ class LearnerWatermark(Watermark):
     >>> w.get(now=1) == t(3) - EPSILON
     True
     >>> w.caught_up(("features", 0), True); w.caught_up(("labels", 0), True)
-    >>> w.get(now=9) == t(5)  # both caught up and idle: flush
+    >>> w.drained(("labels", 0), False)  # ingestion has labels it has not forwarded
+    >>> w.get(now=9) == t(3) - EPSILON
+    True
+    >>> w.drained(("labels", 0), True)
+    >>> w.get(now=9) == t(5)  # both settled and idle: flush
     True
     """
 

@@ -62,6 +62,11 @@ def service_factory(prefix: str, tmp_path: Path) -> Iterator[Callable[..., Servi
             "REDIS_URL": REDIS_URL,
             "TOPIC_PREFIX": prefix,
             "GROUP_ID": f"{prefix}{name}",
+            # the groups a learner asks how far ingestion and features are
+            "INGESTION_GROUP_ID": f"{prefix}ingestion",
+            "FEATURES_GROUP_ID": f"{prefix}features",
+            "TRAINING_GROUP_ID": f"{prefix}training",
+            "SERVING_GROUP_ID": f"{prefix}serving",
             "LOG_LEVEL": "INFO",
         }
         service = ServiceProcess(name, {**base, **env}, tmp_path / f"{name}.log")

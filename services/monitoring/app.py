@@ -11,18 +11,32 @@ from fastapi import FastAPI
 from services.monitoring.api import router
 from services.monitoring.config import MonitoringSettings
 from services.monitoring.consumer import MonitoringWorker, read_alerts
+from services.monitoring.handler import source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from shared import tasks
 from shared.kafka import make_consumer, make_producer
 from shared.pipeline import load_pipeline
 from shared.topics import Topics, ensure_topics
+from shared.upstream import Hop, open_upstream
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "driftline-monitoring"
+
+
+def source_chains(settings: MonitoringSettings, topics: Topics) -> dict[str, list[Hop]]:
+    """Who writes each timed source of predictions, from what: training's learner reads
+    `features` and `labels`, serving's stream scorer `features`."""
+    training, serving = settings.training_group_id, settings.serving_group_id
+    learner = source_view((topics.predictions, 0), "learner")[0]
+    stream = source_view((topics.predictions, 0), "stream")[0]
+    return {
+        learner: [Hop(training, topics.features), Hop(training, topics.labels)],
+        stream: [Hop(serving, topics.features)],
+    }
 
 
 def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
@@ -33,6 +47,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.kafka_bootstrap_servers
+        exits = contextlib.AsyncExitStack()
         await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
         monitor = Monitor(
             pipeline.task,
@@ -60,6 +75,9 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         )
         await producer.start()
         await consumer.start()
+        upstream = await exits.enter_async_context(
+            open_upstream(settings, source_chains(settings, topics), CLIENT_ID)
+        )
         worker = MonitoringWorker(
             consumer,
             producer,
@@ -70,6 +88,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             batch_size=settings.batch_size,
             idle_s=settings.idle_partition_s,
             max_jump=settings.max_jump(),
+            upstream=upstream,
         )
         await worker.start()
         task = tasks.start(worker.run(), name="monitoring-consumer", essential=True)
@@ -84,6 +103,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             yield
         finally:
             await tasks.cancel(task)
+            await exits.aclose()
             await consumer.stop()
             await producer.stop()
 

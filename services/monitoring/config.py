@@ -26,8 +26,12 @@ class MonitoringSettings(CommonSettings):
     # points come half as often, so the chart spans the whole stream in bounded memory.
     history_every: int = Field(default=100, ge=1)
     history_points: int = Field(default=1000, ge=2)
-    # A caught-up partition quiet this long no longer holds event time back (seconds).
+    # A caught-up partition quiet this long no longer holds event time back (seconds),
+    # once the service that writes it has read all it was given: training's and
+    # serving's groups (their GROUP_IDs) are asked how far they are.
     idle_partition_s: float = Field(default=5.0, gt=0)
+    training_group_id: str = "driftline-training"
+    serving_group_id: str = "driftline-serving"
     # Added to the process's nice value. 0: monitoring keeps up like every service (at
     # 5 a busy machine runs the learning path first, and monitoring's lag spikes).
     niceness: int = Field(default=0, ge=0, le=19)

@@ -12,7 +12,10 @@ parsed once, with its typed model; an invalid one is counted and logged), hand i
 to the pure `BatchHandler` (join, score, drift: no I/O), publish the alerts it
 returned with one `produce_all` (acks awaited once), then commit (every few
 seconds). Event time advances by a `Watermark` (`shared.watermark`), which the worker
-keeps told of what each partition delivered and which ones are caught up.
+keeps told of what each partition delivered, which ones are caught up, and (every
+`UPSTREAM_EVERY_S`) whether the services writing each source of predictions have read
+all they were given (`shared.upstream`): a quiet source whose writer lags holds the
+labels' expiry.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import Gauge
 from pydantic import ValidationError
 
-from services.monitoring.handler import BatchHandler
+from services.monitoring.handler import BatchHandler, source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from shared.kafka import produce_all
 from shared.messages import Alert, Label, Prediction
 from shared.topics import Topics, partitions_of
+from shared.upstream import Upstream
 from shared.watermark import Watermark
 
 __all__ = ["MonitoringWorker", "read_alerts"]
@@ -39,6 +43,7 @@ __all__ = ["MonitoringWorker", "read_alerts"]
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY_S = 0.2  # commits are for lag tools: often enough to show lag well under a second
+UPSTREAM_EVERY_S = 0.5  # how often the groups of training and serving are asked how far
 
 
 async def _assign_from_start(
@@ -91,6 +96,7 @@ class MonitoringWorker:
         batch_size: int = 2000,
         idle_s: float = 5.0,
         max_jump: timedelta | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -100,6 +106,8 @@ class MonitoringWorker:
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
         self.watermark = Watermark(idle_s, max_jump)
+        self.upstream = upstream  # which sources of predictions still owe some
+        self._asked_upstream = 0.0
         self.handler = BatchHandler(monitor, self.watermark, topics)
         self.last_poll = time.monotonic()
         self.replay_ends: dict[TopicPartition, int] = {}
@@ -119,7 +127,16 @@ class MonitoringWorker:
             self.bootstrap_servers,
             [self.topics.predictions, self.topics.labels],
         )
-        self.watermark.assign(self.replay_ends, time.monotonic())
+        # a predictions partition has one clock per timed source (`source_view`): the
+        # learner's from the start (its predictions may come after the labels), the
+        # stream's once it delivers (not every deployment scores the stream)
+        self.watermark.assign(
+            [
+                source_view(tp, "learner") if tp.topic == self.topics.predictions else tp
+                for tp in self.replay_ends
+            ],
+            time.monotonic(),
+        )
         self.replaying = any(end > 0 for end in self.replay_ends.values())
         log.info("monitoring replays %d messages", sum(self.replay_ends.values()))
 
@@ -163,7 +180,8 @@ class MonitoringWorker:
                     self._invalid(record, error)
             decoded[tp] = messages
             self.consumed += len(records)
-            self.watermark.observe(tp, None, now)  # delivered (valid or not): not idle
+            if tp.topic == self.topics.labels:  # (predictions: the handler, per source)
+                self.watermark.observe(tp, None, now)  # delivered (valid or not): not idle
         return decoded
 
     def _invalid(self, record: ConsumerRecord, error: ValidationError) -> None:
@@ -178,8 +196,16 @@ class MonitoringWorker:
         )
 
     async def _update_positions(self) -> None:
-        """Lag per partition, which partitions are caught up, whether the replay is over."""
+        """Lag per partition, which partitions are caught up and drained upstream,
+        whether the replay is over."""
         done = True
+        views = [key for key in self.watermark.partitions if key[0] != self.topics.labels]
+        now = time.monotonic()
+        if self.upstream is not None and now - self._asked_upstream >= UPSTREAM_EVERY_S:
+            self._asked_upstream = now
+            asked = [TopicPartition(*key) for key in views]
+            for view, drained in (await self.upstream.drained(asked)).items():
+                self.watermark.drained((view.topic, view.partition), drained)
         for tp in self.consumer.assignment():
             position = await self.consumer.position(tp)
             high = self.consumer.highwater(tp)
@@ -188,7 +214,13 @@ class MonitoringWorker:
                 if lag is None:
                     lag = self._lag[tp] = self.metrics.consumer_lag.labels(tp.topic, tp.partition)
                 lag.set(max(0, high - position))
-            self.watermark.caught_up(tp, high is not None and position >= high)
+            caught_up = high is not None and position >= high
+            if tp.topic == self.topics.predictions:
+                for key in views:
+                    if key[1] == tp.partition:
+                        self.watermark.caught_up(key, caught_up)
+            else:
+                self.watermark.caught_up(tp, caught_up)
             if position < self.replay_ends.get(tp, 0):
                 done = False
         if self.replaying and done:

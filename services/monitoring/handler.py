@@ -1,18 +1,25 @@
 """Monitoring's per-batch step: decoded predictions and labels in, alerts out.
 
 `BatchHandler.handle` is the whole of monitoring's work on one polled batch, with
-no Kafka and no HTTP: it moves each partition's event time on the `Watermark`
-(`http` predictions do not move it: they carry the time of a request, and a replay
-of last year's events next to live traffic must not see its labels expire), adds
+no Kafka and no HTTP: it moves each partition's event time on the `Watermark`, adds
 every message to the `Monitor`, then advances the monitor to the watermark and
 returns the alerts that raised, for the worker to publish.
+
+A `predictions` partition carries several streams that move at their own pace: the
+learner's predictions come from training (which waits for labels), the stream's from
+serving. Each source has its own clock on the watermark, a view of the partition
+named `predictions#<source>` (`source_view`), and a label expires only once every
+source's clock is a TTL past it: labels and fast stream predictions racing ahead no
+longer expire labels the learner's predictions have yet to join. `http` predictions
+move no clock: they carry the time of a request, and a replay of last year's events
+next to live traffic must not see its labels expire.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from services.monitoring.monitor import Monitor
 >>> from shared.messages import Label, Prediction
 >>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
 >>> watermark = Watermark(idle_s=5)
->>> watermark.assign([("predictions", 0), ("labels", 0)], now=0)
+>>> watermark.assign([("labels", 0)], now=0)  # (a worker assigns the learner's view too)
 >>> handler = BatchHandler(Monitor("binary", timedelta(hours=1)), watermark, Topics())
 >>> p = Prediction(prediction_id="p1", event_id="e1", model="lr", model_version="1",
 ...                y_pred=True, probabilities=None, source="stream", time=t0)
@@ -33,9 +40,16 @@ from shared.messages import Alert, Label, Prediction
 from shared.topics import Topics
 from shared.watermark import Partition, Watermark
 
-__all__ = ["BatchHandler", "Decoded"]
+__all__ = ["SOURCES_TIMED", "BatchHandler", "Decoded", "source_view"]
+
+SOURCES_TIMED = ("learner", "stream")  # prediction sources whose event time is a clock
 
 Decoded = Mapping[Partition, Sequence[Prediction | Label]]  # valid messages, per partition
+
+
+def source_view(partition: Partition, source: str) -> Partition:
+    """The watermark's view of a `predictions` partition for one source."""
+    return (f"{partition[0]}#{source}", partition[1])
 
 
 class BatchHandler:
@@ -45,36 +59,42 @@ class BatchHandler:
         self.monitor = monitor
         self.watermark = watermark
         self.topics = topics
+        self._views = {source_view((topics.predictions, 0), s)[0] for s in SOURCES_TIMED}
 
     def handle(self, batch: Decoded, now: float) -> list[Alert]:
         """Add a polled batch (possibly empty), then advance to the watermark at `now`
         (monotonic seconds). Returns the new alerts to publish."""
         add_prediction, add_label = self.monitor.add_prediction, self.monitor.add_label
+        # per clock, its two latest times: observed in order, a lone item far ahead is
+        # held while two of them move the clock (see `Watermark.observe`)
+        latest: dict[Partition, tuple[datetime, datetime | None]] = {}
         for partition, messages in batch.items():
-            # the partition's two latest times: observed in order, a lone item far ahead
-            # is held while two of them move the clock (see `Watermark.observe`)
-            latest: datetime | None = None
-            second: datetime | None = None
             for message in messages:
-                at: datetime | None = None
                 if isinstance(message, Prediction):
-                    if message.source != "http":  # timed by a request, not by a stream
-                        at = message.event_time or message.time
                     add_prediction(message)
+                    if message.source == "http":  # timed by a request, not by a stream
+                        continue
+                    clock = source_view(partition, message.source)
+                    at = message.event_time or message.time
                 else:
-                    at = message.label_time
                     add_label(message)
-                if at is None:
-                    continue
-                if latest is None or at > latest:
-                    latest, second = at, latest
+                    if message.label_time is None:
+                        continue
+                    clock, at = partition, message.label_time
+                first, second = latest.get(clock, (None, None))
+                if first is None or at > first:
+                    latest[clock] = (at, first)
                 elif second is None or at > second:
-                    second = at
+                    latest[clock] = (first, at)
+        for clock, (first, second) in latest.items():
             if second is not None:
-                self.watermark.observe(partition, second, now)
-            if latest is not None:
-                self.watermark.observe(partition, latest, now)
+                self.watermark.observe(clock, second, now)
+            self.watermark.observe(clock, first, now)
         return self.advance(now)
+
+    def predictions_at(self, now: float) -> datetime | None:
+        """How far every timed source of predictions has got (None: not known yet)."""
+        return self.watermark.get(now, self._views)
 
     def advance(self, now: float) -> list[Alert]:
         """Move the monitor's event time to the watermark; return the alerts raised."""
@@ -84,5 +104,5 @@ class BatchHandler:
         return self.monitor.advance(
             watermark,
             labels_at=self.watermark.get(now, self.topics.labels),
-            predictions_at=self.watermark.get(now, self.topics.predictions),
+            predictions_at=self.predictions_at(now),
         )

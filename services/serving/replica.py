@@ -133,6 +133,7 @@ class LearnerReplica:
         self.version = feed.state.version_of(champion)
         self.last_poll = clock()
         self._last_commit = 0.0
+        self._uncommitted = False  # read past the group's offsets (monitoring asks them)
         self._commit_warned = -60.0
         self._last_checkpoint = clock()
         self._saving: asyncio.Task[None] | None = None
@@ -184,7 +185,8 @@ class LearnerReplica:
             await produce_all(self.producer, self.predictions_topic, records)
             if records:
                 metrics.PREDICTIONS.labels("stream", self.champion).inc(len(records))
-        if batch and now - self._last_commit >= COMMIT_S:
+        self._uncommitted |= bool(batch)
+        if self._uncommitted and now - self._last_commit >= COMMIT_S:
             await self._commit(now)
         saving = self._saving is not None and not self._saving.done()
         if now - self._last_checkpoint >= self.checkpoint_seconds and not saving:
@@ -221,6 +223,7 @@ class LearnerReplica:
         self._last_commit = now
         try:
             await self.consumer.commit(dict(self.feed.state.offsets))
+            self._uncommitted = False
         except KafkaError as error:  # a broker away, a group in use by `follow` scorers
             if now - self._commit_warned >= 60:
                 self._commit_warned = now

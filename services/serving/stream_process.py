@@ -39,6 +39,7 @@ from shared.logs import configure_logging
 from shared.pipeline import load_pipeline
 from shared.registry import ModelRegistry
 from shared.topics import Topics, partitions_of
+from shared.upstream import learner_upstream
 
 __all__ = ["HEARTBEAT_S", "MAX_IDLE_S", "run_stream_process", "score_stream"]
 
@@ -133,13 +134,19 @@ async def _replicated_learner(
         fetch_min_bytes=REPLICA_FETCH_MIN_BYTES,
         fetch_max_wait_ms=REPLICA_FETCH_WAIT_MS,
     )
+    exits = contextlib.AsyncExitStack()
     try:
         clock = asyncio.get_running_loop().time
+        upstream = await exits.enter_async_context(learner_upstream(settings, CLIENT_ID))
         training = CheckpointStore(redis, registry, checkpoint_key(prefix))
         own = CheckpointStore(redis, registry, f"driftline:{prefix}serving:replica")
         state = await restore_replica(own, training, pipeline, settings, clock())
         feed = LearnerFeed(
-            state, features=topics.features, labels=topics.labels, task=pipeline.task
+            state,
+            features=topics.features,
+            labels=topics.labels,
+            task=pipeline.task,
+            upstream=upstream,
         )
         replica = LearnerReplica(
             consumer,
@@ -169,6 +176,7 @@ async def _replicated_learner(
         finally:
             await tasks.cancel(*running)
     finally:
+        await exits.aclose()
         await consumer.stop()
         await redis.aclose()
 

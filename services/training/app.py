@@ -20,6 +20,7 @@ from shared.kafka import make_consumer, make_producer
 from shared.pipeline import load_pipeline
 from shared.registry import ModelRegistry
 from shared.topics import Topics, ensure_topics
+from shared.upstream import learner_upstream
 
 __all__ = ["create_app"]
 
@@ -37,6 +38,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.kafka_bootstrap_servers
         prefix = settings.topic_prefix
+        exits = contextlib.AsyncExitStack()
         await ensure_topics(bootstrap, prefix, settings.topic_partitions)
         redis = settings.redis()
         registry = ModelRegistry(
@@ -51,6 +53,9 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         state = await restore_state(store, pipeline, settings, worker_clock())
         await producer.start()
         await consumer.start()
+        upstream = await exits.enter_async_context(
+            learner_upstream(settings, client_id="driftline-training")
+        )
         worker = TrainingWorker(
             consumer,
             producer,
@@ -66,6 +71,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
             clock=worker_clock,
             live_seconds=settings.live_seconds,
             version_seconds=settings.version_seconds,
+            upstream=upstream,
         )
         consumer.subscribe([topics.features, topics.labels], listener=worker.listener)
         metrics.LEARNER.source = lambda: worker.state.learner
@@ -94,6 +100,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             metrics.LEARNER.source = lambda: None
+            await exits.aclose()
             await consumer.stop()
             await producer.stop()
             await redis.aclose()

@@ -47,6 +47,7 @@ from services.training.learner import LearnerOutput
 from shared.catalogue import Task
 from shared.labels import target
 from shared.messages import FeatureVector, Label
+from shared.upstream import Upstream
 from shared.validation import parse_message
 
 __all__ = ["REFRESH_S", "Bad", "LearnerFeed"]
@@ -60,11 +61,20 @@ Bad: TypeAlias = tuple[str, int, int, str, str]
 class LearnerFeed:
     """Adds records to `state` and advances its learner (see the module doc)."""
 
-    def __init__(self, state: TrainingState, *, features: str, labels: str, task: Task) -> None:
+    def __init__(
+        self,
+        state: TrainingState,
+        *,
+        features: str,
+        labels: str,
+        task: Task,
+        upstream: Upstream | None = None,
+    ) -> None:
         self.state = state
         self.features = features
         self.labels = labels
         self.task = task
+        self.upstream = upstream  # None: no word from upstream (every partition drained)
         self._last_refresh = 0.0
 
     def take(
@@ -99,7 +109,8 @@ class LearnerFeed:
     async def refresh(
         self, consumer: AIOKafkaConsumer, lag: Gauge, now: float, *, polled: bool
     ) -> None:
-        """Note which partitions are caught up, and set `lag` per partition: every
+        """Note which partitions are drained upstream and caught up (asked in that
+        order: see `shared.upstream`), and set `lag` per partition: every
         `REFRESH_S`, after an empty poll, and before a quiet partition is skipped while
         records flow (the stream may just have resumed, with its records on their way)."""
         stale = polled and self.state.watermark.skipping(now)
@@ -109,6 +120,9 @@ class LearnerFeed:
         assigned = list(consumer.assignment())
         if not assigned:
             return
+        if self.upstream is not None:
+            for tp, drained in (await self.upstream.drained(assigned)).items():
+                self.state.watermark.drained(tp, drained)
         ends = await consumer.end_offsets(assigned)
         for tp in assigned:
             position = await consumer.position(tp)

@@ -6,7 +6,10 @@ the watermark in the order `river.stream.simulate_qa` would: by time, a label be
 features of the same time, and a label whose features are not processed yet waits
 and is learned right after their prediction. Every model predicts when an event's
 features come and, when its label comes, scores that same prediction and learns.
-So the scores equal `river.evaluate.progressive_val_score` on the same rows.
+So the scores equal `river.evaluate.progressive_val_score` on the same rows. Items
+of equal time and kind go by event_id, whatever order they arrived in: the result
+never depends on how partitions interleave (River's own order for such ties is the
+rows' order, which ids such as zero-padded row numbers keep).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from river import linear_model
@@ -127,8 +130,9 @@ class OnlineLearner:
         self._by_max_proba = {n: predicts_by_max_proba(m) for n, m in self.models.items()}
         self._clock: int | None = None  # event time processed so far, in microseconds
         self._ttl_us = None if ttl is None else ttl // _US
-        # (time, kind, seq, event_id, (x, event_time) for features | y for a label)
-        self._queue: list[tuple[int, int, int, str, Any]] = []
+        # (time, kind, event_id, seq, (x, event_time) for features | y for a label): at
+        # equal times labels first, then by event_id, whatever order the items came in
+        self._queue: list[tuple[int, int, str, int, Any]] = []
         self._seq = 0
         self._predictions: dict[str, _Prediction] = {}  # predicted, waiting for the label
         self._labels: dict[str, Any] = {}  # label processed, waiting for the features
@@ -163,6 +167,10 @@ class OnlineLearner:
             state["_forget"] = deque(
                 [first, last, _unpack(ids)] for first, last, ids in state["_forget"]
             )
+        queue = state["_queue"]
+        if queue and isinstance(queue[0][2], int):  # from before ties went by event_id
+            state["_queue"] = [(t, kind, e, seq, v) for t, kind, seq, e, v in queue]
+            heapq.heapify(state["_queue"])
         self.__dict__.update(state)
         if "_by_max_proba" not in state:  # a checkpoint from before it
             self._by_max_proba = {n: predicts_by_max_proba(m) for n, m in self.models.items()}
@@ -233,7 +241,7 @@ class OnlineLearner:
         queue = self._queue
         limit = None if watermark is None else micros(watermark)
         while queue and (limit is None or queue[0][0] <= limit):
-            time, kind, _, event_id, value = heapq.heappop(queue)
+            time, kind, event_id, _, value = heapq.heappop(queue)
             self._tick(time)
             if kind == _FEATURES:
                 self._predict(event_id, time, value, out)
@@ -269,7 +277,7 @@ class OnlineLearner:
         if self._clock is not None and time <= self._clock:
             self.late += 1
         self._seq += 1
-        heapq.heappush(self._queue, (time, kind, self._seq, event_id, value))
+        heapq.heappush(self._queue, (time, kind, event_id, self._seq, value))
 
     def _predict(
         self, event_id: str, time: int, value: tuple[dict[str, Any], datetime], out: list

@@ -13,7 +13,8 @@ of each model that learned when `version_seconds` have passed since the last one
 see `snapshot`) and is written in the background while learning goes on; the next
 waits for it.
 Every `COMMIT_SECONDS` the group's offsets are committed at what the learner has read,
-so lag tools see how far behind it is; they are not where a restart resumes.
+so lag tools (and monitoring, waiting for the learner's predictions) see how far behind
+it is; they are not where a restart resumes.
 
 On every partition assignment the consumer is positioned from the checkpointed
 state, never from the group's committed offsets: at the state's next offset for a
@@ -50,6 +51,7 @@ from shared.messages import GLOBAL_KEY, ModelPublished, Prediction
 from shared.prometheus import observe_all
 from shared.registry import ModelRegistry
 from shared.topics import Topics
+from shared.upstream import Upstream
 from shared.watermark import Partition
 
 __all__ = ["TrainingWorker", "prediction_fields", "prediction_json", "to_prediction"]
@@ -159,6 +161,7 @@ class TrainingWorker:
         clock: Callable[[], float] = time.monotonic,
         live_seconds: float = 0.5,
         version_seconds: float = 0.0,
+        upstream: Upstream | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -173,7 +176,9 @@ class TrainingWorker:
         self.task = task
         self.clock = clock
         self.listener = _Rebalance(self)
-        self.feed = LearnerFeed(state, features=topics.features, labels=topics.labels, task=task)
+        self.feed = LearnerFeed(
+            state, features=topics.features, labels=topics.labels, task=task, upstream=upstream
+        )
         self.live = LiveModels(registry, every_s=live_seconds)
         self.version_seconds = version_seconds
         self.last_versions = clock()  # when the last checkpoint published versions
@@ -182,6 +187,7 @@ class TrainingWorker:
         self._since_checkpoint = 0  # records consumed since the last checkpoint
         self._dirty = False  # anything changed since the last checkpoint
         self._last_commit = 0.0
+        self._uncommitted = False  # read past the group's offsets (monitoring asks them)
         self._retry_at = 0.0  # after a failed checkpoint, not before this
         self._revoked_times: dict[Partition, datetime] = {}
         self._stop = asyncio.Event()
@@ -282,7 +288,8 @@ class TrainingWorker:
                     for record in records
                 ],
             )
-        if batch and now - self._last_commit >= COMMIT_SECONDS:
+        self._uncommitted |= bool(batch)
+        if self._uncommitted and now - self._last_commit >= COMMIT_SECONDS:
             await self._commit_offsets(now)
         if self._checkpoint_due(now):
             # A failed send ends the loop here, as it should: the restart re-learns from
@@ -385,7 +392,8 @@ class TrainingWorker:
             self._saving = None
 
     async def _commit_offsets(self, now: float) -> None:
-        """Commit the group's offsets at what the learner has read (for lag tools only)."""
+        """Commit the group's offsets at what the learner has read: for lag tools, and
+        for monitoring, which waits for the learner's predictions while they lag."""
         self._last_commit = now
         offsets = {
             tp: o for tp, o in self.state.offsets.items() if tp in self.consumer.assignment()
@@ -393,6 +401,7 @@ class TrainingWorker:
         try:
             if offsets:
                 await self.consumer.commit(offsets)
+            self._uncommitted = False
         except KafkaError as error:  # a rebalance, a broker away: the checkpoint has them
             log.warning("offset commit failed (the checkpoint has them): %r", error)
 

@@ -70,6 +70,19 @@ def test_labels_go_before_features_of_the_same_time() -> None:
     assert log_of(learner) == [("predict", "a"), ("learn", "a", 1), ("predict", "b")]
 
 
+def test_ties_in_event_time_go_by_event_id_whatever_the_arrival_order() -> None:
+    items = [features(e, 0) for e in ("c", "a", "b")] + [label(e, 1, 0) for e in "ab"]
+    logs = set()
+    for order in range(6):
+        learner = recorder_learner()
+        feed(learner, random.Random(order).sample(items, len(items)))
+        learner.advance(None)
+        logs.add(tuple(log_of(learner)))
+    assert logs == {
+        (("predict", "a"), ("learn", "a", 1), ("predict", "b"), ("learn", "b", 1), ("predict", "c"))
+    }
+
+
 def test_a_label_before_its_features_waits_and_is_learned_right_after_the_prediction() -> None:
     learner = recorder_learner()
     feed(learner, [label("a", 1, 0), features("a", 3), features("b", 3), label("b", 0, 1)])

@@ -9,6 +9,7 @@ from typing import Any, cast
 from aiokafka import ConsumerRecord, TopicPartition
 
 from services.monitoring.consumer import MonitoringWorker
+from services.monitoring.handler import source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from shared.messages import Label, Prediction
@@ -26,7 +27,9 @@ class FakeConsumer:
         return {PREDICTIONS, LABELS}
 
 
-def _worker(max_jump: timedelta | None = None) -> MonitoringWorker:
+def _worker(max_jump: timedelta | None = None, *, learner: bool = False) -> MonitoringWorker:
+    """A worker after its start; unless `learner`, no learner predictions are to come
+    (the partition is caught up and training has read all it was given)."""
     monitor = Monitor("binary", ttl=timedelta(days=1))
     worker = MonitoringWorker(
         cast(Any, FakeConsumer()),
@@ -37,7 +40,9 @@ def _worker(max_jump: timedelta | None = None) -> MonitoringWorker:
         bootstrap_servers="unused:9092",
         max_jump=max_jump,
     )
-    worker.watermark.assign(FakeConsumer().assignment(), NOW)
+    worker.watermark.assign([source_view(PREDICTIONS, "learner"), LABELS], NOW)
+    if not learner:
+        worker.watermark.caught_up(source_view(PREDICTIONS, "learner"), True)
     return worker
 
 
@@ -47,6 +52,8 @@ def _handle(worker: MonitoringWorker, tp: TopicPartition, value: bytes) -> None:
 
 
 def _watermark(worker: MonitoringWorker, topic: str | None = None) -> datetime | None:
+    if topic == TOPICS.predictions:  # every timed source of predictions
+        return worker.handler.predictions_at(NOW)
     return worker.watermark.get(NOW, topic)
 
 
@@ -69,7 +76,7 @@ def _prediction(event: str, source: str, at: datetime) -> bytes:
 
 
 def test_http_predictions_do_not_move_the_event_time_clock() -> None:
-    worker = _worker()
+    worker = _worker(learner=True)
     label = Label(event_id="e1", label=1, label_time=T0).to_json()
     _handle(worker, LABELS, label)
     _handle(worker, PREDICTIONS, _prediction("e0", "learner", T0))
@@ -124,3 +131,43 @@ def test_a_batch_gives_the_alerts_to_publish_and_no_io() -> None:
         )
     alerts = worker.handler.handle(batch, NOW)
     assert alerts and alerts[0].subject == "logreg:stream" and alerts[0].kind == "concept_drift"
+
+
+def test_labels_and_stream_predictions_racing_ahead_wait_for_the_learners() -> None:
+    """Labels and the stream's predictions run a year ahead of training's (a fast
+    replay, training slower or restarting): the learner's clock holds the labels, and
+    its predictions still join every one when they come."""
+    worker = _worker(learner=True)
+    worker.monitor.joiner.ttl = timedelta(hours=1)
+    batch: dict[TopicPartition, list[Prediction | Label]] = {PREDICTIONS: [], LABELS: []}
+    days = [T0 + timedelta(days=i) for i in range(365)]
+    for i, at in enumerate(days):
+        p = Prediction.model_validate_json(_prediction(f"e{i}", "stream", at))
+        batch[PREDICTIONS].append(p)
+        batch[LABELS].append(Label(event_id=f"e{i}", label=1, label_time=at))
+    worker.handler.handle(batch, NOW)
+    assert worker.monitor.joiner.expired_labels == 0, "the learner's clock has not started"
+    late = [
+        Prediction.model_validate_json(_prediction(f"e{i}", "learner", at))
+        for i, at in enumerate(days)
+    ]
+    worker.handler.handle({PREDICTIONS: late}, NOW + 1)
+    rows = {(r["model"], r["source"]): r["n"] for r in worker.monitor.summary()["models"]}
+    assert rows == {("logreg", "stream"): 365, ("logreg", "learner"): 365}
+
+
+def test_a_source_that_stops_holds_until_its_writer_has_read_everything() -> None:
+    """Training stops mid-stream: its clock holds while its group lags upstream, and is
+    skipped once that group has read all it was given and the partition is quiet."""
+    worker = _worker(learner=True)
+    learner, stream = source_view(PREDICTIONS, "learner"), source_view(PREDICTIONS, "stream")
+    first = Prediction.model_validate_json(_prediction("e0", "learner", T0))
+    later = T0 + timedelta(days=30)
+    ahead = Prediction.model_validate_json(_prediction("e1", "stream", later))
+    worker.handler.handle({PREDICTIONS: [first, ahead]}, NOW)
+    for view in (learner, stream):
+        worker.watermark.caught_up(view, True)
+    worker.watermark.drained(learner, False)  # training's group lags on features
+    assert worker.handler.predictions_at(NOW + 3600) == T0
+    worker.watermark.drained(learner, True)
+    assert worker.handler.predictions_at(NOW + 3600) == later

@@ -200,9 +200,10 @@ class Consumer:
             self.watermark.hold(event_id, "features", now)
         self.watermark.observe(L0, at(seconds), now)
 
-    def step(self, now: float, caught_up: bool = False) -> None:
+    def step(self, now: float, caught_up: bool = False, drained: bool = True) -> None:
         for p in (F0, L0):
             self.watermark.caught_up(p, caught_up)
+        self.watermark.drained(F0, drained)
         watermark = self.watermark.get(now)
         if watermark is not None:
             self.learner.advance(watermark)
@@ -247,6 +248,25 @@ def test_features_stalled_longer_than_idle_still_come_before_their_labels() -> N
     c.features("e3", 3, now=6)
     c.step(now=6)
     c.step(now=9, caught_up=True)
+    assert c.model.log == RIVER_ORDER
+    assert c.learner.late == 0
+
+
+def test_labels_wait_however_long_the_features_service_is_away() -> None:
+    """The features service is down for an hour (hold_s is 30 s): the groups upstream
+    say its partition still has records to come, so the labels wait and none expires."""
+    c = Consumer(idle_s=2, hold_s=30)
+    c.features("e1", 1, now=0)
+    for i, y in ((1, 1), (2, 0), (3, 1)):
+        c.label(f"e{i}", y, i, now=0)
+    for now in (5, 60, 600, 3600):
+        c.step(now=now, caught_up=True, drained=False)
+        assert c.watermark.get(now=now) == at(1) - EPSILON
+    assert c.model.log == [], "e1 may still have company at 1: nothing is safe yet"
+    c.features("e2", 2, now=3601)  # back, and its backlog flows
+    c.features("e3", 3, now=3601)
+    c.step(now=3601, drained=False)
+    c.step(now=3604, caught_up=True, drained=True)
     assert c.model.log == RIVER_ORDER
     assert c.learner.late == 0
 
