@@ -19,7 +19,8 @@ exist holds nothing back (nothing can come from it). A group that has committed
 nothing at all on a topic with records is taken as not running (not deployed, not
 started yet, or configured under another name: logged) and holds nothing back, so the
 reader falls back on its wall-time rules; a group that has committed, and lags, is
-waited for however long it is away (a restart, a broker outage).
+waited for however long it is away (a restart, a broker outage), also while a broker
+back from a restart still reloads its offsets and shows none.
 
 >>> Upstream.owed({"events.raw": (3, {1}), "events": (3, set())}, ["events.raw", "events"])
 (3, {1})
@@ -123,6 +124,7 @@ class Upstream:
         self._coordinators: dict[str, int] = {}  # group -> its coordinator's node id
         self._warned_at = -WARN_EVERY_S
         self._silent: dict[Hop, float] = {}  # hops whose group never committed: when said
+        self._known: set[Hop] = set()  # hops whose group has been seen with offsets
 
     async def drained(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, bool]:
         """Per partition: whether nothing for it is still upstream. When the groups
@@ -182,10 +184,13 @@ class Upstream:
             tps = [TopicPartition(hop.source, p) for p in range(count)]
             ends = await self.offsets.end_offsets(tps)
             committed = await self._committed(hop.group, tps)
-            if not committed:  # no such service running (yet): nothing to wait for here
+            if not committed and hop not in self._known:  # not running (yet): no wait here
                 if any(ends.values()):
                     self._never_committed(hop)
                 continue
+            # (a group seen committing before that shows nothing now is being reloaded
+            # after a broker restart: all its partitions with records are owed)
+            self._known.add(hop)
             behind = {tp.partition for tp in tps if ends.get(tp, 0) > committed.get(tp, 0)}
             _, before = lag.get(hop.source, (count, set()))
             lag[hop.source] = (count, before | behind)

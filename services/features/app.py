@@ -54,7 +54,12 @@ from redis.exceptions import RedisError
 
 from services.features import metrics
 from services.features.config import FeaturesSettings
-from services.features.faust_io import FeaturesApp, kafka_producer, take_events
+from services.features.faust_io import (
+    FeaturesApp,
+    handled_elsewhere,
+    kafka_producer,
+    take_events,
+)
 from services.features.handlers import (
     BatchPlan,
     RawEvent,
@@ -232,14 +237,17 @@ class FeaturesService:
         if len(fresh) < len(records):
             log.info("skipped %d records handled already", len(records) - len(fresh))
             metrics.REDELIVERED.inc(len(records) - len(fresh))
-        if fresh:
-            await self.handle(await self._fill_gaps(fresh, next_offsets))
+        if not fresh:
+            return
+        gaps = find_gaps(fresh, next_offsets)
+        await self.handle(await self._fill_gaps(fresh, gaps))
+        for partition, first, end in gaps:  # published: faust's commits may pass them
+            await handled_elsewhere(self.app, self.topics.events, partition, first, end - 1)
 
     async def _fill_gaps(
-        self, records: list[RawEvent], next_offsets: dict[int, int]
+        self, records: list[RawEvent], gaps: list[tuple[int, int, int]]
     ) -> list[RawEvent]:
-        """The batch with any offsets faust skipped read back in, in offset order."""
-        gaps = find_gaps(records, next_offsets)
+        """The batch with any offsets faust skipped (`gaps`) read back in, in offset order."""
         if not gaps:
             return records
         filled = list(records)

@@ -40,6 +40,12 @@ cost more than the features themselves at thousands of events per second, so:
 - `kafka_producer(app)` is the aiokafka producer inside faust's, for sending a batch
   of vectors at once (`shared.kafka.produce_all`): faust's `Topic.send` costs a future,
   a buffer hop and a debug line per record.
+- `handled_elsewhere(app, tp, first, last)`: offsets the service read itself (records
+  faust's fetcher never handed over) count as acknowledged in faust's commits. Faust
+  commits only up to its first unacknowledged offset, so without it the group's
+  offset stayed at the gap for good: lag tools saw a backlog that was not there, and
+  training, which waits for a quiet partition while the features group still lags on
+  `events`, never learned the stream's last events (the fault suite's kill -9 test).
 
 The state table's changelog is written explicitly by the service (see
 `services.features.app.TableStateStore`), since a batch mixes partitions.
@@ -63,7 +69,14 @@ from faust.types import TP, AppT, ChannelT, EventT, K, Message, StreamT, Transpo
 from faust.types.core import HeadersArg
 from mode.services import WaitArgT
 
-__all__ = ["EagerConsumer", "FeaturesApp", "RawSchema", "kafka_producer", "take_events"]
+__all__ = [
+    "EagerConsumer",
+    "FeaturesApp",
+    "RawSchema",
+    "handled_elsewhere",
+    "kafka_producer",
+    "take_events",
+]
 
 _EVENT_WAIT = asyncio.Event.wait.__code__
 FETCH_MAX_WAIT_MS = 100  # the broker holds a fetch with no data for this long
@@ -250,6 +263,16 @@ class FeaturesApp(faust.App):
 def kafka_producer(app: faust.App) -> AIOKafkaProducer:
     """The aiokafka producer inside the app's (started with the app)."""
     return cast(AIOKafkaProducer, cast(Any, app.producer)._ensure_producer())
+
+
+async def handled_elsewhere(
+    app: faust.App, topic: str, partition: int, first: int, last: int
+) -> None:
+    """Offsets `first`..`last` of `topic`/`partition` were handled outside faust's
+    stream: let faust's commits pass them (its consumer's gap record, which it keeps
+    for offsets no record has, as on a compacted topic)."""
+    consumer = cast(Any, app.consumer)
+    await consumer._add_gap(TP(topic, partition), first, last)
 
 
 async def take_events(

@@ -138,6 +138,7 @@ def _replay_with(loop: Loop, fault: Callable[[Supervisor], None]) -> Supervisor:
         fault(supervisor)
         publisher.join()
         reference = {"logreg": _river_counts(rows, DELAY)["logreg"]}
+        _wait_answering(loop, timeout=300)  # a restarted monitoring replays first
         _assert_learner_equals_river(loop, reference)
         _assert_training_equals(loop, reference)
         _assert_every_event_has_its_vector(loop, N_ROWS)
@@ -159,6 +160,14 @@ def _publish_slowly(loop: Loop, messages: list[tuple[str, str, dict[str, Any]]])
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(2)
+        time.sleep(1)
+
+
+def _wait_answering(loop: Loop, timeout: float) -> None:
+    """Until every service answers /healthz (the supervisor may be restarting one)."""
+    deadline = time.monotonic() + timeout
+    while not all(service.healthy() for service in loop.services.values()):
+        assert time.monotonic() < deadline, "a service did not come back"
         time.sleep(1)
 
 

@@ -121,3 +121,15 @@ async def test_when_the_groups_cannot_be_asked_the_reader_waits() -> None:
     admin.down = True
     found = await drained(admin, {})
     assert not any(found.values())
+
+
+async def test_a_group_seen_committing_that_shows_nothing_is_still_owed() -> None:
+    """After a broker restart the coordinator reloads offsets and answers none a while."""
+    admin = FakeAdmin(three("events.raw", "events", "labels.raw"))
+    admin.counts |= {"features": 3, "labels": 3}
+    admin.committed = {("ingestion", tp("labels.raw", 0)): 5}
+    upstream = Upstream(admin, FakeOffsets({tp("labels.raw", 0): 5}), CHAINS)
+    assert all((await upstream.drained(MINE)).values())
+    admin.committed = {}
+    found = await upstream.drained(MINE)
+    assert [f"{t.topic}/{t.partition}" for t, done in found.items() if not done] == ["labels/0"]
