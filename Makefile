@@ -18,7 +18,7 @@ export REDIS_URL ?= redis://default:$(shell cat $(SECRETS)/redis_password 2>/dev
 SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8002
 
 .PHONY: setup system-deps venv jars secrets up infra topics services down clean demo demo-ingest test faults \
-	test-unit bench lint lock status
+	test-unit bench soak lint lock status
 
 setup: system-deps venv jars secrets ## everything a fresh machine needs
 
@@ -98,6 +98,9 @@ test-unit: venv
 
 bench: infra ## the benchmarks: each figure beside its baseline from the same run
 	$(PY) -m benchmarks
+
+soak: infra ## 20 minutes at 1,000 events/s and 50 /predict/s: memory must stay flat
+	$(PY) -m benchmarks.soak
 
 lint: venv
 	$(VENV)/bin/ruff check .

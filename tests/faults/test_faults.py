@@ -210,24 +210,24 @@ def test_kill_9_of_every_service_in_turn(loop: Loop) -> None:
     assert restarts["training"] >= 2 and all(restarts[name] >= 1 for name in SERVICES)
 
 
-def test_kill_9_of_the_broker(loop: Loop) -> None:
+def _killed_and_started_again(name: str) -> Callable[[Supervisor], None]:
+    """kill -9 of the broker or Redis a moment into the second half, started again 3 s later."""
+
     def fault(supervisor: Supervisor) -> None:
         time.sleep(2)
-        _kill(_infra_pid("kafka"))
+        _kill(_infra_pid(name))
         time.sleep(3)
         _start_infra()
 
-    _replay_with(loop, fault)
+    return fault
+
+
+def test_kill_9_of_the_broker(loop: Loop) -> None:
+    _replay_with(loop, _killed_and_started_again("kafka"))
 
 
 def test_kill_9_of_redis(loop: Loop) -> None:
-    def fault(supervisor: Supervisor) -> None:
-        time.sleep(2)
-        _kill(_infra_pid("redis"))
-        time.sleep(3)
-        _start_infra()
-
-    _replay_with(loop, fault)
+    _replay_with(loop, _killed_and_started_again("redis"))
 
 
 def test_the_broker_paused_for_30_seconds(loop: Loop) -> None:
