@@ -32,7 +32,7 @@ from tqdm import tqdm
 from benchmarks.http import attack, predict_bodies
 from benchmarks.learning import ENTITIES, fresh_stack, raw_messages, synthetic_rows
 from benchmarks.report import machine
-from benchmarks.stack import REDIS_URL, BenchStack, _children
+from benchmarks.stack import REDIS_URL, BenchStack, _children, clear_earlier_runs
 from benchmarks.stream import flowing
 
 __all__ = ["run_soak"]
@@ -89,7 +89,12 @@ def _verdict(samples: list[tuple[float, dict[str, float]]]) -> dict[str, dict[st
 def run_soak(minutes: float) -> dict[str, Any]:
     duration = minutes * 60
     n = int(RATE * (duration + 60))
-    print(f"[soak] {n:,} Agrawal rows for {minutes:g} min at {RATE}/s ...", flush=True)
+    topics_gone, keys_gone = clear_earlier_runs()  # Redis's memory is this run's alone
+    print(
+        f"[soak] cleared {topics_gone} topics, {keys_gone} keys; {n:,} Agrawal rows for"
+        f" {minutes:g} min at {RATE}/s ...",
+        flush=True,
+    )
     rows = synthetic_rows(n)
     pipeline = _pipeline(BenchStack.work / "pipeline-soak.yaml", sorted(rows[0][0]))
     stack, topics = fresh_stack(pipeline)

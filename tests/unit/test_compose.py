@@ -171,6 +171,20 @@ def test_redis_keeps_an_append_only_file(services: dict[str, dict[str, Any]]) ->
     assert any(str(v).endswith(":/data") for v in redis.get("volumes", []))
 
 
+def test_redis_evicts_only_keys_with_a_ttl_as_the_local_stack_does(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The feature store's rows (TTL) go before the registry (none), in both runtimes."""
+    local = dict(
+        line.split(None, 1)
+        for line in (ROOT / "scripts" / "redis.conf").read_text().splitlines()
+        if line.startswith("maxmemory")
+    )
+    assert local == {"maxmemory": "2gb", "maxmemory-policy": "volatile-lru"}
+    command = " ".join(_command(services["redis"]))
+    assert "--maxmemory 2gb --maxmemory-policy volatile-lru" in command
+
+
 @pytest.mark.parametrize("name", [*SERVICE_PORTS, *INFRA_PORTS])
 def test_published_ports_follow_design_on_loopback_only(
     services: dict[str, dict[str, Any]], name: str
