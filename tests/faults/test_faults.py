@@ -8,7 +8,8 @@ Each test runs the five services on the real broker and Redis under a small supe
 - kill -9 of every service in turn (training twice);
 - kill -9 of the broker, then start it again;
 - kill -9 of Redis, then start it again (it reloads its append-only file);
-- the broker paused for 30 s (SIGSTOP, then SIGCONT).
+- the broker paused for 30 s (SIGSTOP, then SIGCONT);
+- with two replicas each of ingestion, features and serving, one of each killed.
 
 Then, with no operator action: every event has its vector on `features` (repeats
 identical), the learner's counts in training and in monitoring equal River's own
@@ -96,7 +97,7 @@ class Supervisor:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
-            for name, service in self.services.items():
+            for name, service in list(self.services.items()):
                 process = service.process
                 if process is not None and process.poll() is not None:
                     self.restarts[name] += 1
@@ -105,9 +106,11 @@ class Supervisor:
                     except Exception:  # exited again (say, the broker still away): retry
                         time.sleep(1)
 
-    def kill(self, name: str) -> None:
-        """kill -9 one service; the watcher starts it again."""
-        process = self.services[name].process
+    def kill(self, name: str, *, restart: bool = True) -> None:
+        """kill -9 one service; the watcher starts it again, unless not `restart` (then
+        it is gone for good, as a lost machine)."""
+        service = self.services[name] if restart else self.services.pop(name)
+        process = service.process
         assert process is not None
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -208,6 +211,26 @@ def test_kill_9_of_every_service_in_turn(loop: Loop) -> None:
 
     restarts = _replay_with(loop, fault).restarts
     assert restarts["training"] >= 2 and all(restarts[name] >= 1 for name in SERVICES)
+
+
+def test_one_of_two_replicas_of_ingestion_features_and_serving_killed(
+    loop: Loop, service_factory: Factory
+) -> None:
+    """Two replicas each of ingestion, features and serving in their consumer groups
+    (as scaling out runs them); one of each is killed mid-stream for good, and the other
+    takes its partitions over."""
+    env = loop.services["training"].env
+    for name in ("ingestion", "features", "serving"):
+        second = service_factory(name, PIPELINE_CONFIG=env["PIPELINE_CONFIG"])
+        second.log_path = second.log_path.with_name(f"{name}-2.log")
+        loop.services[f"{name}-2"] = second.start(timeout=120)
+
+    def fault(supervisor: Supervisor) -> None:
+        for name in ("features-2", "ingestion", "serving-2"):
+            time.sleep(1.5)
+            supervisor.kill(name, restart=False)
+
+    _replay_with(loop, fault)
 
 
 def _killed_and_started_again(name: str) -> Callable[[Supervisor], None]:
