@@ -3,7 +3,8 @@
 All five services of one `BenchStack` run `logreg` on River's Agrawal rows while
 events and their labels flow at 1,000/s with live times (`flowing`) and `/predict`
 takes 50 requests/s (vegeta, open loop). Every `SAMPLE_S` the resident memory of each
-service (with its child processes) and Redis's `used_memory` are sampled.
+service (with its child processes), Redis's `used_memory` and what this run's own keys
+hold in it (other runs' keys may be expiring meanwhile) are sampled.
 
 Every piece of state is bounded by a window of time (label TTL, duplicate window,
 feature TTL), so memory grows until the longest window is full and must then stay
@@ -65,9 +66,19 @@ def _pipeline(path: Path, features: list[str]) -> Path:
     return path
 
 
+def _run_bytes(memory: redis.Redis, prefix: str) -> int:
+    """What this run's own keys hold in Redis (`MEMORY USAGE` summed over its prefix)."""
+    keys = list(memory.scan_iter(match=f"driftline:{prefix}*", count=5000))
+    pipe = memory.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key)
+    return sum(int(n or 0) for n in pipe.execute())
+
+
 def _sample(stack: BenchStack, memory: redis.Redis) -> dict[str, float]:
     sample = {name: _rss(s.process.pid) / 2**20 for name, s in stack.services.items()}
     sample["redis"] = int(memory.info("memory")["used_memory"]) / 2**20
+    sample["redis (this run's keys)"] = _run_bytes(memory, stack.prefix) / 2**20
     return sample
 
 
@@ -151,9 +162,9 @@ def run_soak(minutes: float) -> dict[str, Any]:
 
 def _print(report: dict[str, Any]) -> None:
     print(f"\nsoak: {report['minutes']:g} min at {report['rate']}/s, windows {report['window']}")
-    print(f"{'':12} {'MiB at half':>12} {'MiB at end':>11} {'growth':>8}")
+    print(f"{'':24} {'MiB at half':>12} {'MiB at end':>11} {'growth':>8}")
     for name, v in report["memory"].items():
-        print(f"{name:12} {v['mib_at_half']:12.1f} {v['mib_at_end']:11.1f} {v['growth']:8.1%}")
+        print(f"{name:24} {v['mib_at_half']:12.1f} {v['mib_at_end']:11.1f} {v['growth']:8.1%}")
     predict = report["predict"]
     if predict:
         print(

@@ -56,6 +56,7 @@ from services.features import metrics
 from services.features.config import FeaturesSettings
 from services.features.faust_io import (
     FeaturesApp,
+    commit_handled,
     handled_elsewhere,
     kafka_producer,
     take_events,
@@ -158,6 +159,7 @@ class FeaturesService:
             ttl_s=settings.feature_ttl_s,
         )
         self.redis_failing = False
+        self._gapped: set[int] = set()  # events partitions that had a gap read back
         datadir = Path(settings.data_dir) / settings.app_id()
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = FeaturesApp(
@@ -243,6 +245,11 @@ class FeaturesService:
         await self.handle(await self._fill_gaps(fresh, gaps))
         for partition, first, end in gaps:  # published: faust's commits may pass them
             await handled_elsewhere(self.app, self.topics.events, partition, first, end - 1)
+            self._gapped.add(partition)
+        if self._gapped:  # and the group shows what was handled, whatever faust commits
+            handled = self.offsets.next_offsets()
+            mine = {p: handled[p] for p in self._gapped if p in handled}
+            await commit_handled(self.app, self.topics.events, mine)
 
     async def _fill_gaps(
         self, records: list[RawEvent], gaps: list[tuple[int, int, int]]
