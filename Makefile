@@ -18,7 +18,7 @@ export REDIS_URL ?= redis://default:$(shell cat $(SECRETS)/redis_password 2>/dev
 SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8002
 
 .PHONY: setup system-deps venv jars secrets up infra topics services down clean demo demo-ingest test faults \
-	test-unit bench soak lint lock status
+	test-unit bench soak lint lock status compose-test
 
 setup: system-deps venv jars secrets ## everything a fresh machine needs
 
@@ -98,6 +98,11 @@ test-unit: venv
 
 bench: infra ## the benchmarks: each figure beside its baseline from the same run
 	$(PY) -m benchmarks
+
+compose-test: setup ## compose.yaml for real: build, start, drive from the host, kill a service
+	@if $(STACK) status 2>/dev/null | grep -q running; then \
+		echo "the local stack is up and holds compose's ports: make down first"; exit 1; fi
+	scripts/compose.sh test
 
 soak: infra ## 20 minutes at 1,000 events/s and 50 /predict/s: memory must stay flat
 	$(PY) -m benchmarks.soak

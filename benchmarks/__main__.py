@@ -42,6 +42,7 @@ from shared.validation import validate_raw
 __all__ = ["main"]
 
 THREE = ["logreg", "hoeffding_tree", "hat"]
+SETTLE_S = 5.0  # after clearing what earlier parts left, before the next part starts
 
 
 def _rows(dicts: list[dict[str, Any]]) -> list[Row]:
@@ -139,6 +140,7 @@ def main() -> None:
         # run leaves ~130 topics and ~740,000 keys: Redis's AOF rewrites then fork a
         # larger process, which stalls the later parts' reads)
         topics, keys = clear_earlier_runs()
+        time.sleep(SETTLE_S)  # the broker deletes the topics' logs meanwhile
         print(f"[{i}/{len(parts)}] {name} (cleared {topics} topics, {keys} keys) ...", flush=True)
         started = time.monotonic()
         try:

@@ -313,7 +313,7 @@ def run_http_bench(
         attack(predict, bodies, rate=100, duration_s=1)  # warm both up (connections, caches)
         attack(bare_predict, bodies, rate=100, duration_s=1)
         best: dict[str, LoadResult] = {}
-        for _ in range(2):  # interleaved, best of two: the machine is shared and noisy
+        for _ in range(3):  # interleaved, best of three: the machine is shared and noisy
             for name, url in (("serving", predict), ("bare", bare_predict)):
                 result = attack(url, bodies, rate=0, duration_s=max_rate_s)
                 if name not in best or result.throughput > best[name].throughput:

@@ -58,7 +58,8 @@ class CommonSettings(BaseSettings):
     label_wait_ms: int = Field(default=60_000, ge=0)
     # No lone item moves an event-time clock (training's, serving's replica's,
     # monitoring's) more than this many seconds ahead of its partition's last time;
-    # the next item far ahead too confirms the jump (0: no limit).
+    # the next item far ahead too confirms the jump (0: no limit). Features keeps such
+    # an event out of its entity's state and Redis row by the same rule.
     max_jump_s: float = Field(default=600.0, ge=0)
     # The consumer groups of ingestion and features (their GROUP_IDs), asked how far
     # they are: the learner waits for a quiet partition while a service before it

@@ -47,7 +47,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 __all__ = [
+    "CONFIRMED",
     "EPSILON",
+    "HELD",
     "JUMP_FACTOR",
     "LIVE_GRACE_S",
     "LearnerWatermark",
@@ -61,6 +63,8 @@ Partition = tuple[str, int]  # (topic, partition); aiokafka's TopicPartition is 
 EPSILON = timedelta(microseconds=1)  # a learner's watermark sits just below a last time
 LIVE_GRACE_S = 0.25  # a silent partition's wait after its topic's first item
 JUMP_FACTOR = 100  # a lone step this many times the typical one is held (and max_jump)
+HELD = "held"  # `observe`: a lone item far ahead, which moved no clock
+CONFIRMED = "confirmed"  # `observe`: the item after a held one, far ahead too: the jump stands
 
 
 @dataclass
@@ -121,7 +125,7 @@ class Watermark:
         for partition in partitions:
             self.partitions.pop(partition, None)
 
-    def observe(self, partition: Partition, time: datetime | None, now: float) -> None:
+    def observe(self, partition: Partition, time: datetime | None, now: float) -> str | None:
         """An item was consumed from `partition` at `now`; `time` is None if it has none.
 
         No single item moves a partition's time further ahead than `max_jump` or
@@ -130,26 +134,33 @@ class Watermark:
         time moves when the next item is that far ahead too (a stream that resumes
         after a gap). The lone item waits downstream until the stream's time reaches
         it. Daily data moves in steps of days, so only a step of months holds there.
+
+        Returns `HELD` for such a lone item, `CONFIRMED` for the next one if it is far
+        ahead too (the jump stands), else None.
         """
         progress = self.partitions.setdefault(partition, PartitionProgress())
         progress.delivered = True
         progress.last_active = now
         progress.caught_up = False
         if time is None:
-            return
+            return None
         last = progress.last_time
         step = 0.0 if last is None else (time - last).total_seconds()
+        verdict = None
         if self.max_jump is not None and step > 0:
             reach = max(self.max_jump.total_seconds(), JUMP_FACTOR * progress.gap_s)
-            if step > reach and progress.ahead is None:  # a lone item far ahead
-                progress.ahead = time
-                self.held_jumps += 1
-                return
+            if step > reach:
+                if progress.ahead is None:  # a lone item far ahead
+                    progress.ahead = time
+                    self.held_jumps += 1
+                    return HELD
+                verdict = CONFIRMED
             gap = progress.gap_s
             progress.gap_s = step if gap == 0 else gap + (step - gap) / 10
         progress.ahead = None
         if last is None or time > last or self.rewinds:
             progress.last_time = time
+        return verdict
 
     def caught_up(self, partition: Partition, caught_up: bool) -> None:
         """Record whether `partition`'s position has reached its high watermark."""
@@ -262,11 +273,12 @@ class LearnerWatermark(Watermark):
         self._first_delivery: float | None = None  # wall time of the first item, any topic
         self._live_since: dict[str, float] = {}  # topic -> wall time of its first item
 
-    def observe(self, partition: Partition, time: datetime | None, now: float) -> None:
-        super().observe(partition, time, now)
+    def observe(self, partition: Partition, time: datetime | None, now: float) -> str | None:
+        verdict = super().observe(partition, time, now)
         if self._first_delivery is None:
             self._first_delivery = now
         self._live_since.setdefault(partition[0], now)
+        return verdict
 
     def restart(self, now: float) -> None:
         super().restart(now)

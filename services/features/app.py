@@ -63,9 +63,9 @@ from services.features.faust_io import (
 )
 from services.features.handlers import (
     BatchPlan,
+    JumpGuard,
     RawEvent,
     find_gaps,
-    newest,
     plan_batch,
     unhandled,
 )
@@ -158,6 +158,7 @@ class FeaturesService:
             namespace=f"driftline:{settings.topic_prefix}features",
             ttl_s=settings.feature_ttl_s,
         )
+        self.jumps = JumpGuard(settings.max_jump())
         self.redis_failing = False
         self._gapped: set[int] = set()  # events partitions that had a gap read back
         datadir = Path(settings.data_dir) / settings.app_id()
@@ -298,7 +299,8 @@ class FeaturesService:
 
     async def handle(self, records: list[RawEvent]) -> BatchPlan:
         """Compute, store and publish one batch (the faust-free part of the agent)."""
-        plan = plan_batch(records, self.states, self.computer)
+        plan = plan_batch(records, self.states, self.computer, self.jumps)
+        metrics.HELD_JUMPS.set(self.jumps.held)
         for invalid in plan.invalid:
             metrics.INVALID.labels(invalid.errors[0].code).inc()
         state_written = self.states.send_changelog()
@@ -312,7 +314,7 @@ class FeaturesService:
         return plan
 
     async def _publish(self, plan: BatchPlan) -> None:
-        rows = [c.row for c in newest(plan.computed)]
+        rows = plan.rows()
         written = await self._write_rows(rows)
         metrics.REDIS_WRITES.inc(written)
         metrics.STALE_WRITES.inc(len(rows) - written)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from math import isfinite
 from typing import Any, Protocol
 
@@ -34,12 +35,14 @@ from shared.feature_store import EntityRow
 from shared.features import EntityState, FeatureComputer
 from shared.messages import ErrorDetail, Event, FeatureVector
 from shared.validation import parse_message
+from shared.watermark import CONFIRMED, HELD, Watermark
 
 __all__ = [
     "BatchPlan",
     "DictStateStore",
     "FeaturesComputed",
     "InvalidEvent",
+    "JumpGuard",
     "RawEvent",
     "StateStore",
     "compute_features",
@@ -78,6 +81,7 @@ class FeaturesComputed:
     feature_set_version: str
     duplicate: bool  # its event_id was already in the entity's state
     timestamp_ms: int | None = None
+    held: bool = False  # far ahead of its partition: published, but no state or row (JumpGuard)
 
     @property
     def vector(self) -> FeatureVector:
@@ -130,8 +134,36 @@ class InvalidEvent:
 
 @dataclass
 class BatchPlan:
-    computed: list[FeaturesComputed] = field(default_factory=list)
+    computed: list[FeaturesComputed] = field(default_factory=list)  # every vector to publish
     invalid: list[InvalidEvent] = field(default_factory=list)
+    confirmed: list[FeaturesComputed] = field(default_factory=list)  # held ones whose jump stood
+
+    def rows(self) -> list[EntityRow]:
+        """What to write to the online store: each entity's newest row (none for held events)."""
+        kept = [c for c in self.computed if not c.held] + self.confirmed
+        return [c.row for c in newest(kept)]
+
+
+class JumpGuard:
+    """Keeps an event dated far ahead of its partition out of its entity's state and row.
+
+    One event dated hours ahead (a clock set wrong, a mistyped date) would otherwise
+    become its entity's latest: the Redis row would refuse every real event after it
+    (they are older) and the window would drop what it holds. The rule is the
+    watermark's (`Watermark.observe`): a lone event more than `max_jump`, or 100
+    typical steps, ahead of its partition's time is held. Its vector is computed and
+    published as usual (training holds it in turn), but its entity's state and row stay
+    as they were. If the partition's next event is far ahead too, the jump stands (a
+    stream resuming after a pause) and the held event's state and row are applied then.
+    """
+
+    def __init__(self, max_jump: timedelta | None) -> None:
+        self.clock = Watermark(max_jump=max_jump)
+        self.pending: dict[int, tuple[str, EntityState, FeaturesComputed]] = {}
+
+    @property
+    def held(self) -> int:
+        return self.clock.held_jumps
 
 
 class StateStore(Protocol):
@@ -231,9 +263,13 @@ def compute_features(
 
 
 def plan_batch(
-    records: Sequence[RawEvent], states: StateStore, computer: FeatureComputer
+    records: Sequence[RawEvent],
+    states: StateStore,
+    computer: FeatureComputer,
+    jumps: JumpGuard | None = None,
 ) -> BatchPlan:
-    """Handle records in order; states are updated as it goes (a state changes only by identity)."""
+    """Handle records in order; states are updated as it goes (a state changes only by
+    identity). With `jumps`, a lone event far ahead of its partition is held (see there)."""
     plan = BatchPlan()
     computed_add = plan.computed.append
     for record in records:
@@ -252,8 +288,26 @@ def plan_batch(
             plan.invalid.append(InvalidEvent(record, result.errors))
             continue
         entity = computer.entity_of(event)
+        verdict = None
+        if jumps is not None:
+            verdict = jumps.clock.observe(("events", record.partition), event.event_time, 0.0)
+            held = jumps.pending.pop(record.partition, None)
+            if held is not None and verdict == CONFIRMED:
+                states.set(held[0], held[1], record.partition)
+                plan.confirmed.append(replace(held[2], held=False))
         state = states.get(entity)
         computed, new_state = compute_features(event, state, computer, record.timestamp_ms)
+        if verdict == HELD:
+            assert jumps is not None
+            log.warning(
+                "event %s at %s is far ahead of events/%s: held out of its entity's state",
+                event.event_id,
+                event.event_time.isoformat(),
+                record.partition,
+            )
+            jumps.pending[record.partition] = (entity, new_state, computed)
+            computed_add(replace(computed, held=True))
+            continue
         if new_state is not state:
             states.set(entity, new_state, record.partition)
         computed_add(computed)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "DUPLICATES",
     "EVENTS_PROCESSED",
     "GAP_RECORDS",
+    "HELD_JUMPS",
     "INVALID",
     "LATENCY",
     "REDELIVERED",
@@ -35,6 +36,10 @@ VECTORS_PUBLISHED = Counter(
 GAP_RECORDS = Counter(
     "driftline_features_gap_records_total",
     "Records faust's fetcher skipped that the agent read back directly",
+)
+HELD_JUMPS = Gauge(
+    "driftline_features_held_jumps",
+    "Events far ahead of their partition kept out of their entity's state and row (since start)",
 )
 REDELIVERED = Counter(
     "driftline_features_redelivered_records_total",

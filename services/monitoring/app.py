@@ -14,6 +14,7 @@ from services.monitoring.consumer import MonitoringWorker, read_alerts
 from services.monitoring.handler import source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
+from services.monitoring.snapshot import SnapshotStore, identity, snapshot_key
 from shared import tasks
 from shared.kafka import make_consumer, make_producer
 from shared.pipeline import load_pipeline
@@ -49,17 +50,29 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         bootstrap = settings.kafka_bootstrap_servers
         exits = contextlib.AsyncExitStack()
         await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
-        monitor = Monitor(
-            pipeline.task,
-            pipeline.labels.ttl,
-            window_size=settings.window_size,
-            drift_delta=settings.drift_delta,
-            drift_warmup=settings.drift_warmup,
-            drift_margin=settings.drift_margin,
-            history_every=settings.history_every,
-            keep_versions=settings.registry_keep,
-            history_points=settings.history_points,
+        redis = settings.redis()
+        exits.push_async_callback(redis.aclose)
+        snapshots = SnapshotStore(
+            redis, snapshot_key(settings.topic_prefix), identity(pipeline, settings)
         )
+        snapshot = await snapshots.load() if settings.snapshot_seconds > 0 else None
+        monitor = (
+            snapshot.monitor
+            if snapshot is not None
+            else Monitor(
+                pipeline.task,
+                pipeline.labels.ttl,
+                window_size=settings.window_size,
+                drift_delta=settings.drift_delta,
+                drift_warmup=settings.drift_warmup,
+                drift_margin=settings.drift_margin,
+                history_every=settings.history_every,
+                keep_versions=settings.registry_keep,
+                history_points=settings.history_points,
+            )
+        )
+        if snapshot is not None:
+            log.info("monitoring reads on from its snapshot at %s", snapshot.offsets)
         alerts_reader = make_consumer(
             bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
         )
@@ -89,6 +102,10 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             idle_s=settings.idle_partition_s,
             max_jump=settings.max_jump(),
             upstream=upstream,
+            watermark=snapshot.watermark if snapshot is not None else None,
+            start_offsets=snapshot.offsets if snapshot is not None else None,
+            snapshots=snapshots if settings.snapshot_seconds > 0 else None,
+            snapshot_every_s=settings.snapshot_seconds,
         )
         await worker.start()
         task = tasks.start(worker.run(), name="monitoring-consumer", essential=True)

@@ -35,5 +35,8 @@ class MonitoringSettings(CommonSettings):
     # Added to the process's nice value. 0: monitoring keeps up like every service (at
     # 5 a busy machine runs the learning path first, and monitoring's lag spikes).
     niceness: int = Field(default=0, ge=0, le=19)
+    # A snapshot of the state (and the offsets it reflects) goes to Redis this often, so a
+    # restart reads on from it rather than replaying both topics (0: never; replay).
+    snapshot_seconds: float = Field(default=60.0, ge=0)
     # Records per poll of the input topics.
     batch_size: int = Field(default=2000, ge=1)

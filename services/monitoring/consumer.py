@@ -1,10 +1,11 @@
-"""The Kafka side of monitoring: rebuild from the beginning, then follow live.
+"""The Kafka side of monitoring: read on from the last snapshot, then follow live.
 
-State is rebuilt, not checkpointed: at start the worker reads the alerts already
-published, then assigns itself every partition of `predictions` and `labels`,
-seeks to the beginning and replays them through the `Monitor`. De-duplication and
-event-time joins make the replay give the same counts as the first pass, and
-deterministic alert ids keep it from publishing an alert twice. Offsets are still
+At start the worker reads the alerts already published, then assigns itself every
+partition of `predictions` and `labels` and seeks to the offsets of the last snapshot
+(`services.monitoring.snapshot`; the beginning without one) and replays what follows
+through the `Monitor`. De-duplication and event-time joins make the replay give the
+same counts as the first pass, and deterministic alert ids keep it from publishing an
+alert twice. Every `SNAPSHOT_SECONDS` it takes a new snapshot. Offsets are still
 committed to `GROUP_ID` (best effort), only so that lag tools can watch the group.
 
 Each poll is one round of the services' loop: decode the batch (each message
@@ -20,9 +21,11 @@ labels' expiry.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -32,11 +35,12 @@ from pydantic import ValidationError
 from services.monitoring.handler import BatchHandler, source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
+from services.monitoring.snapshot import SnapshotStore
 from shared.kafka import produce_all
 from shared.messages import Alert, Label, Prediction
 from shared.topics import Topics, partitions_of
 from shared.upstream import Upstream
-from shared.watermark import Watermark
+from shared.watermark import Partition, Watermark
 
 __all__ = ["MonitoringWorker", "read_alerts"]
 
@@ -47,12 +51,22 @@ UPSTREAM_EVERY_S = 0.5  # how often the groups of training and serving are asked
 
 
 async def _assign_from_start(
-    consumer: AIOKafkaConsumer, bootstrap: str, topics: list[str]
+    consumer: AIOKafkaConsumer,
+    bootstrap: str,
+    topics: list[str],
+    offsets: Mapping[Partition, int] | None = None,
 ) -> dict[TopicPartition, int]:
-    """Assign every partition of `topics`, seek to the beginning; return end offsets."""
+    """Assign every partition of `topics`, seek to `offsets` (the beginning where none
+    is given); return end offsets."""
     assigned = [TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t)]
     consumer.assign(assigned)
-    await consumer.seek_to_beginning(*assigned)
+    known = offsets or {}
+    fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in known]
+    for tp in assigned:
+        if tp not in fresh:
+            consumer.seek(tp, known[(tp.topic, tp.partition)])
+    if fresh:
+        await consumer.seek_to_beginning(*fresh)
     ends = await consumer.end_offsets(assigned)
     return dict(ends)
 
@@ -97,6 +111,10 @@ class MonitoringWorker:
         idle_s: float = 5.0,
         max_jump: timedelta | None = None,
         upstream: Upstream | None = None,
+        watermark: Watermark | None = None,
+        start_offsets: Mapping[Partition, int] | None = None,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every_s: float = 60.0,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -105,7 +123,18 @@ class MonitoringWorker:
         self.metrics = metrics
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
-        self.watermark = Watermark(idle_s, max_jump)
+        if watermark is None:
+            watermark = Watermark(idle_s, max_jump)
+        else:  # restored from a snapshot: today's settings, and no wall-clock state
+            watermark.idle_s, watermark.max_jump = idle_s, max_jump
+            watermark.restart(time.monotonic())
+        self.watermark = watermark
+        self.start_offsets = dict(start_offsets or {})
+        self.snapshots = snapshots
+        self.snapshot_every_s = snapshot_every_s
+        self._last_snapshot = time.monotonic()
+        self._snapshot: asyncio.Future[int] | None = None
+        self.snapshot_bytes = 0
         self.upstream = upstream  # which sources of predictions still owe some
         self._asked_upstream = 0.0
         self.handler = BatchHandler(monitor, self.watermark, topics)
@@ -121,11 +150,12 @@ class MonitoringWorker:
         return time.monotonic() - self.last_poll
 
     async def start(self) -> None:
-        """Assign both input topics from their beginning (the replay)."""
+        """Assign both input topics from the snapshot's offsets or their beginning."""
         self.replay_ends = await _assign_from_start(
             self.consumer,
             self.bootstrap_servers,
             [self.topics.predictions, self.topics.labels],
+            self.start_offsets,
         )
         # a predictions partition has one clock per timed source (`source_view`): the
         # learner's from the start (its predictions may come after the labels), the
@@ -137,8 +167,12 @@ class MonitoringWorker:
             ],
             time.monotonic(),
         )
-        self.replaying = any(end > 0 for end in self.replay_ends.values())
-        log.info("monitoring replays %d messages", sum(self.replay_ends.values()))
+        behind = {
+            tp: end - self.start_offsets.get((tp.topic, tp.partition), 0)
+            for tp, end in self.replay_ends.items()
+        }
+        self.replaying = any(n > 0 for n in behind.values())
+        log.info("monitoring replays %d messages", sum(max(0, n) for n in behind.values()))
 
     async def run(self) -> None:
         while True:
@@ -153,6 +187,7 @@ class MonitoringWorker:
             if batch:
                 self.metrics.latency.observe(time.perf_counter() - started)
             await self._commit()
+            await self._take_snapshot()
 
     def decode(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], now: float
@@ -249,6 +284,30 @@ class MonitoringWorker:
                 alert.subject,
                 alert.details,
             )
+
+    async def _take_snapshot(self) -> None:
+        """Every `snapshot_every_s`, between batches and with every alert published:
+        the state and the offsets it reflects (one snapshot at a time)."""
+        if self.snapshots is None or self._unpublished:
+            return
+        if self._snapshot is not None:
+            if not self._snapshot.done():
+                return
+            try:
+                self.snapshot_bytes = self._snapshot.result()
+                self.metrics.snapshot_bytes.set(self.snapshot_bytes)
+            except Exception:
+                log.exception("a monitoring snapshot failed; the next one is tried")
+            self._snapshot = None
+        now = time.monotonic()
+        if now - self._last_snapshot < self.snapshot_every_s:
+            return
+        self._last_snapshot = now
+        offsets = {
+            (tp.topic, tp.partition): await self.consumer.position(tp)
+            for tp in self.consumer.assignment()
+        }
+        self._snapshot = self.snapshots.save(self.monitor, self.watermark, offsets)
 
     async def _commit(self) -> None:
         if time.monotonic() - self._last_commit < COMMIT_EVERY_S:

@@ -145,3 +145,8 @@ class MonitoringMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.registry.register(self.record_latency)
+        self.snapshot_bytes = Gauge(
+            f"{P}snapshot_bytes",
+            "Size of the last state snapshot written (what a restart reads on from)",
+            registry=self.registry,
+        )

@@ -24,13 +24,13 @@ from redis.asyncio import Redis
 
 from services.training import metrics
 from services.training.learner import OnlineLearner
-from services.training.snapshot import pickle_later
 from shared.catalogue import build_model
 from shared.clock import utcnow
 from shared.messages import ModelPublished, PartitionOffset
 from shared.pipeline import PipelineConfig
 from shared.registry import ModelRegistry
 from shared.settings import CommonSettings
+from shared.snapshot import pickle_later
 from shared.watermark import LearnerWatermark
 
 __all__ = [

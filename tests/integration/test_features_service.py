@@ -191,6 +191,33 @@ def test_every_event_yields_its_point_in_time_vector_and_redis_the_latest(
     assert (health.status_code, health.json()["assigned_partitions"]) == (200, [0, 1, 2])
 
 
+def test_an_event_dated_hours_ahead_does_not_freeze_its_entitys_row(
+    service_factory: Factory, prefix: str, pipeline_path: Path, tmp_path: Path
+) -> None:
+    """A mistyped date mid-stream: its vector goes out, but the entity's Redis row and
+    window go on with the real events (the row would have refused every one after it)."""
+    events = [
+        Event(
+            event_id=f"z{i}",
+            event_time=T0 + (timedelta(hours=3) if i == 30 else timedelta(seconds=10 * i)),
+            entity_id="zed",
+            features={"amount": 1.0, "age": 40, "country": "NL"},
+        )
+        for i in range(60)
+    ]
+    service = _start(service_factory, pipeline_path, tmp_path)
+    kcat_produce(f"{prefix}events", _messages(events))
+    found = _wait_for_ids(prefix, {e.event_id for e in events})
+    vectors = {v["event_id"]: v["features"] for v in found}
+    assert len(vectors) == len(events)
+    assert vectors["z30"]["amount_count_30m"] == 1.0  # its own vector, as of its time
+    assert vectors["z59"]["amount_count_30m"] == 59.0  # the window left it out
+    row = asyncio.run(_rows(prefix, ["zed"]))["zed"]
+    assert row is not None and row.event_id == "z59"
+    assert row.event_time == T0 + timedelta(seconds=590)
+    assert "driftline_features_held_jumps 1.0" in httpx.get(f"{service.url}/metrics").text
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_restart_mid_stream_loses_nothing_and_counts_nothing_twice(

@@ -274,3 +274,39 @@ def test_drift_alert_is_published_once_and_survives_restarts(
     assert len(wait_for_count([f"{prefix}alerts"], 0)[f"{prefix}alerts"]) == len(alerts)
     page = httpx.get(service.url).text
     assert 'class="drift"' in page
+
+
+def _metric(service: ServiceProcess, name: str) -> float:
+    text = httpx.get(f"{service.url}/metrics", timeout=5).text
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_restart_reads_on_from_the_snapshot_not_from_the_beginning(
+    service_factory: Factory, prefix: str, tmp_path: Path
+) -> None:
+    predictions, labels, expected = workload(600, seed=5)
+    cut = len(predictions) // 2
+    produce(f"{prefix}predictions", predictions[:cut])
+    produce(f"{prefix}labels", labels[:300])
+    env = {"PIPELINE_CONFIG": pipeline(tmp_path), "SNAPSHOT_SECONDS": "0.5"}
+    service = service_factory("monitoring", **env).start()
+    summary_when(service, lambda b: b["consumed"] >= cut + 300 and not b["replaying"])
+    time.sleep(2)  # a snapshot of all of it is written
+    assert _metric(service, "driftline_monitoring_snapshot_bytes") > 0
+
+    service.stop(signal.SIGKILL)
+    later = predictions[cut:] + predictions[:40]  # the rest, and 40 repeats
+    produce(f"{prefix}predictions", later)
+    produce(f"{prefix}labels", labels[300:])
+    service.start()
+    body = summary_when(
+        service, lambda b: not b["replaying"] and sum(r["n"] for r in b["models"]) >= 1856
+    )
+    check(body, expected)
+    assert body["duplicates"]["predictions"] == 40
+    log = service.log_path.read_text()
+    assert "monitoring reads on from its snapshot" in log
+    replayed = [int(n) for n in re.findall(r"monitoring replays (\d+) messages", log)]
+    assert replayed[0] == len(predictions[:cut]) + 300  # the first start: everything
+    assert replayed[-1] <= len(later) + 300, "the restart read only what came after"

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 
-from services.features.handlers import DictStateStore, RawEvent, plan_batch
+from services.features.handlers import DictStateStore, JumpGuard, RawEvent, plan_batch
 from shared.features import EntityState, FeatureComputer, category_key, empty_state, to_float
 from shared.messages import Event, FeatureVector
 from shared.pipeline import PipelineConfig
@@ -352,6 +352,48 @@ def test_plan_batch_skips_invalid_records_and_keeps_state_per_entity() -> None:
     assert plan.computed[1].row.state == states.data["a"]
     assert plan.computed[0].vector.feature_set_version == computer.version
     assert math.isclose(plan.computed[1].row.features["x_sum_1h"] or 0, 3.0)
+
+
+def _minutes(*steps: tuple[str, float]) -> list[RawEvent]:
+    """Events of entity "a" on one partition, each (event_id, minutes after T0)."""
+    return [
+        RawEvent(0, i, _event(e, T0 + timedelta(minutes=m), {"x": 1}, "a").to_json(), None)
+        for i, (e, m) in enumerate(steps)
+    ]
+
+
+def test_an_event_dated_hours_ahead_gets_its_vector_but_no_state_or_row() -> None:
+    """A mistyped date mid-stream: its vector is published, but the entity's window and
+    Redis row go on from the real events (the row would refuse them all otherwise)."""
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "x", "how": "count", "window": "1d"}])
+    )
+    states, jumps = DictStateStore(), JumpGuard(timedelta(minutes=10))
+    first = plan_batch(_minutes(("e1", 0), ("e2", 1), ("ahead", 180)), states, computer, jumps)
+    assert [c.features["x_count_1d"] for c in first.computed] == [1.0, 2.0, 3.0]
+    assert [c.held for c in first.computed] == [False, False, True]
+    assert [r.event_id for r in first.rows()] == ["e2"]  # not the one three hours ahead
+    second = plan_batch(_minutes(("e3", 2), ("e4", 3)), states, computer, jumps)
+    assert [c.features["x_count_1d"] for c in second.computed] == [3.0, 4.0]  # "ahead" left out
+    assert [r.event_id for r in second.rows()] == ["e4"]
+    assert jumps.held == 1 and not second.confirmed
+
+
+def test_a_stream_resuming_after_a_pause_confirms_the_held_event() -> None:
+    """Two events far ahead in a row: the stream resumed after a pause, so the first,
+    held, joins its entity's state and row when the second confirms the jump."""
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "x", "how": "count", "window": "1d"}])
+    )
+    states, jumps = DictStateStore(), JumpGuard(timedelta(minutes=10))
+    plan = plan_batch(
+        _minutes(("e1", 0), ("e2", 1), ("r1", 180), ("r2", 181)), states, computer, jumps
+    )
+    assert [c.held for c in plan.computed] == [False, False, True, False]
+    assert [c.features["x_count_1d"] for c in plan.computed] == [1.0, 2.0, 3.0, 4.0]
+    assert [c.event.event_id for c in plan.confirmed] == ["r1"]
+    assert [r.event_id for r in plan.rows()] == ["r2"]
+    assert len(states.data["a"]["t"]) == 4
 
 
 def test_the_vector_json_is_the_typed_message() -> None:

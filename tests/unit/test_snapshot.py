@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from services.training.snapshot import pickle_later
+from shared.snapshot import pickle_later
 
 
 def test_the_bytes_are_of_the_object_as_it_was_when_called() -> None:

@@ -1,11 +1,12 @@
-"""Pickling the training state without pausing the loop: a forked child does it.
+"""Pickling a service's state without pausing its loop: a forked child does it.
 
 `pickle_later(obj)` forks: the child pickles `obj` as it was at that instant (the
 kernel's copy-on-write pages are the snapshot, as in Redis's BGSAVE) and writes the
-bytes to a pipe; the parent goes on learning at once and gets the bytes from the
-returned future. Pickling a learner that remembers a few hundred thousand finished
-events takes a few hundred milliseconds, which stalled the loop on every checkpoint.
-Where `os.fork` does not exist the bytes are made in place.
+bytes to a pipe; the parent goes on at once and gets the bytes from the returned
+future. Pickling a learner that remembers a few hundred thousand finished events
+takes a few hundred milliseconds, which stalled training's loop on every checkpoint
+(monitoring's snapshots use it too). Where `os.fork` does not exist the bytes are
+made in place.
 """
 
 from __future__ import annotations

@@ -1,0 +1,85 @@
+"""Monitoring's snapshots: what a restart reads on from (a dict stands in for Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from services.monitoring.monitor import Monitor
+from services.monitoring.snapshot import SnapshotStore
+from shared.messages import Label, Prediction
+from shared.watermark import Watermark
+
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+class DictRedis:
+    """The two calls the store makes, on a dict."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes) -> None:
+        self.data[key] = value
+
+
+def _monitor() -> Monitor:
+    monitor = Monitor("binary", ttl=timedelta(hours=1))
+    for i in range(50):
+        at = T0 + timedelta(seconds=i)
+        monitor.add_prediction(
+            Prediction(
+                prediction_id=f"p{i}",
+                event_id=f"e{i}",
+                model="logreg",
+                model_version="1",
+                y_pred=i % 3 == 0,
+                probabilities=None,
+                source="learner",
+                event_time=at,
+                time=at,
+            )
+        )
+        if i < 40:  # ten still wait for their label
+            monitor.add_label(Label(event_id=f"e{i}", label=i % 2 == 0, label_time=at))
+    monitor.advance(T0 + timedelta(seconds=60))
+    return monitor
+
+
+def _store(redis: DictRedis, identity: str = "same") -> SnapshotStore:
+    return SnapshotStore(cast(Redis, redis), "driftline:monitoring:snapshot", identity)
+
+
+def test_a_snapshot_loads_as_the_state_it_was_taken_from() -> None:
+    redis, monitor, watermark = DictRedis(), _monitor(), Watermark(max_jump=timedelta(minutes=10))
+    watermark.observe(("labels", 0), T0, now=0)
+
+    async def roundtrip() -> Any:
+        written = await _store(redis).save(monitor, watermark, {("labels", 0): 40})
+        assert written == len(redis.data["driftline:monitoring:snapshot"]) > 0
+        return await _store(redis).load()
+
+    loaded = asyncio.run(roundtrip())
+    assert loaded is not None and loaded.offsets == {("labels", 0): 40}
+    assert loaded.monitor.summary() == monitor.summary()
+    assert loaded.monitor.joiner.waiting_predictions == 10
+    assert loaded.watermark.last_times() == {("labels", 0): T0}
+
+
+def test_no_snapshot_another_identity_or_garbage_means_a_replay() -> None:
+    redis = DictRedis()
+    assert asyncio.run(_store(redis).load()) is None
+
+    async def save() -> int:
+        return await _store(redis, "before").save(_monitor(), Watermark(), {})
+
+    asyncio.run(save())
+    assert asyncio.run(_store(redis, "after").load()) is None  # other settings
+    redis.data["driftline:monitoring:snapshot"] = b"not a pickle"
+    assert asyncio.run(_store(redis).load()) is None
