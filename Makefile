@@ -27,6 +27,9 @@ secrets: ## .secrets/redis_password, if missing
 	@test -s $(SECRETS)/redis_password || { \
 		umask 077; head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 \
 		> $(SECRETS)/redis_password; echo "created $(SECRETS)/redis_password"; }
+	@# the 700 folder guards it here; compose bind-mounts the file itself into the
+	@# containers, where the services' unprivileged user must be able to read it
+	@chmod 644 $(SECRETS)/redis_password
 
 system-deps:
 	@missing=""; \

@@ -15,6 +15,7 @@
 # later runs reuse them. Users' `docker compose up` is unchanged: only the
 # PYTHON_IMAGE, KAFKA_IMAGE and REDIS_IMAGE variables differ.
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) fails it too
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN_DIR="$ROOT/.run/compose"  # not .run/*.pid: `make down` stops those
@@ -117,7 +118,7 @@ standin_python() {
     as_root tar -C "$dir" -cf "$rootfs" .
     as_root rm -rf "$dir"
   fi
-  docker import -q \
+  docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["python3"]' "$rootfs" "$name" >/dev/null
   echo "$name"
@@ -147,12 +148,13 @@ images() {  # NAME=image for each base image compose.yaml takes from a variable
       continue
     fi
     log "no $image here (no registry reachable): a stand-in from Debian packages"
-    [[ -n "$python" ]] || python="$(standin_python)"
+    [[ -n "$python" ]] || python="$(standin_python)" || return 1
     case "$var" in
-      PYTHON_IMAGE) echo "$var=$python" ;;
-      KAFKA_IMAGE) echo "$var=$(standin kafka "$KAFKA_VERSION" "$python")" ;;
-      REDIS_IMAGE) echo "$var=$(standin redis 7.0.15 "$python")" ;;
+      PYTHON_IMAGE) image="$python" ;;
+      KAFKA_IMAGE) image="$(standin kafka "$KAFKA_VERSION" "$python")" || return 1 ;;
+      REDIS_IMAGE) image="$(standin redis 7.0.15 "$python")" || return 1 ;;
     esac
+    echo "$var=$image"
   done
 }
 
@@ -161,7 +163,8 @@ run_tests() {
   start
   trap stop EXIT
   local line
-  while read -r line; do export "${line?}"; log "$line"; done < <(images)
+  images >"$RUN_DIR/images.env"
+  while read -r line; do export "${line?}"; log "$line"; done <"$RUN_DIR/images.env"
   "$ROOT/.venv/bin/python" -m pytest -m compose -p no:cacheprovider "$ROOT/tests/compose" "$@"
 }
 

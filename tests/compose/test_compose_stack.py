@@ -6,7 +6,7 @@ official ones where they can be pulled, stand-ins built from Debian packages whe
 not) and runs this module. It brings the stack up with `docker compose up -d --build
 --wait`, publishes a live-time Agrawal stream (the default pipeline's data) to Kafka on
 127.0.0.1:9092 with kcat, and checks the loop closed: training learned every event once
-(logreg's counts equal River's own progressive validation), monitoring scored them,
+(each model's counts equal River's own progressive validation), monitoring scored them,
 `/predict` answers. Then it kills training's process from the host (`kill -9`, not
 `docker kill`, which compose counts as a manual stop) and checks that compose brings it
 back healthy and that the loop goes on with nothing lost or learned twice. Last,
@@ -28,8 +28,9 @@ from typing import Any
 
 import httpx
 import pytest
-from river import evaluate, linear_model, metrics, preprocessing
+from river import evaluate, metrics
 
+from shared.catalogue import build_model
 from shared.replay import ReplayPlan, plan_messages, rows_from_source
 from tests.support import ROOT
 
@@ -102,18 +103,20 @@ def _publish(rows: list[tuple[dict[str, Any], Any]], run: str, start: datetime) 
         )
 
 
-def _river_logreg(rows: list[tuple[dict[str, Any], Any]]) -> tuple[int, int]:
-    """(scored, correct) of River's own progressive validation, label right after event."""
+def _river(model: str, rows: list[tuple[dict[str, Any], Any]]) -> tuple[int, int]:
+    """(scored, correct) of River's own progressive validation, label right after event.
+
+    A model that cannot answer yet (a tree before its first label) is not scored.
+    """
     accuracy = metrics.Accuracy()
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
     dataset: list[Any] = rows
-    evaluate.progressive_val_score(dataset, model, accuracy)
+    evaluate.progressive_val_score(dataset, build_model(model), accuracy)
     return int(accuracy.cm.total_weight), int(accuracy.cm.total_true_positives)
 
 
-def _training_counts() -> dict[str, tuple[int, int]]:
+def _training_models() -> dict[str, dict[str, Any]]:
     body = httpx.get(f"{TRAINING}/api/models", timeout=10).json()
-    return {m["name"]: (m["n_scored"], m["n_correct"]) for m in body["models"]}
+    return {m["name"]: m for m in body["models"]}
 
 
 def _learner_rows() -> dict[str, dict[str, Any]]:
@@ -127,12 +130,14 @@ def _wait_learned(n: int, timeout: float = 300) -> None:
     seen: Any = None
     while time.monotonic() < deadline:
         try:
-            counts, learner = _training_counts(), _learner_rows()
-            seen = (counts, {m: r["n"] for m, r in learner.items()})
+            models, learner = _training_models(), _learner_rows()
+            learned = {m: r["n_learned"] for m, r in models.items()}
+            scored = {m: r["n_scored"] for m, r in models.items()}
+            seen = (learned, {m: r["n"] for m, r in learner.items()})
             if (
-                counts
-                and all(s >= n for s, _ in counts.values())
-                and all(learner.get(m, {}).get("n", 0) >= n for m in counts)
+                models
+                and all(v >= n for v in learned.values())
+                and all(learner.get(m, {}).get("n", 0) >= scored[m] for m in models)
             ):
                 time.sleep(3)  # anything more would be a repeat: let it show
                 return
@@ -143,12 +148,15 @@ def _wait_learned(n: int, timeout: float = 300) -> None:
 
 
 def _assert_learned_exactly(rows: list[tuple[dict[str, Any], Any]]) -> None:
-    counts = _training_counts()
-    assert set(counts) == {"logreg", "hat"}, counts  # pipelines/default.yaml
-    assert all(scored == len(rows) for scored, _ in counts.values()), counts
-    assert counts["logreg"] == _river_logreg(rows), counts
+    models = _training_models()
+    assert set(models) == {"logreg", "hat"}, models  # pipelines/default.yaml
+    for name, row in models.items():
+        assert row["n_learned"] == len(rows), row
+        assert (row["n_scored"], row["n_correct"]) == _river(name, rows), row
     learner = _learner_rows()
-    assert {m: r["n"] for m, r in learner.items()} == {m: len(rows) for m in counts}, learner
+    assert {m: r["n"] for m, r in learner.items()} == {
+        m: r["n_scored"] for m, r in models.items()
+    }, learner
 
 
 def _assert_predict_answers() -> None:

@@ -302,3 +302,13 @@ def test_redis_needs_the_password_every_service_gets_as_a_secret(
         service = services[name]
         assert "redis_password" in service["secrets"], name
         assert service["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+
+
+def test_every_build_of_the_image_takes_the_same_base(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # one image: a build without the argument would ask a registry for the default base
+    builds = {name: s["build"] for name, s in services.items() if "build" in s}
+    assert set(builds) == {"topics", *SERVICE_PORTS}
+    for name, build in builds.items():
+        assert build["args"] == {"PYTHON_IMAGE": "${PYTHON_IMAGE:-python:3.11-slim}"}, name
