@@ -236,6 +236,18 @@ class FeatureComputer:
         self._retention_us = largest + allowed_lateness // _MICROSECOND
         self._max_entries = max_entries
 
+    @property
+    def retention(self) -> timedelta:
+        """How far behind the latest event an entry still counts: the largest window
+        plus the allowed lateness (zero without aggregates: no state is kept then)."""
+        return timedelta(microseconds=self._retention_us)
+
+    @staticmethod
+    def newest(state: EntityState) -> int | None:
+        """The event time (microseconds) of the newest entry `state` holds, None if none."""
+        times = _columns(state)["t"]
+        return times[-1] if times else None
+
     def names(self) -> list[str]:
         """The features present in every vector, in order: numeric, then aggregates.
 

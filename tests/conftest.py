@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -52,8 +53,24 @@ def prefix(stack: None) -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
+LOG_TAIL_LINES = 40
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
 @pytest.fixture
-def service_factory(prefix: str, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+def service_factory(
+    prefix: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """Starts services; on a failed test, the tail of each one's log joins the report
+    (CI keeps nothing else of them)."""
     started: list[ServiceProcess] = []
 
     def make(name: str, **env: str) -> ServiceProcess:
@@ -76,3 +93,9 @@ def service_factory(prefix: str, tmp_path: Path) -> Iterator[Callable[..., Servi
     yield make
     for service in started:
         service.stop()
+    if request.node.stash.get(_FAILED, False):
+        for service in started:
+            if service.log_path.exists():
+                lines = service.log_path.read_text(errors="replace").splitlines()
+                tail = "\n".join(lines[-LOG_TAIL_LINES:])
+                request.node.add_report_section("teardown", f"{service.name} log", tail)

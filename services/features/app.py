@@ -59,10 +59,12 @@ from services.features.faust_io import (
     commit_handled,
     handled_elsewhere,
     kafka_producer,
+    key_partitions,
     take_events,
 )
 from services.features.handlers import (
     BatchPlan,
+    IdleEntities,
     JumpGuard,
     RawEvent,
     find_gaps,
@@ -71,7 +73,7 @@ from services.features.handlers import (
 )
 from shared import tasks
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
-from shared.features import EntityState, FeatureComputer
+from shared.features import EntityState, FeatureComputer, time_us
 from shared.kafka import make_consumer, produce_all
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
@@ -91,12 +93,18 @@ class TableStateStore:
 
     A batch holds records of several partitions, so the changelog partition is the
     record's own, passed in, rather than faust's "current event". The changelog is
-    compacted by entity, so a batch sends only each entity's last state.
+    compacted by entity, so a batch sends only each entity's last state, or a
+    tombstone for one deleted. `idle` follows every write (see `IdleEntities`).
     """
 
-    def __init__(self, table: TableT[str, EntityState]) -> None:
+    def __init__(self, table: TableT[str, EntityState], idle: IdleEntities) -> None:
         self.table = table
+        self.idle = idle
+        self._partitions = key_partitions(table)
         self._changed: dict[str, int] = {}  # entity -> changelog partition, this batch
+
+    def __len__(self) -> int:
+        return len(self.table.data)
 
     def get(self, entity_id: str) -> EntityState | None:
         state: EntityState | None = self.table.get(entity_id)
@@ -104,13 +112,37 @@ class TableStateStore:
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.table.data[entity_id] = state
+        self._partitions[entity_id] = partition
         self._changed[entity_id] = partition
+        self.idle.touched(entity_id, partition, FeatureComputer.newest(state))
+
+    def delete(self, entity_id: str, partition: int) -> None:
+        self.table.data.pop(entity_id, None)
+        self._partitions.pop(entity_id, None)
+        self._changed[entity_id] = partition
+
+    def track_all(self) -> None:
+        """Let `idle` follow every entity the table holds (after a recovery), oldest first."""
+        self.idle.clear()
+        newest = FeatureComputer.newest
+        kept = [(newest(s), e) for e, s in self.table.data.items() if e in self._partitions]
+        for newest_us, entity_id in sorted(kept, key=lambda k: (k[0] is not None, k[0] or 0)):
+            self.idle.touched(entity_id, self._partitions[entity_id], newest_us)
 
     def send_changelog(self) -> list[FutureMessage]:
         """Send the changelog of every entity changed since the last call; the writes, to await."""
         changed, self._changed = self._changed, {}
-        data = self.table.data
-        return [self.table.send_changelog(p, e, data[e]) for e, p in changed.items()]
+        data, table = self.table.data, self.table
+        sent = []
+        for entity_id, partition in changed.items():
+            state = data.get(entity_id)
+            if state is None:  # deleted: a tombstone (a record without a value)
+                sent.append(
+                    table.send_changelog(partition, entity_id, None, value_serializer="raw")
+                )
+            else:
+                sent.append(table.send_changelog(partition, entity_id, state))
+        return sent
 
 
 class SourceOffsets:
@@ -192,7 +224,9 @@ class FeaturesService:
             default=None,
             partitions=partitions,
         )  # keys and values are JSON (faust's default for untyped tables)
-        self.states = TableStateStore(self.table)
+        self.idle = IdleEntities(self.computer.retention // timedelta(microseconds=1))
+        self.states = TableStateStore(self.table, self.idle)
+        self._track_all = True  # after a recovery: the table holds entities not yet tracked
         self.offsets = SourceOffsets(
             self.app.Table(OFFSETS_TABLE, default=None, partitions=partitions)
         )
@@ -206,6 +240,11 @@ class FeaturesService:
         self.app.page("/healthz")(self._healthz_view())
         self.app.page("/metrics")(_metrics_view)
         self.app.task(self._settle_logging)
+        self.app.on_rebalance_complete.connect(self._recovered)
+
+    def _recovered(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Faust signals each table recovery (a start, a rebalance) before the agent resumes."""
+        self._track_all = True
 
     async def _settle_logging(self) -> None:
         """Faust's worker leaves the root logger at DEBUG as it starts, and faust logs a
@@ -301,6 +340,7 @@ class FeaturesService:
         """Compute, store and publish one batch (the faust-free part of the agent)."""
         plan = plan_batch(records, self.states, self.computer, self.jumps)
         metrics.HELD_JUMPS.set(self.jumps.held)
+        self._forget_idle()
         for invalid in plan.invalid:
             metrics.INVALID.labels(invalid.errors[0].code).inc()
         state_written = self.states.send_changelog()
@@ -312,6 +352,18 @@ class FeaturesService:
         await _acked(state_written)
         await _acked(self.offsets.advance(records))
         return plan
+
+    def _forget_idle(self) -> None:
+        """Delete the states no window can need any more (tombstones go with the batch)."""
+        if self._track_all:
+            self._track_all = False
+            self.states.track_all()
+        clocks = {p: time_us(t) for (_, p), t in self.jumps.clock.last_times().items()}
+        idle = self.idle.sweep(clocks)
+        for entity_id, partition in idle:
+            self.states.delete(entity_id, partition)
+        metrics.ENTITIES_FORGOTTEN.inc(len(idle))
+        metrics.ENTITIES.set(len(self.states))
 
     async def _publish(self, plan: BatchPlan) -> None:
         rows = plan.rows()

@@ -51,13 +51,17 @@ cost more than the features themselves at thousands of events per second, so:
   gap even with the gap record.
 
 The state table's changelog is written explicitly by the service (see
-`services.features.app.TableStateStore`), since a batch mixes partitions.
+`services.features.app.TableStateStore`), since a batch mixes partitions. So that
+faust still drops the keys of partitions a rebalance took away (its in-memory store
+does that from its own key -> changelog partition map, filled only by recovery), the
+service keeps that map up to date through `key_partitions(table)`, and reads it to
+know where a recovered entity's tombstone goes when its state is forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine, MutableMapping
 from typing import Any, cast
 
 import faust
@@ -68,7 +72,7 @@ from faust.serializers.schemas import DecodeFunction
 from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
-from faust.types import TP, AppT, ChannelT, EventT, K, Message, StreamT, TransportT, V
+from faust.types import TP, AppT, ChannelT, EventT, K, Message, StreamT, TableT, TransportT, V
 from faust.types.core import HeadersArg
 from mode.services import WaitArgT
 
@@ -347,3 +351,14 @@ async def take_events(
         finally:
             for event in events:
                 await stream.ack(event)
+
+
+def key_partitions(table: TableT[Any, Any]) -> MutableMapping[Any, int]:
+    """Faust's in-memory store's map of each key to its changelog partition.
+
+    Faust fills it while it recovers a table and uses it after a rebalance to drop
+    the keys of partitions this worker no longer owns; keys written to the store
+    directly must be added by the writer (and removed when deleted).
+    """
+    partitions: MutableMapping[Any, int] = table.data._key_partition  # type: ignore[attr-defined]
+    return partitions

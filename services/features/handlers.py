@@ -23,6 +23,7 @@ to Redis and publish on `features`. The faust agent does the I/O.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -41,6 +42,7 @@ __all__ = [
     "BatchPlan",
     "DictStateStore",
     "FeaturesComputed",
+    "IdleEntities",
     "InvalidEvent",
     "JumpGuard",
     "RawEvent",
@@ -173,18 +175,85 @@ class StateStore(Protocol):
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None: ...
 
+    def delete(self, entity_id: str, partition: int) -> None: ...
+
 
 class DictStateStore:
-    """A `StateStore` in a dict (unit tests, and the reference in integration tests)."""
+    """A `StateStore` in a dict (unit tests, and the reference in integration tests);
+    with `idle`, every write is followed there, as the service's store does."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle: IdleEntities | None = None) -> None:
         self.data: dict[str, EntityState] = {}
+        self.idle = idle
 
     def get(self, entity_id: str) -> EntityState | None:
         return self.data.get(entity_id)
 
     def set(self, entity_id: str, state: EntityState, partition: int) -> None:
         self.data[entity_id] = state
+        if self.idle is not None:
+            self.idle.touched(entity_id, partition, FeatureComputer.newest(state))
+
+    def delete(self, entity_id: str, partition: int) -> None:
+        self.data.pop(entity_id, None)
+
+
+class IdleEntities:
+    """Which entities' states no window can need any more, so they can be forgotten.
+
+    An entity is idle once its newest entry is at least `retention` (the largest window
+    plus the allowed lateness) behind its partition's time: an event that is at most
+    the allowed lateness behind its partition finds none of those entries in any of
+    its windows, so its vector is the same with the state gone. (An event later than
+    that, which the state could still have answered, then counts only what came after.)
+
+    Per partition, entities are kept in the order they were last updated, so a sweep
+    looks only at the oldest few: its work is the number it forgets, not the number
+    kept. An entity updated out of time order may wait behind a later one.
+
+    >>> idle = IdleEntities(retention_us=10)
+    >>> idle.touched("a", 0, 100); idle.touched("b", 0, 105); idle.touched("c", 1, 100)
+    >>> idle.sweep({0: 112}), idle.sweep({0: 200}), len(idle)
+    ([('a', 0)], [('b', 0)], 1)
+    """
+
+    def __init__(self, retention_us: int) -> None:
+        self.retention_us = retention_us
+        self._order: dict[int, OrderedDict[str, int | None]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(entities) for entities in self._order.values())
+
+    def touched(self, entity_id: str, partition: int, newest_us: int | None) -> None:
+        """`entity_id`'s state (on `partition`) now has its newest entry at `newest_us`."""
+        entities = self._order.setdefault(partition, OrderedDict())
+        entities[entity_id] = newest_us
+        entities.move_to_end(entity_id)
+
+    def forget(self, entity_id: str, partition: int) -> None:
+        entities = self._order.get(partition)
+        if entities is not None:
+            entities.pop(entity_id, None)
+
+    def clear(self) -> None:
+        self._order.clear()
+
+    def sweep(self, clocks: Mapping[int, int]) -> list[tuple[str, int]]:
+        """The idle `(entity, partition)` pairs, given each partition's time (us); they are
+        no longer tracked. A partition with no time yet keeps all of its entities."""
+        idle = []
+        for partition, entities in self._order.items():
+            clock = clocks.get(partition)
+            if clock is None:
+                continue
+            horizon = clock - self.retention_us
+            while entities:
+                entity_id, newest = next(iter(entities.items()))
+                if newest is not None and newest > horizon:
+                    break
+                entities.popitem(last=False)
+                idle.append((entity_id, partition))
+        return idle
 
 
 def unhandled(records: Sequence[RawEvent], next_offsets: Mapping[int, int]) -> list[RawEvent]:
@@ -293,7 +362,8 @@ def plan_batch(
             verdict = jumps.clock.observe(("events", record.partition), event.event_time, 0.0)
             held = jumps.pending.pop(record.partition, None)
             if held is not None and verdict == CONFIRMED:
-                states.set(held[0], held[1], record.partition)
+                if computer.aggregates:
+                    states.set(held[0], held[1], record.partition)
                 plan.confirmed.append(replace(held[2], held=False))
         state = states.get(entity)
         computed, new_state = compute_features(event, state, computer, record.timestamp_ms)
@@ -308,7 +378,7 @@ def plan_batch(
             jumps.pending[record.partition] = (entity, new_state, computed)
             computed_add(replace(computed, held=True))
             continue
-        if new_state is not state:
+        if new_state is not state and computer.aggregates:  # no aggregates: no state
             states.set(entity, new_state, record.partition)
         computed_add(computed)
     return plan

@@ -45,6 +45,11 @@ REDELIVERED = Counter(
     "driftline_features_redelivered_records_total",
     "Records faust delivered again (after a restart, or twice in a batch), so skipped",
 )
+ENTITIES = Gauge("driftline_features_entities", "Entities whose window state this worker keeps")
+ENTITIES_FORGOTTEN = Counter(
+    "driftline_features_entities_forgotten_total",
+    "Entity states deleted once their newest entry left every window (plus lateness)",
+)
 REDIS_WRITES = Counter("driftline_features_redis_writes_total", "Entity rows written to Redis")
 STALE_WRITES = Counter(
     "driftline_features_stale_writes_skipped_total",

@@ -194,7 +194,13 @@ def test_the_whole_loop_with_an_abrupt_drift(
     assert row is not None and row.event_id == f"a-{n - 1}"
 
     # versions published, served over HTTP with a version
-    published = [json.loads(m["payload"]) for m in kcat_read(f"{prefix}models")]
+    # (at the checkpoint after the models learned: it may come just after the counts)
+    deadline = time.monotonic() + 60
+    while True:
+        published = [json.loads(m["payload"]) for m in kcat_read(f"{prefix}models")]
+        if {p["name"] for p in published} == {"logreg", "hat"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert {p["name"] for p in published} == {"logreg", "hat"}
     answer = httpx.post(
         f"{loop.url('serving')}/predict", json={"entity_id": "global", "features": {}}

@@ -218,6 +218,48 @@ def test_an_event_dated_hours_ahead_does_not_freeze_its_entitys_row(
     assert "driftline_features_held_jumps 1.0" in httpx.get(f"{service.url}/metrics").text
 
 
+def _metric(service: ServiceProcess, name: str) -> float:
+    for line in httpx.get(f"{service.url}/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_an_entity_gone_quiet_is_forgotten_and_stays_forgotten_after_a_restart(
+    service_factory: Factory, prefix: str, pipeline_path: Path, tmp_path: Path
+) -> None:
+    """Its newest entry is 2 h (the largest window, 1 h, plus the lateness, 1 h) behind
+    its partition: the state is deleted, with a tombstone on the changelog, so a
+    restarted worker does not recover it; its next event starts a fresh window."""
+    computer = FeatureComputer(load_pipeline(pipeline_path), allowed_lateness=LATENESS)
+
+    def event(event_id: str, entity: str, minutes: float) -> Event:
+        at = T0 + timedelta(minutes=minutes)
+        return Event(event_id=event_id, event_time=at, entity_id=entity, features={"amount": 1})
+
+    # "old" twice, then 20 others (on every partition) for three hours, one a minute
+    events = [event("o1", "old", 0), event("o2", "old", 1)]
+    events += [event(f"n{i}", f"n{i % 20}", 2 + i) for i in range(180)]
+    service = _start(service_factory, pipeline_path, tmp_path)
+    kcat_produce(f"{prefix}events", _messages(events))
+    _wait_for_ids(prefix, {e.event_id for e in events})
+    deadline = time.monotonic() + 30
+    while _metric(service, "driftline_features_entities_forgotten_total") < 1:
+        assert time.monotonic() < deadline, "old was never forgotten"
+        time.sleep(0.5)
+    assert _metric(service, "driftline_features_entities") == 20.0
+
+    service.stop(signal.SIGKILL)
+    service = _start(service_factory, pipeline_path, tmp_path)
+    back = [event("o3", "old", 182), event("n180", "n0", 182)]
+    kcat_produce(f"{prefix}events", _messages(back))
+    found = {v["event_id"]: v for v in _wait_for_ids(prefix, {"o3", "n180"})}
+    assert found["o3"]["features"]["amount_count_30m"] == 1.0
+    expected, _ = _reference(computer, events + back)  # a run that forgets nothing
+    assert _strip(found["o3"]) == expected["o3"]
+    assert _metric(service, "driftline_features_entities") == 21.0  # the 20, and old anew
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_restart_mid_stream_loses_nothing_and_counts_nothing_twice(

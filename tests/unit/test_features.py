@@ -13,8 +13,21 @@ from typing import Any, cast
 
 import pytest
 
-from services.features.handlers import DictStateStore, JumpGuard, RawEvent, plan_batch
-from shared.features import EntityState, FeatureComputer, category_key, empty_state, to_float
+from services.features.handlers import (
+    DictStateStore,
+    IdleEntities,
+    JumpGuard,
+    RawEvent,
+    plan_batch,
+)
+from shared.features import (
+    EntityState,
+    FeatureComputer,
+    category_key,
+    empty_state,
+    time_us,
+    to_float,
+)
 from shared.messages import Event, FeatureVector
 from shared.pipeline import PipelineConfig
 
@@ -427,3 +440,43 @@ def test_the_vector_json_is_the_typed_message() -> None:
         assert FeatureVector.model_validate_json(encoded) == computed.vector
         assert json.loads(encoded) == json.loads(computed.vector.to_json())
         assert computed.key() == computed.vector.key().encode()
+
+
+def test_without_aggregates_no_state_is_kept() -> None:
+    computer = FeatureComputer(_pipeline(numeric=["x"]))
+    states = DictStateStore()
+    plan = plan_batch(_minutes(("e1", 0), ("e2", 1)), states, computer, JumpGuard(None))
+    assert [c.features["x"] for c in plan.computed] == [1.0, 1.0]
+    assert states.data == {}
+
+
+def test_idle_entities_are_forgotten_and_no_vector_changes() -> None:
+    """Entities come and go over a day; each is forgotten once its newest entry is a
+    window plus the lateness behind its partition. The vectors equal those of a run
+    that keeps every state, and the states kept stay few."""
+    lateness = timedelta(minutes=5)
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "x", "how": "sum", "window": "30m"}]),
+        allowed_lateness=lateness,
+    )
+    rng = random.Random(3)
+    records = []
+    for i in range(3000):  # 30 s apart over 25 h; each entity lives for about an hour
+        at = T0 + timedelta(seconds=30 * i) - timedelta(seconds=rng.uniform(0, 200))
+        entity = f"u{i // 120}-{rng.randrange(4)}"
+        event = _event(f"e{i}", at, {"x": rng.randint(0, 9)}, entity)
+        partition = sum(map(ord, entity)) % 2  # an entity's events share a partition
+        records.append(RawEvent(partition, i, event.to_json(), None))
+    kept_all = DictStateStore()
+    expected = [c.features for r in records for c in plan_batch([r], kept_all, computer).computed]
+    idle = IdleEntities(computer.retention // timedelta(microseconds=1))
+    states, jumps, got, most = DictStateStore(idle), JumpGuard(None), [], 0
+    for start in range(0, len(records), 50):
+        plan = plan_batch(records[start : start + 50], states, computer, jumps)
+        got += [c.features for c in plan.computed]
+        clocks = {p: time_us(t) for (_, p), t in jumps.clock.last_times().items()}
+        for entity_id, partition in idle.sweep(clocks):
+            states.delete(entity_id, partition)
+        most = max(most, len(states.data))
+    assert got == expected
+    assert len(kept_all.data) == 100 and most <= 16
