@@ -61,6 +61,12 @@ class CommonSettings(BaseSettings):
     # the next item far ahead too confirms the jump (0: no limit). Features keeps such
     # an event out of its entity's state and Redis row by the same rule.
     max_jump_s: float = Field(default=600.0, ge=0)
+    # How late (event time) an item may come within its partition and still be taken
+    # in order: features keeps window entries this much longer, so an event up to this
+    # far behind its entity's latest gets an exact window; the learner (training's,
+    # serving's replica's) stays this far behind its watermark, so an item up to this
+    # late is learned in event-time order. Learning then lags the stream by as much.
+    allowed_lateness_s: float = Field(default=0, ge=0)
     # The consumer groups of ingestion and features (their GROUP_IDs), asked how far
     # they are: the learner waits for a quiet partition while a service before it
     # still owes it records ("" for features: its default, {TOPIC_PREFIX}driftline-features).

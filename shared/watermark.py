@@ -223,8 +223,9 @@ class LearnerWatermark(Watermark):
     `Watermark`'s rules:
 
     - the watermark sits `EPSILON` below a partition's last time (another item at
-      that very time may still come), and that time is the last timed item's even
-      when it is earlier than the one before;
+      that very time may still come), plus the allowed lateness if any (`margin`: an
+      item up to that late within its partition is still taken in time order), and
+      that time is the last timed item's even when it is earlier than the one before;
     - a label without `label_time` has no time of its own: the learner applies it at
       its event's time, so a partition that delivered only untimed items holds
       nothing back;

@@ -18,8 +18,6 @@ class FeaturesSettings(CommonSettings):
     group_id: str = ""
     # Live features of an entity not seen for this long expire from Redis.
     feature_ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
-    # Events up to this far behind their entity's latest one still get exact windows.
-    allowed_lateness_s: float = Field(default=0, ge=0)
     # Most entries kept in one entity's window state (the oldest go first).
     max_state_entries: int = Field(default=10_000, ge=1)
     # Events handled (and written to Redis in one pipeline) per batch, and the

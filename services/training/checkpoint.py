@@ -17,7 +17,7 @@ import logging
 import pickle
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
 from redis.asyncio import Redis
@@ -31,7 +31,7 @@ from shared.pipeline import PipelineConfig
 from shared.registry import ModelRegistry
 from shared.settings import CommonSettings
 from shared.snapshot import pickle_later
-from shared.watermark import LearnerWatermark
+from shared.watermark import EPSILON, LearnerWatermark
 
 __all__ = [
     "CheckpointStore",
@@ -232,6 +232,7 @@ def _tuned(watermark: LearnerWatermark, settings: CommonSettings) -> LearnerWate
     watermark.idle_s = settings.idle_ms / 1000
     watermark.hold_s = settings.label_wait_ms / 1000
     watermark.max_jump = settings.max_jump()
+    watermark.margin = EPSILON + timedelta(seconds=settings.allowed_lateness_s)
     return watermark
 
 
