@@ -71,8 +71,9 @@ compose_plugin() {  # build compose v2 from the Go module proxy (`go install` re
 start() {
   if docker info >/dev/null 2>&1; then return 0; fi
   log "starting dockerd (log in $RUN_DIR/dockerd.log)"
-  as_root dockerd >"$RUN_DIR/dockerd.log" 2>&1 &
-  echo $! >"$RUN_DIR/dockerd.pid"
+  # dockerd writes its own pid there (and removes it when it stops): `stop` needs
+  # dockerd's, not that of the shell or sudo that started it
+  as_root dockerd --pidfile "$RUN_DIR/dockerd.pid" >"$RUN_DIR/dockerd.log" 2>&1 &
   local deadline=$((SECONDS + 60))
   until docker info >/dev/null 2>&1; do
     if ((SECONDS > deadline)); then
@@ -83,12 +84,17 @@ start() {
 }
 
 stop() {
-  local f="$RUN_DIR/dockerd.pid"
-  [[ -f "$f" ]] || return 0
-  log "stopping the dockerd this script started"
-  as_root kill "$(cat "$f")" 2>/dev/null || true
-  for _ in $(seq 60); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.5; done
-  rm -f "$f"
+  local f="$RUN_DIR/dockerd.pid" pid
+  [[ -s "$f" ]] || return 0
+  pid="$(cat "$f")"
+  log "stopping the dockerd this script started (pid $pid)"
+  as_root kill "$pid" 2>/dev/null || true
+  for _ in $(seq 120); do as_root kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  if as_root kill -0 "$pid" 2>/dev/null; then
+    log "dockerd did not stop in 60 s: killing it"
+    as_root kill -9 "$pid" 2>/dev/null || true
+  fi
+  as_root rm -f "$f"
 }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
