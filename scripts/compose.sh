@@ -171,7 +171,9 @@ run_tests() {
   local line
   images >"$RUN_DIR/images.env"
   while read -r line; do export "${line?}"; log "$line"; done <"$RUN_DIR/images.env"
+  log "engine and base images ready after ${SECONDS} s"
   "$ROOT/.venv/bin/python" -m pytest -m compose -p no:cacheprovider "$ROOT/tests/compose" "$@"
+  log "compose tests passed; ${SECONDS} s in all"
 }
 
 case "${1:-}" in
