@@ -127,3 +127,46 @@ def metric_value(
     if default is not None:
         return default
     raise AssertionError(f"{name} {labels} not in /metrics")
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that keeps each POSTed body (a thread serves it).
+
+    The first `fail_first` requests get 503, as a receiver that is briefly away.
+    """
+
+    def __init__(self, fail_first: int = 0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        self.bodies: list[bytes] = []
+        self.requests = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.requests += 1
+                if receiver.requests <= fail_first:
+                    self.send_response(503)
+                else:
+                    receiver.bodies.append(body)
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, n: int, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [json.loads(body) for body in self.bodies]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

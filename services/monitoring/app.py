@@ -15,6 +15,7 @@ from services.monitoring.handler import source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore, identity, snapshot_key
+from services.monitoring.webhooks import Webhooks, parse_urls
 from shared import tasks
 from shared.kafka import make_consumer, make_producer
 from shared.pipeline import load_pipeline
@@ -88,6 +89,16 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         )
         await producer.start()
         await consumer.start()
+        webhooks = None
+        if urls := parse_urls(settings.alert_webhook_urls):
+            webhooks = Webhooks(
+                urls,
+                metrics.registry,
+                timeout_s=settings.webhook_timeout_s,
+                attempts=settings.webhook_attempts,
+            )
+            webhooks.start()
+            exits.push_async_callback(webhooks.stop)
         upstream = await exits.enter_async_context(
             open_upstream(settings, source_chains(settings, topics), CLIENT_ID)
         )
@@ -106,6 +117,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             start_offsets=snapshot.offsets if snapshot is not None else None,
             snapshots=snapshots if settings.snapshot_seconds > 0 else None,
             snapshot_every_s=settings.snapshot_seconds,
+            webhooks=webhooks,
         )
         await worker.start()
         task = tasks.start(worker.run(), name="monitoring-consumer", essential=True)

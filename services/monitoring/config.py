@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from services.monitoring.webhooks import parse_urls
 from shared.settings import CommonSettings
 
 __all__ = ["MonitoringSettings"]
@@ -37,6 +38,18 @@ class MonitoringSettings(CommonSettings):
     # path at 11,700-12,300 events/s on 2 cores, 9,200-11,200 at 0; the whole loop
     # still holds 4,000 events/s with monitoring's lag under 0.4 s). 0: an equal share.
     niceness: int = Field(default=5, ge=0, le=19)
+    # Every alert is POSTed as JSON to each of these (comma-separated http(s) URLs),
+    # retried with backoff (see services/monitoring/webhooks.py); "" sends none.
+    alert_webhook_urls: str = ""
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_attempts: int = Field(default=8, ge=1)
+
+    @field_validator("alert_webhook_urls")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        parse_urls(value)  # a bad URL stops the service at start, named
+        return value
+
     # A snapshot of the state (and the offsets it reflects) goes to Redis this often, so a
     # restart reads on from it rather than replaying both topics (0: never; replay).
     snapshot_seconds: float = Field(default=60.0, ge=0)

@@ -36,6 +36,7 @@ from services.monitoring.handler import BatchHandler, source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore
+from services.monitoring.webhooks import Webhooks
 from shared.kafka import produce_all
 from shared.messages import Alert, Label, Prediction
 from shared.topics import Topics, partitions_of
@@ -115,6 +116,7 @@ class MonitoringWorker:
         start_offsets: Mapping[Partition, int] | None = None,
         snapshots: SnapshotStore | None = None,
         snapshot_every_s: float = 60.0,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -145,6 +147,7 @@ class MonitoringWorker:
         self._lag: dict[TopicPartition, Gauge] = {}
         self._last_commit = time.monotonic()
         self._unpublished: list[Alert] = []
+        self.webhooks = webhooks
 
     def seconds_since_poll(self) -> float:
         return time.monotonic() - self.last_poll
@@ -276,6 +279,8 @@ class MonitoringWorker:
             log.exception("publishing %d alerts failed; will retry", len(alerts))
             return
         self._unpublished = []
+        if self.webhooks is not None:
+            self.webhooks.send(alerts)
         for alert in alerts:
             log.warning(
                 "alert %s kind=%s subject=%s details=%s",

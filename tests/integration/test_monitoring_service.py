@@ -12,7 +12,7 @@ import re
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ServiceProcess, kcat_produce, wait_for_count
+from tests.support import (
+    ServiceProcess,
+    WebhookReceiver,
+    kcat_produce,
+    metric_value,
+    wait_for_count,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -224,14 +230,24 @@ def drifting(n: int, at: int, seed: int = 3) -> tuple[list[dict[str, Any]], list
     return predictions, labels
 
 
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
 def test_drift_alert_is_published_once_and_survives_restarts(
-    service_factory: Factory, prefix: str, tmp_path: Path
+    service_factory: Factory, prefix: str, tmp_path: Path, webhook_receiver: WebhookReceiver
 ) -> None:
     predictions, labels = drifting(2400, at=1200)
     first, second = predictions[:1000], predictions[1000:]
     produce(f"{prefix}predictions", first)
     produce(f"{prefix}labels", labels[:1000])
-    service = service_factory("monitoring", PIPELINE_CONFIG=pipeline(tmp_path)).start()
+    receiver = webhook_receiver  # each alert is POSTed there too, once
+    service = service_factory(
+        "monitoring", PIPELINE_CONFIG=pipeline(tmp_path), ALERT_WEBHOOK_URLS=receiver.url
+    ).start()
     body = summary_when(service, lambda b: sum(r["n"] for r in b["models"]) == 1000)
     assert (rows(body)[("logreg", "stream")]["n"], body["alerts"]) == (1000, 0)
 
@@ -260,6 +276,11 @@ def test_drift_alert_is_published_once_and_survives_restarts(
     assert alert["details"]["error_after"] > alert["details"]["error_before"]
     listed = httpx.get(f"{service.url}/api/alerts").json()
     assert listed["alerts"][-1]["alert_id"] == alert["alert_id"]
+    assert receiver.wait_for(len(alerts)) == [json.loads(m["payload"]) for m in alerts]
+    delivered = metric_value(
+        service, "driftline_monitoring_webhook_deliveries_total", outcome="delivered"
+    )
+    assert delivered == len(alerts)
 
     service.stop()
     service.start()  # the replay re-derives the same alerts and publishes none again
@@ -272,6 +293,7 @@ def test_drift_alert_is_published_once_and_survives_restarts(
     assert [a["alert_id"] for a in listed["alerts"]] == on_topic[::-1], "newest first"
     time.sleep(2)
     assert len(wait_for_count([f"{prefix}alerts"], 0)[f"{prefix}alerts"]) == len(alerts)
+    assert len(receiver.bodies) == len(alerts), "nothing POSTed twice"
     page = httpx.get(service.url).text
     assert 'class="drift"' in page
 
