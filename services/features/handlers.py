@@ -230,11 +230,6 @@ class IdleEntities:
         entities[entity_id] = newest_us
         entities.move_to_end(entity_id)
 
-    def forget(self, entity_id: str, partition: int) -> None:
-        entities = self._order.get(partition)
-        if entities is not None:
-            entities.pop(entity_id, None)
-
     def clear(self) -> None:
         self._order.clear()
 

@@ -106,9 +106,6 @@ class Webhooks:
             if bodies:
                 self._wake[url].set()
 
-    def pending(self) -> int:
-        return sum(len(queue) for queue in self._queues.values())
-
     async def _deliver(self, url: str) -> None:
         queue, wake = self._queues[url], self._wake[url]
         while True:

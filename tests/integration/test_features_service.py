@@ -26,7 +26,14 @@ from shared.feature_store import EntityRow, InMemoryOnlineStore, RedisOnlineStor
 from shared.features import FeatureComputer
 from shared.messages import Event
 from shared.pipeline import load_pipeline
-from tests.support import REDIS_URL, ServiceProcess, kcat_produce, kcat_read, wait_for_count
+from tests.support import (
+    REDIS_URL,
+    ServiceProcess,
+    kcat_produce,
+    kcat_read,
+    metric_value,
+    wait_for_count,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -218,13 +225,6 @@ def test_an_event_dated_hours_ahead_does_not_freeze_its_entitys_row(
     assert "driftline_features_held_jumps 1.0" in httpx.get(f"{service.url}/metrics").text
 
 
-def _metric(service: ServiceProcess, name: str) -> float:
-    for line in httpx.get(f"{service.url}/metrics").text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in /metrics")
-
-
 def test_an_entity_gone_quiet_is_forgotten_and_stays_forgotten_after_a_restart(
     service_factory: Factory, prefix: str, pipeline_path: Path, tmp_path: Path
 ) -> None:
@@ -244,10 +244,10 @@ def test_an_entity_gone_quiet_is_forgotten_and_stays_forgotten_after_a_restart(
     kcat_produce(f"{prefix}events", _messages(events))
     _wait_for_ids(prefix, {e.event_id for e in events})
     deadline = time.monotonic() + 30
-    while _metric(service, "driftline_features_entities_forgotten_total") < 1:
+    while metric_value(service, "driftline_features_entities_forgotten_total") < 1:
         assert time.monotonic() < deadline, "old was never forgotten"
         time.sleep(0.5)
-    assert _metric(service, "driftline_features_entities") == 20.0
+    assert metric_value(service, "driftline_features_entities") == 20.0
 
     service.stop(signal.SIGKILL)
     service = _start(service_factory, pipeline_path, tmp_path)
@@ -257,7 +257,7 @@ def test_an_entity_gone_quiet_is_forgotten_and_stays_forgotten_after_a_restart(
     assert found["o3"]["features"]["amount_count_30m"] == 1.0
     expected, _ = _reference(computer, events + back)  # a run that forgets nothing
     assert _strip(found["o3"]) == expected["o3"]
-    assert _metric(service, "driftline_features_entities") == 21.0  # the 20, and old anew
+    assert metric_value(service, "driftline_features_entities") == 21.0  # the 20, and old anew
 
 
 @pytest.mark.slow
