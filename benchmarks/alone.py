@@ -1,7 +1,8 @@
 """Each service alone: its input topic filled beforehand, its output counted.
 
 Ingestion reads `events.raw`, features reads `events` (one categorical feature and
-two rolling aggregates, as the issue asks), serving's stream scorer learns its replica of
+two rolling aggregates, as the issue asks; then again with every event on one entity,
+whose windows hold 10,000 entries), serving's stream scorer learns its replica of
 the champion from `features` and `labels`, or reads `features` with a trained
 champion loaded (`STREAM_MODEL=follow`; `logreg`, and `arf` beside it), and the figure is
 output messages per second, timed between 5% and 95% of the output (a finite
@@ -15,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
 from benchmarks.learning import (
+    START,
     fill,
     raw_messages,
     settle,
@@ -184,6 +188,18 @@ def run_scorer_bench(n: int, models: tuple[str, ...] = ("logreg", "arf")) -> lis
     return out
 
 
+def hot_messages(rows: list[tuple[dict[str, Any], Any]]) -> list[tuple[bytes, bytes]]:
+    """Events without an entity (all in the one "global" state), 0.1 s apart: the 1 h
+    windows hold 10,000 entries (the state's bound) once the stream is 1,000 s in."""
+    events = []
+    for i, (x, _) in enumerate(rows):
+        at = (START + timedelta(seconds=i / 10)).isoformat()
+        events.append(
+            (b"global", orjson.dumps({"event_id": f"h{i}", "event_time": at, "features": x}))
+        )
+    return events
+
+
 def run_alone_bench(n: int) -> list[Row]:
     rows = with_region(synthetic_rows(n))
     numeric = sorted(k for k in rows[0][0] if k != "region")
@@ -192,6 +208,15 @@ def run_alone_bench(n: int) -> list[Row]:
     out = _alone("ingestion", pipeline, "events_raw", "events", {"events_raw": events}, n)
     # a raw event is already in the shape ingestion publishes to `events`
     out += _alone("features", pipeline, "events", "features", {"events": events}, n)
+    out += _alone(
+        "features",
+        pipeline,
+        "events",
+        "features",
+        {"events": hot_messages(rows)},
+        n,
+        figure="features alone, one hot entity (10,000 in window)",
+    )
     return out
 
 

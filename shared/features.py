@@ -17,13 +17,12 @@ The vector has, in pipeline-file order:
   (same parsing as above; others are ignored, like SQL's `count(field)`):
   `count` and `sum` (0.0 on no values), `mean`, `min`, `max` (`None` on no values)
   and `std`, the *sample* standard deviation (ddof=1, as `river.stats.Var()`;
-  0.0 for one value, `None` for none). Sums are exact (`math.fsum`), so a result
+  0.0 for one value, `None` for none). Sums are exact (`shared.windows`), so a result
   does not depend on the order events arrived in.
 
 State (`EntityState`, JSON-able) is columnar and sorted by event time: `{"v": 2,
 "t": [time_us, ...], "id": [event_id, ...], "n": [arrival number, ...], "next": int,
-"x": {field: [value or None, ...]}}`, so a window is two binary searches and a slice,
-and adding an event copies lists (no per-entry Python work). Entries are kept while
+"x": {field: [value or None, ...]}}`. Entries are kept while
 `time > latest - largest_window - allowed_lateness` (and at most `max_entries`, the
 oldest in event time going first). An event whose `event_id` is already in the state
 leaves it unchanged, and its vector is recomputed from the entries that had arrived up
@@ -32,6 +31,12 @@ did. An out-of-order event uses the entries with `time <= its time`; that is exa
 when it is at most `allowed_lateness` behind the entity's latest event (older events
 are still answered, from the entries kept, but not stored). A version-1 state (a list
 of entries in arrival order) is read as the same entries.
+
+Two ways to the same vectors and states: `compute(event, state)` is pure (serving
+uses it once per request); its work is linear in the entity's window. The features
+service keeps a `Window` per entity and calls `update(event, window)`, which changes
+it in place with running aggregates: an event in time order costs constant work
+(plus the entries leaving its windows), however many entries the window holds.
 Events without `entity_id` share the `"global"` state (the caller
 keys states by `Event.key()`).
 
@@ -60,18 +65,19 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from math import isfinite
 from typing import Any
 
 from shared.messages import GLOBAL_KEY, Event
 from shared.pipeline import Aggregate, PipelineConfig
+from shared.windows import Running, reduce
 
 __all__ = [
     "STATE_VERSION",
     "EntityState",
     "FeatureComputer",
+    "Window",
     "category_key",
     "empty_state",
     "time_us",
@@ -135,77 +141,16 @@ def time_us(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _std(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return 0.0
-    mean = math.fsum(values) / len(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-_REDUCERS: dict[str, Callable[[Sequence[float]], float | None]] = {
-    "count": lambda values: float(len(values)),
-    "sum": lambda values: math.fsum(values),
-    "mean": lambda values: math.fsum(values) / len(values) if values else None,
-    "min": lambda values: min(values) if values else None,
-    "max": lambda values: max(values) if values else None,
-    "std": _std,
-}
-
-
-def _present(values: list[float | None]) -> list[float]:
-    return [v for v in values if v is not None]
-
-
-def _sum_over_gaps(values: list[float | None]) -> float:
-    try:
-        return math.fsum(values)  # type: ignore[arg-type]  # a None raises TypeError
-    except TypeError:
-        return math.fsum(_present(values))
-
-
-def _mean_over_gaps(values: list[float | None]) -> float | None:
-    if not values:
-        return None
-    try:
-        return math.fsum(values) / len(values)  # type: ignore[arg-type]
-    except TypeError:
-        present = _present(values)
-        return math.fsum(present) / len(present) if present else None
-
-
-def _extreme_over_gaps(
-    pick: Callable[[list[float | None]], float | None],
-) -> Callable[[list[float | None]], float | None]:
-    def reduce(values: list[float | None]) -> float | None:
-        try:  # a lone None is its own answer; a None beside anything raises TypeError
-            return pick(values) if values else None
-        except TypeError:
-            present = _present(values)
-            return pick(present) if present else None  # type: ignore[arg-type]
-
-    return reduce
-
-
-# `_REDUCERS[how]` of the values that are not None, taking a list that may hold None
-# (a missing value) without looking for one first when it can tell otherwise.
-_OVER_GAPS: dict[str, Callable[[list[float | None]], float | None]] = {
-    "count": lambda values: float(len(values) - values.count(None)),
-    "sum": _sum_over_gaps,
-    "mean": _mean_over_gaps,
-    "min": _extreme_over_gaps(min),  # type: ignore[arg-type]
-    "max": _extreme_over_gaps(max),  # type: ignore[arg-type]
-    "std": lambda values: _std(_present(values) if None in values else values),  # type: ignore[arg-type]
-}
-
-
 class FeatureComputer:
     """Computes point-in-time feature vectors and per-entity window state.
 
     `allowed_lateness` keeps entries that long past the largest window, so events
     up to that much behind their entity's latest one still get exact windows;
     `max_entries` bounds one entity's state (the oldest entries go first).
+
+    Two ways to the same vectors: `compute` is pure (a state in, a new state out: its
+    work is linear in the entity's window), `update` changes a `Window` in place
+    (constant work per in-order event; see `Window`).
     """
 
     def __init__(
@@ -225,26 +170,27 @@ class FeatureComputer:
         self.categorical: tuple[str, ...] = features.categorical
         self.aggregates: tuple[Aggregate, ...] = features.aggregates
         self.aggregate_names: tuple[str, ...] = tuple(a.name for a in self.aggregates)
-        self._fields = sorted({a.field for a in self.aggregates})
-        self._windows_us = [a.window // _MICROSECOND for a in self.aggregates]
-        # Per aggregate: (feature name, field, window in microseconds, reducer).
-        self._plan = [
-            (a.name, a.field, w, _OVER_GAPS[a.how])
-            for a, w in zip(self.aggregates, self._windows_us, strict=True)
+        self.fields = sorted({a.field for a in self.aggregates})
+        windows_us = [a.window // _MICROSECOND for a in self.aggregates]
+        # Per aggregate: (feature name, field, window in microseconds, how).
+        self.plan = [
+            (a.name, a.field, w, a.how) for a, w in zip(self.aggregates, windows_us, strict=True)
         ]
-        largest = max(self._windows_us, default=0)
-        self._retention_us = largest + allowed_lateness // _MICROSECOND
-        self._max_entries = max_entries
+        largest = max(windows_us, default=0)
+        self.retention_us = largest + allowed_lateness // _MICROSECOND
+        self.max_entries = max_entries
 
     @property
     def retention(self) -> timedelta:
         """How far behind the latest event an entry still counts: the largest window
         plus the allowed lateness (zero without aggregates: no state is kept then)."""
-        return timedelta(microseconds=self._retention_us)
+        return timedelta(microseconds=self.retention_us)
 
     @staticmethod
-    def newest(state: EntityState) -> int | None:
+    def newest(state: EntityState | Window) -> int | None:
         """The event time (microseconds) of the newest entry `state` holds, None if none."""
+        if isinstance(state, Window):
+            return state.newest
         times = _columns(state)["t"]
         return times[-1] if times else None
 
@@ -261,10 +207,8 @@ class FeatureComputer:
         """The key an event's state is kept under: its entity id, or `"global"`."""
         return event.entity_id if event.entity_id is not None else GLOBAL_KEY
 
-    def compute(
-        self, event: Event, state: EntityState | None
-    ) -> tuple[dict[str, float | None], EntityState]:
-        """The vector as of `event` (included in its windows) and the entity's new state."""
+    def _scalars(self, event: Event) -> dict[str, float | None]:
+        """The vector's numeric and categorical part."""
         features = event.features
         vector: dict[str, float | None] = {}
         for name in self.numeric:
@@ -273,6 +217,13 @@ class FeatureComputer:
             key = category_key(name, features.get(name))
             if key is not None:
                 vector[key] = 1.0
+        return vector
+
+    def compute(
+        self, event: Event, state: EntityState | None
+    ) -> tuple[dict[str, float | None], EntityState]:
+        """The vector as of `event` (included in its windows) and the entity's new state."""
+        vector = self._scalars(event)
         if not self.aggregates:
             return vector, state if state is not None else empty_state()
 
@@ -283,8 +234,28 @@ class FeatureComputer:
             return self._windows(vector, _arrived_by(columns, event.event_id), now), state
         return vector, self._add(vector, columns, now, event, state)
 
-    def seen(self, state: EntityState | None, event_id: str) -> bool:
+    def window(self, state: EntityState | Window | None) -> Window:
+        """A `Window` holding `state` (a new one when None; `state` itself if a Window)."""
+        if isinstance(state, Window):
+            return state
+        return Window(self, state)
+
+    def update(self, event: Event, window: Window | None) -> tuple[dict[str, float | None], bool]:
+        """The vector as of `event`, as `compute` gives it, and whether `window` (changed
+        in place) now holds the event. `window` may be None only without aggregates."""
+        vector = self._scalars(event)
+        if not self.aggregates:
+            return vector, False
+        assert window is not None, "aggregates need a window"
+        features = event.features
+        news = {field: _to_float(features.get(field)) for field in self.fields}
+        stored = window.add(time_us(event.event_time), event.event_id, news, vector)
+        return vector, stored
+
+    def seen(self, state: EntityState | Window | None, event_id: str) -> bool:
         """Whether `state` holds `event_id` (its event was handled before)."""
+        if isinstance(state, Window):
+            return event_id in state.index
         return state is not None and event_id in _columns(state)["id"]
 
     def _windows(
@@ -292,10 +263,10 @@ class FeatureComputer:
     ) -> dict[str, float | None]:
         times = columns["t"]
         hi = bisect_right(times, now)
-        for name, field, window, reduce in self._plan:
+        for name, field, window, how in self.plan:
             lo = bisect_right(times, now - window, 0, hi)
             column = columns["x"].get(field)
-            vector[name] = reduce(column[lo:hi] if column is not None else [])
+            vector[name] = reduce(how, column[lo:hi] if column is not None else [])
         return vector
 
     def _add(
@@ -318,8 +289,8 @@ class FeatureComputer:
         at = bisect_right(times, now)
         features = event.features
         x = columns["x"]
-        news = {field: _to_float(features.get(field)) for field in self._fields}
-        for name, field, window, reduce in self._plan:
+        news = {field: _to_float(features.get(field)) for field in self.fields}
+        for name, field, window, how in self.plan:
             start = now - window
             if start >= now:
                 values: list[Any] = []
@@ -328,13 +299,13 @@ class FeatureComputer:
                 column = x.get(field) or [None] * size
                 values = column[lo:at]
                 values.append(news[field])
-            vector[name] = reduce(values)
+            vector[name] = reduce(how, values)
 
         # Entries (the new one in) at or before the horizon go, then the oldest past the bound.
         latest = now if at == size else times[-1]
-        horizon = latest - self._retention_us
+        horizon = latest - self.retention_us
         expired = bisect_right(times, horizon) + (1 if now <= horizon else 0)
-        drop = max(expired, size + 1 - self._max_entries)
+        drop = max(expired, size + 1 - self.max_entries)
         number = columns["next"]
         if drop > 0:
             last_dropped = drop - 1
@@ -353,9 +324,212 @@ class FeatureComputer:
             "next": number + 1,
             "x": {
                 field: _put(x.get(field) or [None] * size, at, news[field], drop)
-                for field in self._fields
+                for field in self.fields
             },
         }
+
+
+class Window:
+    """One entity's entries and running aggregates, changed in place by `add`.
+
+    What the features service keeps per entity. The entries are the columns of an
+    `EntityState` (`state()` gives it, for changelogs and the online store), with the
+    oldest dropped by moving `head` (the lists are compacted now and then), and an
+    index from event_id to arrival number. Each aggregate keeps a `Running` over its
+    window as of the newest entry. So an event at or after the newest costs the entries
+    that leave its windows (one, usually) plus constant work. A late event (within the
+    retention) is answered from the running sums less the entries after it and plus the
+    older ones its window reaches, or from a slice, whichever is shorter (min and max
+    from a slice); a redelivery or a too-late event from the entries, as `compute`.
+    Every answer equals `compute`'s for the same arrivals.
+    """
+
+    def __init__(self, computer: FeatureComputer, state: EntityState | None = None) -> None:
+        columns = _columns(state) if state is not None else empty_state()
+        size = len(columns["t"])
+        self.plan = computer.plan
+        self.fields = computer.fields
+        self.retention_us = computer.retention_us
+        self.max_entries = computer.max_entries
+        self.t: list[int] = list(columns["t"])
+        self.id: list[str] = list(columns["id"])
+        self.n: list[int] = list(columns["n"])
+        self.x: dict[str, list[float | None]] = {
+            f: list(columns["x"].get(f) or [None] * size) for f in self.fields
+        }
+        self.next: int = columns["next"]
+        self.head = 0
+        self.index = dict(zip(self.id, self.n, strict=True))
+        self.runs = [Running(how) for _, _, _, how in self.plan]
+        if size:
+            latest = self.t[-1]
+            for run, (_, field, window, _) in zip(self.runs, self.plan, strict=True):
+                column = self.x[field]
+                for i in range(bisect_right(self.t, latest - window), size):
+                    run.add(column[i], self.t[i], self.n[i])
+
+    def __len__(self) -> int:
+        return len(self.t) - self.head
+
+    @property
+    def newest(self) -> int | None:
+        """The event time (microseconds) of the newest entry, None if none."""
+        return self.t[-1] if len(self.t) > self.head else None
+
+    def state(self) -> EntityState:
+        """The entries as a JSON-able `EntityState`."""
+        head = self.head
+        return {
+            "v": STATE_VERSION,
+            "t": self.t[head:],
+            "id": self.id[head:],
+            "n": self.n[head:],
+            "next": self.next,
+            "x": {f: column[head:] for f, column in self.x.items()},
+        }
+
+    def add(
+        self, now: int, event_id: str, news: dict[str, float | None], vector: dict[str, Any]
+    ) -> bool:
+        """Put the windows of the event (`now`, `event_id`, its `news` values) into `vector`;
+        whether it was stored (not: a redelivery, or too late to keep)."""
+        number = self.index.get(event_id)
+        if number is not None:  # a redelivery: the entries that had arrived by its first time
+            columns = _arrived_by(self._live(), event_id)
+            self._answer(vector, columns["t"], columns["x"], now, None)
+            return False
+        latest = self.newest
+        if latest is None or now >= latest:
+            self._append(now, event_id, news, vector, latest)
+            return True
+        return self._insert(now, event_id, news, vector, latest)
+
+    def _append(
+        self,
+        now: int,
+        event_id: str,
+        news: dict[str, float | None],
+        vector: dict[str, Any],
+        latest: int | None,
+    ) -> None:
+        t, n, x = self.t, self.n, self.x
+        if latest is not None and now > latest:  # entries leave the windows
+            for run, (_, field, window, _) in zip(self.runs, self.plan, strict=True):
+                lo = bisect_right(t, latest - window, self.head)
+                hi = bisect_right(t, now - window, lo)
+                column = x[field]
+                for i in range(lo, hi):
+                    run.remove(column[i], n[i])
+        number = self.next
+        self._put(len(t), now, event_id, number, news)
+        for run, (name, field, window, how) in zip(self.runs, self.plan, strict=True):
+            if window > 0:
+                run.add(news[field], now, number)
+                vector[name] = run.value()
+            else:
+                vector[name] = reduce(how, [])
+        self._prune(now)
+
+    def _insert(
+        self,
+        now: int,
+        event_id: str,
+        news: dict[str, float | None],
+        vector: dict[str, Any],
+        latest: int,
+    ) -> bool:
+        t, head = self.t, self.head
+        at = bisect_right(t, now, head)
+        too_late = now <= latest - self.retention_us
+        if too_late or (at == head and len(self) >= self.max_entries):  # it would go first
+            self._answer(vector, t[head:at], {f: c[head:at] for f, c in self.x.items()}, now, news)
+            return False
+        size = len(t)
+        for run, (name, field, window, how) in zip(self.runs, self.plan, strict=True):
+            column = self.x[field]
+            lo = bisect_right(t, now - window, head, at)  # this event's window: [lo, at) + it
+            start = bisect_right(t, latest - window, head)  # the running window: [start, size)
+            if how in ("min", "max") or start > at or at - lo <= size - at + start - lo:
+                values = column[lo:at]
+                values.append(news[field])
+                vector[name] = reduce(how, values) if window > 0 else reduce(how, [])
+                continue
+            sums = run.sums.copy()
+            for value in column[at:size]:
+                if value is not None:
+                    sums.remove(value)
+            for value in column[lo:start]:
+                if value is not None:
+                    sums.add(value)
+            if news[field] is not None:
+                sums.add(news[field])  # type: ignore[arg-type]
+            vector[name] = sums.value(how)
+        number = self.next
+        self._put(at, now, event_id, number, news)
+        for run, (_, field, window, _) in zip(self.runs, self.plan, strict=True):
+            if now > latest - window:
+                run.insert(news[field], now, number)
+        self._prune(latest)
+        return True
+
+    def _put(
+        self, at: int, now: int, event_id: str, number: int, news: dict[str, float | None]
+    ) -> None:
+        """Insert one entry at position `at` of the columns."""
+        self.t.insert(at, now)
+        self.id.insert(at, event_id)
+        self.n.insert(at, number)
+        for field, column in self.x.items():
+            column.insert(at, news[field])
+        self.index[event_id] = number
+        self.next = number + 1
+
+    def _prune(self, latest: int) -> None:
+        """Drop the entries at or before `latest - retention`, then the oldest past the bound
+        (leaving the running windows they are still in)."""
+        t, n, x, head = self.t, self.n, self.x, self.head
+        end = max(bisect_right(t, latest - self.retention_us, head), len(t) - self.max_entries)
+        if end <= head:
+            return
+        for i in range(head, end):
+            for run, (_, field, window, _) in zip(self.runs, self.plan, strict=True):
+                if t[i] > latest - window:
+                    run.remove(x[field][i], n[i])
+            del self.index[self.id[i]]
+        self.head = end
+        if end > 64 and 2 * end > len(t):  # compact: each entry is moved O(1) times
+            del t[:end], self.id[:end], n[:end]
+            for column in x.values():
+                del column[:end]
+            self.head = 0
+
+    def _live(self) -> EntityState:
+        head = self.head
+        return {
+            "t": self.t[head:],
+            "id": self.id[head:],
+            "n": self.n[head:],
+            "x": {f: c[head:] for f, c in self.x.items()},
+        }
+
+    def _answer(
+        self,
+        vector: dict[str, Any],
+        times: list[int],
+        x: dict[str, list[float | None]],
+        now: int,
+        news: dict[str, float | None] | None,
+    ) -> None:
+        """The windows at `now` over the entries given (times <= now), plus `news` if any."""
+        hi = bisect_right(times, now)
+        for name, field, window, how in self.plan:
+            if window <= 0:
+                vector[name] = reduce(how, [])
+                continue
+            values = x[field][bisect_right(times, now - window, 0, hi) : hi]
+            if news is not None:
+                values.append(news[field])
+            vector[name] = reduce(how, values)
 
 
 def _put(column: list[Any], at: int, value: Any, drop: int) -> list[Any]:

@@ -73,7 +73,7 @@ from services.features.handlers import (
 )
 from shared import tasks
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
-from shared.features import EntityState, FeatureComputer, time_us
+from shared.features import EntityState, FeatureComputer, Window, time_us
 from shared.kafka import make_consumer, produce_all
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
@@ -97,7 +97,7 @@ class TableStateStore:
     tombstone for one deleted. `idle` follows every write (see `IdleEntities`).
     """
 
-    def __init__(self, table: TableT[str, EntityState], idle: IdleEntities) -> None:
+    def __init__(self, table: TableT[str, EntityState | Window], idle: IdleEntities) -> None:
         self.table = table
         self.idle = idle
         self._partitions = key_partitions(table)
@@ -106,11 +106,11 @@ class TableStateStore:
     def __len__(self) -> int:
         return len(self.table.data)
 
-    def get(self, entity_id: str) -> EntityState | None:
-        state: EntityState | None = self.table.get(entity_id)
+    def get(self, entity_id: str) -> EntityState | Window | None:
+        state: EntityState | Window | None = self.table.get(entity_id)
         return state
 
-    def set(self, entity_id: str, state: EntityState, partition: int) -> None:
+    def set(self, entity_id: str, state: EntityState | Window, partition: int) -> None:
         self.table.data[entity_id] = state
         self._partitions[entity_id] = partition
         self._changed[entity_id] = partition
@@ -141,6 +141,8 @@ class TableStateStore:
                     table.send_changelog(partition, entity_id, None, value_serializer="raw")
                 )
             else:
+                if isinstance(state, Window):
+                    state = state.state()
                 sent.append(table.send_changelog(partition, entity_id, state))
         return sent
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import orjson
 
 from shared.feature_store import EntityRow
-from shared.features import EntityState, FeatureComputer
+from shared.features import EntityState, FeatureComputer, Window
 from shared.messages import ErrorDetail, Event, FeatureVector
 from shared.validation import parse_message
 from shared.watermark import CONFIRMED, HELD, Watermark
@@ -53,6 +53,7 @@ __all__ = [
     "newest_rows",
     "plan_batch",
     "unhandled",
+    "update_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class FeaturesComputed:
     event: Event
     entity_id: str  # the key of its state and row: the event's entity, or "global"
     features: dict[str, float | None]
-    state: EntityState
+    state: EntityState | Window  # a Window changes in place: the row takes it as it is then
     feature_set_version: str
     duplicate: bool  # its event_id was already in the entity's state
     timestamp_ms: int | None = None
@@ -113,7 +114,7 @@ class FeaturesComputed:
             event_id=event.event_id,
             features=self.features,
             raw=dict(event.features),
-            state=self.state,
+            state=self.state.state() if isinstance(self.state, Window) else self.state,
         )
 
 
@@ -169,11 +170,12 @@ class JumpGuard:
 
 
 class StateStore(Protocol):
-    """Per-entity window state; `partition` is the source record's (for changelogs)."""
+    """Per-entity window state (a `Window`, or the `EntityState` it was kept as);
+    `partition` is the source record's (for changelogs)."""
 
-    def get(self, entity_id: str) -> EntityState | None: ...
+    def get(self, entity_id: str) -> EntityState | Window | None: ...
 
-    def set(self, entity_id: str, state: EntityState, partition: int) -> None: ...
+    def set(self, entity_id: str, state: EntityState | Window, partition: int) -> None: ...
 
     def delete(self, entity_id: str, partition: int) -> None: ...
 
@@ -183,13 +185,13 @@ class DictStateStore:
     with `idle`, every write is followed there, as the service's store does."""
 
     def __init__(self, idle: IdleEntities | None = None) -> None:
-        self.data: dict[str, EntityState] = {}
+        self.data: dict[str, EntityState | Window] = {}
         self.idle = idle
 
-    def get(self, entity_id: str) -> EntityState | None:
+    def get(self, entity_id: str) -> EntityState | Window | None:
         return self.data.get(entity_id)
 
-    def set(self, entity_id: str, state: EntityState, partition: int) -> None:
+    def set(self, entity_id: str, state: EntityState | Window, partition: int) -> None:
         self.data[entity_id] = state
         if self.idle is not None:
             self.idle.touched(entity_id, partition, FeatureComputer.newest(state))
@@ -303,27 +305,49 @@ def compute_features(
     computer: FeatureComputer,
     timestamp_ms: int | None = None,
 ) -> tuple[FeaturesComputed, EntityState]:
-    """One event's vector values, and the entity's new state."""
+    """One event's vector values, and the entity's new state (`state` left as it is)."""
     values, new_state = computer.compute(event, state)
-    for name in computer.aggregate_names:
-        value = values[name]
-        if value is not None and not isfinite(value):  # a std past float's range
-            # Refused (ValidationError), as building the typed message always did.
-            FeatureVector(**_vector_fields(event, values, computer.version))
     # `compute` returns the state it was given only for a redelivery or a too-late event.
     duplicate = (
         new_state is state and bool(computer.aggregates) and computer.seen(state, event.event_id)
     )
-    computed = FeaturesComputed(
+    return _computed(event, values, new_state, computer, duplicate, timestamp_ms), new_state
+
+
+def update_features(
+    event: Event,
+    window: Window | None,
+    computer: FeatureComputer,
+    timestamp_ms: int | None = None,
+) -> tuple[FeaturesComputed, bool]:
+    """One event's vector values, `window` updated in place; whether it now holds the event."""
+    duplicate = window is not None and computer.seen(window, event.event_id)
+    values, stored = computer.update(event, window)
+    state: EntityState | Window = window if window is not None else {}
+    return _computed(event, values, state, computer, duplicate, timestamp_ms), stored
+
+
+def _computed(
+    event: Event,
+    values: dict[str, float | None],
+    state: EntityState | Window,
+    computer: FeatureComputer,
+    duplicate: bool,
+    timestamp_ms: int | None,
+) -> FeaturesComputed:
+    for name in computer.aggregate_names:
+        value = values[name]
+        if value is not None and not isfinite(value):  # never: past float's range is None
+            FeatureVector(**_vector_fields(event, values, computer.version))  # raises
+    return FeaturesComputed(
         event,
         computer.entity_of(event),
         values,
-        new_state,
+        state,
         computer.version,
         duplicate,
         timestamp_ms,
     )
-    return computed, new_state
 
 
 def plan_batch(
@@ -332,8 +356,9 @@ def plan_batch(
     computer: FeatureComputer,
     jumps: JumpGuard | None = None,
 ) -> BatchPlan:
-    """Handle records in order; states are updated as it goes (a state changes only by
-    identity). With `jumps`, a lone event far ahead of its partition is held (see there)."""
+    """Handle records in order; each entity's `Window` is updated in place as it goes (a
+    stored state is made one on first use). With `jumps`, a lone event far ahead of its
+    partition is held (see there): its vector comes from `compute`, leaving the window."""
     plan = BatchPlan()
     computed_add = plan.computed.append
     for record in records:
@@ -361,7 +386,6 @@ def plan_batch(
                     states.set(held[0], held[1], record.partition)
                 plan.confirmed.append(replace(held[2], held=False))
         state = states.get(entity)
-        computed, new_state = compute_features(event, state, computer, record.timestamp_ms)
         if verdict == HELD:
             assert jumps is not None
             log.warning(
@@ -370,11 +394,16 @@ def plan_batch(
                 event.event_time.isoformat(),
                 record.partition,
             )
+            before = state.state() if isinstance(state, Window) else state
+            computed, new_state = compute_features(event, before, computer, record.timestamp_ms)
             jumps.pending[record.partition] = (entity, new_state, computed)
             computed_add(replace(computed, held=True))
             continue
-        if new_state is not state and computer.aggregates:  # no aggregates: no state
-            states.set(entity, new_state, record.partition)
+        window = computer.window(state) if computer.aggregates else None  # none without
+        computed, stored = update_features(event, window, computer, record.timestamp_ms)
+        if stored:
+            assert window is not None
+            states.set(entity, window, record.partition)
         computed_add(computed)
     return plan
 

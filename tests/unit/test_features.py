@@ -23,6 +23,7 @@ from services.features.handlers import (
 from shared.features import (
     EntityState,
     FeatureComputer,
+    Window,
     category_key,
     empty_state,
     time_us,
@@ -30,6 +31,7 @@ from shared.features import (
 )
 from shared.messages import Event, FeatureVector
 from shared.pipeline import PipelineConfig
+from shared.windows import Running
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 HOWS = ("count", "sum", "mean", "min", "max", "std")
@@ -362,7 +364,7 @@ def test_plan_batch_skips_invalid_records_and_keeps_state_per_entity() -> None:
         (1, "missing_field"),
         (2, "empty"),
     ]
-    assert plan.computed[1].row.state == states.data["a"]
+    assert plan.computed[1].row.state == cast(Window, states.data["a"]).state()
     assert plan.computed[0].vector.feature_set_version == computer.version
     assert math.isclose(plan.computed[1].row.features["x_sum_1h"] or 0, 3.0)
 
@@ -406,7 +408,7 @@ def test_a_stream_resuming_after_a_pause_confirms_the_held_event() -> None:
     assert [c.features["x_count_1d"] for c in plan.computed] == [1.0, 2.0, 3.0, 4.0]
     assert [c.event.event_id for c in plan.confirmed] == ["r1"]
     assert [r.event_id for r in plan.rows()] == ["r2"]
-    assert len(states.data["a"]["t"]) == 4
+    assert len(cast(Window, states.data["a"])) == 4
 
 
 def test_the_vector_json_is_the_typed_message() -> None:
@@ -480,3 +482,89 @@ def test_idle_entities_are_forgotten_and_no_vector_changes() -> None:
         most = max(most, len(states.data))
     assert got == expected
     assert len(kept_all.data) == 100 and most <= 16
+
+
+def _both_ways(
+    computer: FeatureComputer, events: Sequence[Event], restart_at: int | None = None
+) -> None:
+    """`update` on Windows gives exactly `compute`'s vectors and states, event by event
+    (and from a Window rebuilt from a state at `restart_at`, as after a recovery)."""
+    states: dict[str, EntityState] = {}
+    windows: dict[str, Window] = {}
+    for position, event in enumerate(events):
+        key = computer.entity_of(event)
+        if position == restart_at:
+            windows = {
+                k: computer.window(json.loads(json.dumps(w.state()))) for k, w in windows.items()
+            }
+        expected, states[key] = computer.compute(event, states.get(key))
+        window = windows.setdefault(key, computer.window(None))
+        duplicate = computer.seen(window, event.event_id)
+        got, stored = computer.update(event, window)
+        assert got == expected, (position, event.event_id)
+        assert window.state() == states[key], (position, event.event_id)
+        assert not (duplicate and stored)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_updating_a_window_equals_computing_a_state(seed: int) -> None:
+    aggregates = [
+        {"field": "amount", "how": how, "window": w} for how in HOWS for w in ("5m", "1h")
+    ]
+    computer = FeatureComputer(
+        _pipeline(aggregates=aggregates), allowed_lateness=timedelta(minutes=30)
+    )
+    _both_ways(computer, _random_stream(seed, n=500), restart_at=250)
+    tight = FeatureComputer(
+        _pipeline(aggregates=aggregates), allowed_lateness=timedelta(minutes=2), max_entries=7
+    )
+    _both_ways(tight, _random_stream(seed, n=500, late_by=timedelta(hours=2)))
+
+
+def test_running_sums_are_exact_whatever_the_order() -> None:
+    """Values of very different sizes: the running sums leave no rounding behind."""
+    rng = random.Random(5)
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "x", "how": h, "window": "10s"} for h in HOWS]),
+        allowed_lateness=timedelta(seconds=30),
+    )
+    values = [rng.choice([1e16, -1e16, 1.0, 0.1, 3e-5, -7.25]) * rng.random() for _ in range(400)]
+    events = [
+        _event(f"e{i}", T0 + timedelta(seconds=i + rng.choice([0, 0, 0, -3, -20])), {"x": v})
+        for i, v in enumerate(values)
+    ]
+    _both_ways(computer, events)
+    window = computer.window(None)
+    sums = []
+    for i, x in enumerate([1e16, 1.0, -1e16, 0.1]):  # a float running sum would say 0.0, 0.1
+        vector, _ = computer.update(_event(f"s{i}", T0 + timedelta(seconds=i), {"x": x}), window)
+        sums.append(vector["x_sum_10s"])
+    assert sums == [1e16, 1e16 + 1.0, 1.0, 1.1]
+
+
+def test_a_hot_entity_costs_what_leaves_its_window_not_what_it_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """10,000 entries in one window: an event in order touches a handful of them."""
+    computer = FeatureComputer(
+        _pipeline(aggregates=[{"field": "x", "how": h, "window": "1h"} for h in HOWS]),
+        max_entries=10_000,
+    )
+    window = computer.window(None)
+    for i in range(12_000):
+        computer.update(_event(f"e{i}", T0 + timedelta(seconds=0.1 * i), {"x": i % 97}), window)
+    assert len(window) == 10_000
+    calls: list[float | None] = []
+    original = Running.add
+
+    def counting(self: Running, value: float | None, time: int = 0, number: int = 0) -> None:
+        calls.append(value)
+        original(self, value, time, number)
+
+    monkeypatch.setattr(Running, "add", counting)
+    vector, stored = computer.update(
+        _event("next", T0 + timedelta(seconds=1200.1), {"x": 5}), window
+    )
+    assert stored and calls == [5.0] * len(HOWS)
+    assert vector["x_count_1h"] == 10_001.0  # the window before the bound drops the oldest
+    assert len(window) == 10_000
