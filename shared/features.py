@@ -77,6 +77,7 @@ __all__ = [
     "STATE_VERSION",
     "EntityState",
     "FeatureComputer",
+    "Record",
     "Window",
     "category_key",
     "empty_state",
@@ -86,6 +87,9 @@ __all__ = [
 
 EntityState = dict[str, Any]
 """JSON-able per-entity window state, in columns sorted by event time (see the module doc)."""
+
+Record = list[Any]
+"""One entry of a `Window` as JSON: `[time_us, event_id, arrival number, {field: value}]`."""
 
 STATE_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -344,7 +348,9 @@ class Window:
     Every answer equals `compute`'s for the same arrivals.
     """
 
-    def __init__(self, computer: FeatureComputer, state: EntityState | None = None) -> None:
+    def __init__(
+        self, computer: FeatureComputer, state: EntityState | None = None, *, written: bool = False
+    ) -> None:
         columns = _columns(state) if state is not None else empty_state()
         size = len(columns["t"])
         self.plan = computer.plan
@@ -361,6 +367,13 @@ class Window:
         self.head = 0
         self.index = dict(zip(self.id, self.n, strict=True))
         self.runs = [Running(how) for _, _, _, how in self.plan]
+        # Changes not yet written out (`drain`): entries stored, by arrival number, as
+        # records; the numbers of entries dropped. A state not `written` is all new.
+        self._added: dict[int, Record] = {}
+        self._dropped: list[int] = []
+        if not written:
+            for i in range(size):
+                self._added[self.n[i]] = self._record(i)
         if size:
             latest = self.t[-1]
             for run, (_, field, window, _) in zip(self.runs, self.plan, strict=True):
@@ -370,6 +383,51 @@ class Window:
 
     def __len__(self) -> int:
         return len(self.t) - self.head
+
+    @classmethod
+    def from_records(cls, computer: FeatureComputer, records: list[Record], next: int) -> Window:
+        """The window kept as `records` (what `drain` gave out, in any order) and the next
+        arrival number: the entries a window holds (the newest in event time within the
+        retention and the bound); the numbers of any others are left to `drain`."""
+        records = sorted(records, key=lambda r: (r[0], r[2]))
+        live = records
+        if records:
+            horizon = records[-1][0] - computer.retention_us
+            first = bisect_right([r[0] for r in records], horizon)
+            live = records[max(first, len(records) - computer.max_entries) :]
+        state: EntityState = {
+            "v": STATE_VERSION,
+            "t": [r[0] for r in live],
+            "id": [r[1] for r in live],
+            "n": [r[2] for r in live],
+            "next": next,
+            "x": {f: [r[3].get(f) for r in live] for f in computer.fields},
+        }
+        window = cls(computer, state, written=True)
+        window._dropped = [r[2] for r in records[: len(records) - len(live)]]
+        return window
+
+    def drain(self) -> tuple[list[Record], list[int]]:
+        """The entries stored since the last call, as records, and the arrival numbers of
+        those dropped (an entry stored and dropped in between is in neither)."""
+        added, dropped = list(self._added.values()), self._dropped
+        self._added, self._dropped = {}, []
+        return added, dropped
+
+    @property
+    def pending(self) -> bool:
+        """Whether there are changes `drain` has not given out yet."""
+        return bool(self._added or self._dropped)
+
+    def written(self) -> list[int]:
+        """The arrival numbers of the entries written out and not dropped since (what a
+        changelog holds for this window)."""
+        return [n for n in self.n[self.head :] if n not in self._added] + self._dropped
+
+    def _record(self, i: int) -> Record:
+        """Entry `i` as a JSON-able record: `[time_us, event_id, number, {field: value}]`."""
+        values = {f: column[i] for f, column in self.x.items() if column[i] is not None}
+        return [self.t[i], self.id[i], self.n[i], values]
 
     @property
     def newest(self) -> int | None:
@@ -483,6 +541,7 @@ class Window:
             column.insert(at, news[field])
         self.index[event_id] = number
         self.next = number + 1
+        self._added[number] = self._record(at)
 
     def _prune(self, latest: int) -> None:
         """Drop the entries at or before `latest - retention`, then the oldest past the bound
@@ -496,6 +555,8 @@ class Window:
                 if t[i] > latest - window:
                     run.remove(x[field][i], n[i])
             del self.index[self.id[i]]
+            if self._added.pop(n[i], None) is None:
+                self._dropped.append(n[i])
         self.head = end
         if end > 64 and 2 * end > len(t):  # compact: each entry is moved O(1) times
             del t[:end], self.id[:end], n[:end]

@@ -1,9 +1,10 @@
 """Bootstrap: wires faust (topics, state table, web), Redis and the handler.
 
 One agent consumes `events` in batches (`BATCH_SIZE`, `BATCH_WITHIN_S`). For each batch:
-`plan_batch` computes the vectors, reading and updating the per-entity state in the
-faust table `entity_state` (every update goes to its changelog topic, on the source
-record's partition, so a restart or a new owner of the partition recovers the state);
+`plan_batch` computes the vectors, reading and updating the per-entity windows kept in
+faust tables (`services.features.state`: what each batch changed goes to their changelog
+topics, on the source record's partition, so a restart or a new owner of the partition
+recovers the windows);
 then the entity rows are written to Redis in one pipeline (retried until Redis answers),
 then the vectors are produced to `features` and their acks awaited, and the state's
 changelog writes too. Only then does the agent keep, in a second changelogged table
@@ -59,7 +60,6 @@ from services.features.faust_io import (
     commit_handled,
     handled_elsewhere,
     kafka_producer,
-    key_partitions,
     take_events,
 )
 from services.features.handlers import (
@@ -71,80 +71,21 @@ from services.features.handlers import (
     plan_batch,
     unhandled,
 )
+from services.features.state import ENTRIES_TABLE, TABLE_NAME, TableStateStore
 from shared import tasks
 from shared.feature_store import EntityRow, OnlineStore, RedisOnlineStore
-from shared.features import EntityState, FeatureComputer, Window, time_us
+from shared.features import FeatureComputer, time_us
 from shared.kafka import make_consumer, produce_all
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
 
-__all__ = ["FeaturesService", "TableStateStore"]
+__all__ = ["FeaturesService"]
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 5.0
-TABLE_NAME = "entity_state"
 OFFSETS_TABLE = "source_offsets"
 GAP_READ_TIMEOUT_S = 30.0
-
-
-class TableStateStore:
-    """The handler's `StateStore` on a faust table, writing its changelog explicitly.
-
-    A batch holds records of several partitions, so the changelog partition is the
-    record's own, passed in, rather than faust's "current event". The changelog is
-    compacted by entity, so a batch sends only each entity's last state, or a
-    tombstone for one deleted. `idle` follows every write (see `IdleEntities`).
-    """
-
-    def __init__(self, table: TableT[str, EntityState | Window], idle: IdleEntities) -> None:
-        self.table = table
-        self.idle = idle
-        self._partitions = key_partitions(table)
-        self._changed: dict[str, int] = {}  # entity -> changelog partition, this batch
-
-    def __len__(self) -> int:
-        return len(self.table.data)
-
-    def get(self, entity_id: str) -> EntityState | Window | None:
-        state: EntityState | Window | None = self.table.get(entity_id)
-        return state
-
-    def set(self, entity_id: str, state: EntityState | Window, partition: int) -> None:
-        self.table.data[entity_id] = state
-        self._partitions[entity_id] = partition
-        self._changed[entity_id] = partition
-        self.idle.touched(entity_id, partition, FeatureComputer.newest(state))
-
-    def delete(self, entity_id: str, partition: int) -> None:
-        self.table.data.pop(entity_id, None)
-        self._partitions.pop(entity_id, None)
-        self._changed[entity_id] = partition
-
-    def track_all(self) -> None:
-        """Let `idle` follow every entity the table holds (after a recovery), oldest first."""
-        self.idle.clear()
-        newest = FeatureComputer.newest
-        kept = [(newest(s), e) for e, s in self.table.data.items() if e in self._partitions]
-        for newest_us, entity_id in sorted(kept, key=lambda k: (k[0] is not None, k[0] or 0)):
-            self.idle.touched(entity_id, self._partitions[entity_id], newest_us)
-
-    def send_changelog(self) -> list[FutureMessage]:
-        """Send the changelog of every entity changed since the last call; the writes, to await."""
-        changed, self._changed = self._changed, {}
-        data, table = self.table.data, self.table
-        sent = []
-        for entity_id, partition in changed.items():
-            state = data.get(entity_id)
-            if state is None:  # deleted: a tombstone (a record without a value)
-                sent.append(
-                    table.send_changelog(partition, entity_id, None, value_serializer="raw")
-                )
-            else:
-                if isinstance(state, Window):
-                    state = state.state()
-                sent.append(table.send_changelog(partition, entity_id, state))
-        return sent
 
 
 class SourceOffsets:
@@ -221,13 +162,11 @@ class FeaturesService:
             web_host=settings.host,
             web_port=settings.port,
         )
-        self.table = self.app.Table(
-            TABLE_NAME,
-            default=None,
-            partitions=partitions,
-        )  # keys and values are JSON (faust's default for untyped tables)
+        # Keys and values are JSON (faust's default for untyped tables).
+        self.table = self.app.Table(TABLE_NAME, default=None, partitions=partitions)
+        entries = self.app.Table(ENTRIES_TABLE, default=None, partitions=partitions)
         self.idle = IdleEntities(self.computer.retention // timedelta(microseconds=1))
-        self.states = TableStateStore(self.table, self.idle)
+        self.states = TableStateStore(self.table, entries, self.computer, self.idle)
         self._track_all = True  # after a recovery: the table holds entities not yet tracked
         self.offsets = SourceOffsets(
             self.app.Table(OFFSETS_TABLE, default=None, partitions=partitions)

@@ -162,7 +162,7 @@ class JumpGuard:
 
     def __init__(self, max_jump: timedelta | None) -> None:
         self.clock = Watermark(max_jump=max_jump)
-        self.pending: dict[int, tuple[str, EntityState, FeaturesComputed]] = {}
+        self.pending: dict[int, FeaturesComputed] = {}  # per partition: the event held
 
     @property
     def held(self) -> int:
@@ -381,10 +381,11 @@ def plan_batch(
         if jumps is not None:
             verdict = jumps.clock.observe(("events", record.partition), event.event_time, 0.0)
             held = jumps.pending.pop(record.partition, None)
-            if held is not None and verdict == CONFIRMED:
-                if computer.aggregates:
-                    states.set(held[0], held[1], record.partition)
-                plan.confirmed.append(replace(held[2], held=False))
+            if held is not None and verdict == CONFIRMED:  # stored now, as it would have been
+                confirmed, _ = _store(
+                    held.event, states, computer, record.partition, held.timestamp_ms
+                )
+                plan.confirmed.append(confirmed)
         state = states.get(entity)
         if verdict == HELD:
             assert jumps is not None
@@ -395,17 +396,29 @@ def plan_batch(
                 record.partition,
             )
             before = state.state() if isinstance(state, Window) else state
-            computed, new_state = compute_features(event, before, computer, record.timestamp_ms)
-            jumps.pending[record.partition] = (entity, new_state, computed)
+            computed, _ = compute_features(event, before, computer, record.timestamp_ms)
+            jumps.pending[record.partition] = computed
             computed_add(replace(computed, held=True))
             continue
-        window = computer.window(state) if computer.aggregates else None  # none without
-        computed, stored = update_features(event, window, computer, record.timestamp_ms)
-        if stored:
-            assert window is not None
-            states.set(entity, window, record.partition)
-        computed_add(computed)
+        computed_add(_store(event, states, computer, record.partition, record.timestamp_ms)[0])
     return plan
+
+
+def _store(
+    event: Event,
+    states: StateStore,
+    computer: FeatureComputer,
+    partition: int,
+    timestamp_ms: int | None,
+) -> tuple[FeaturesComputed, bool]:
+    """`event` through its entity's window (none without aggregates), kept in `states`."""
+    entity = computer.entity_of(event)
+    window = computer.window(states.get(entity)) if computer.aggregates else None
+    computed, stored = update_features(event, window, computer, timestamp_ms)
+    if stored:
+        assert window is not None
+        states.set(entity, window, partition)
+    return computed, stored
 
 
 def newest(computed: Sequence[FeaturesComputed]) -> list[FeaturesComputed]:

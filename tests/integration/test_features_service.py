@@ -260,6 +260,50 @@ def test_an_entity_gone_quiet_is_forgotten_and_stays_forgotten_after_a_restart(
     assert metric_value(service, "driftline_features_entities") == 21.0  # the 20, and old anew
 
 
+def test_a_hot_entity_writes_what_changed_and_recovers_its_whole_window(
+    service_factory: Factory, prefix: str, pipeline_path: Path, tmp_path: Path
+) -> None:
+    """1,500 events of one entity, 2 s apart (all in its 1 h windows), in batches of 20:
+    the changelogs hold one record per entry stored (and a tombstone per entry dropped)
+    plus a small head per batch, not the whole window per batch (about 75 batches of up
+    to 1,500 entries). After a SIGKILL the window is rebuilt from those records: the next
+    event's vector equals an uninterrupted run's."""
+    computer = FeatureComputer(load_pipeline(pipeline_path), allowed_lateness=LATENESS)
+    rng = random.Random(3)
+
+    def event(i: int) -> Event:
+        at = T0 + timedelta(seconds=2 * i - rng.choice([0, 0, 0, 7]))
+        amount = round(rng.uniform(0, 500), 2)
+        return Event(event_id=f"h{i}", event_time=at, entity_id="hot", features={"amount": amount})
+
+    events = [event(i) for i in range(1500)]
+    service = _start(service_factory, pipeline_path, tmp_path, BATCH_SIZE="20")
+    kcat_produce(f"{prefix}events", _messages(events))
+    _wait_for_ids(prefix, {e.event_id for e in events})
+    app = f"{prefix}features"  # the group id tests give the service
+    entries = kcat_read(f"{app}-entity_entries-changelog")
+    heads = kcat_read(f"{app}-entity_state-changelog")
+    entry_bytes = sum(len(m["payload"] or "") for m in entries)
+    head_bytes = sum(len(m["payload"] or "") for m in heads)
+    assert len([m for m in entries if m["payload"] is not None]) == 1500
+    assert entry_bytes < 1500 * 120, entry_bytes  # one record per entry, about 60 bytes
+    assert head_bytes < len(heads) * 40 and len(heads) <= 1500 / 20 + 5, (head_bytes, len(heads))
+
+    service.stop(signal.SIGKILL)
+    _start(service_factory, pipeline_path, tmp_path)
+    after = Event(
+        event_id="after",
+        event_time=T0 + timedelta(seconds=3000),
+        entity_id="hot",
+        features={"amount": 1.5},
+    )
+    kcat_produce(f"{prefix}events", _messages([after]))
+    found = {v["event_id"]: v for v in _wait_for_ids(prefix, {"after"})}
+    expected, _ = _reference(computer, [*events, after])
+    assert _strip(found["after"]) == expected["after"]
+    assert found["after"]["features"]["amount_count_30m"] > 850  # about 1,800 s / 2 s
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_restart_mid_stream_loses_nothing_and_counts_nothing_twice(

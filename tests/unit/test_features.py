@@ -23,6 +23,7 @@ from services.features.handlers import (
 from shared.features import (
     EntityState,
     FeatureComputer,
+    Record,
     Window,
     category_key,
     empty_state,
@@ -487,15 +488,31 @@ def test_idle_entities_are_forgotten_and_no_vector_changes() -> None:
 def _both_ways(
     computer: FeatureComputer, events: Sequence[Event], restart_at: int | None = None
 ) -> None:
-    """`update` on Windows gives exactly `compute`'s vectors and states, event by event
-    (and from a Window rebuilt from a state at `restart_at`, as after a recovery)."""
+    """`update` on Windows gives exactly `compute`'s vectors and states, event by event;
+    at `restart_at` the windows are rebuilt from what they wrote out (`drain`, every few
+    events, as a changelog would keep it), as after a recovery."""
     states: dict[str, EntityState] = {}
     windows: dict[str, Window] = {}
+    changelog: dict[str, dict[int, Record]] = {}
+
+    def write_out() -> None:
+        for key, window in windows.items():
+            added, dropped = window.drain()
+            kept = changelog.setdefault(key, {})
+            kept.update((record[2], record) for record in added)
+            for number in dropped:
+                del kept[number]
+            assert sorted(kept) == sorted(window.written()) == sorted(window.n[window.head :])
+
     for position, event in enumerate(events):
         key = computer.entity_of(event)
+        if position % 7 == 0:
+            write_out()
         if position == restart_at:
+            write_out()
             windows = {
-                k: computer.window(json.loads(json.dumps(w.state()))) for k, w in windows.items()
+                k: Window.from_records(computer, list(changelog[k].values()), w.next)
+                for k, w in windows.items()
             }
         expected, states[key] = computer.compute(event, states.get(key))
         window = windows.setdefault(key, computer.window(None))
@@ -504,6 +521,7 @@ def _both_ways(
         assert got == expected, (position, event.event_id)
         assert window.state() == states[key], (position, event.event_id)
         assert not (duplicate and stored)
+    write_out()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
