@@ -1,12 +1,11 @@
 """The Kafka side of monitoring: read on from the last snapshot, then follow live.
 
 At start the worker reads the alerts already published, then assigns itself every
-partition of `predictions`, `labels` and `features` (for data drift) and seeks to
-the offsets of the last snapshot
-(`services.monitoring.snapshot`; the beginning without one) and replays what follows
-through the `Monitor`. De-duplication and event-time joins make the replay give the
-same counts as the first pass, and deterministic alert ids keep it from publishing an
-alert twice. Every `SNAPSHOT_SECONDS` it takes a new snapshot. Offsets are still
+partition of `predictions`, `labels` and `features` (for data drift), seeks to the
+offsets of the last snapshot (`services.monitoring.snapshot`; the beginning without
+one) and replays what follows through the `Monitor`. De-duplication and event-time
+order make the replay give the same counts and drift as the first pass, and
+deterministic alert ids keep it from publishing an alert twice. Every `SNAPSHOT_SECONDS` it takes a new snapshot. Offsets are still
 committed to `GROUP_ID` (best effort), only so that lag tools can watch the group.
 
 Each poll is one round of the services' loop: decode the batch (each message
