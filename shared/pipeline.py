@@ -46,6 +46,7 @@ from shared.durations import format_duration, parse_duration
 
 __all__ = [
     "Aggregate",
+    "DataDriftSettings",
     "Features",
     "Labels",
     "ModelRef",
@@ -147,6 +148,28 @@ class Labels(_Section):
     ttl: Duration = timedelta(hours=1)
 
 
+class DataDriftSettings(_Section):
+    """Monitoring's data drift per feature (`services.monitoring.data_drift`).
+
+    The first `reference_size` feature vectors are the reference, the latest
+    `window_size` the current window; every `every` vectors both are compared, per
+    feature. Thresholds: PSI 0.2 for numeric features and aggregates (credit-scoring
+    practice reads PSI < 0.1 as stable, 0.1-0.25 as a moderate and > 0.25 as a major
+    shift; 0.2 is the usual single cut-off), Jensen-Shannon distance 0.1 (natural
+    log) for categorical ones (Evidently's default for it). A feature alerts once,
+    then again only after its statistic fell below `rearm` x threshold.
+    """
+
+    reference_size: int = Field(default=5000, ge=10)
+    window_size: int = Field(default=5000, ge=10)
+    every: int = Field(default=500, ge=1)
+    bins: int = Field(default=10, ge=2, le=100)  # numeric: quantile bins of the reference
+    max_categories: int = Field(default=20, ge=1, le=250)  # categorical: the rest is "other"
+    psi_threshold: float = Field(default=0.2, gt=0)
+    js_threshold: float = Field(default=0.1, gt=0, le=1)
+    rearm: float = Field(default=0.8, gt=0, le=1)
+
+
 class PipelineConfig(_Section):
     """A whole pipeline file, checked: see DESIGN.md, "Pipeline config"."""
 
@@ -155,6 +178,7 @@ class PipelineConfig(_Section):
     features: Features
     models: tuple[ModelRef, ...]
     labels: Labels = Labels()
+    data_drift: DataDriftSettings = DataDriftSettings()
 
     @field_validator("models")
     @classmethod
@@ -172,8 +196,10 @@ class PipelineConfig(_Section):
         return models
 
     def config_hash(self) -> str:
-        """A stable 16-hex-digit fingerprint of the whole (normalised) config."""
-        return _fingerprint(self.model_dump(mode="json"))
+        """A stable 16-hex-digit fingerprint of the (normalised) config: what models
+        learn. Monitoring's `data_drift` section is left out (DESIGN.md: drift
+        thresholds leave a model's state alone)."""
+        return _fingerprint(self.model_dump(mode="json", exclude={"data_drift"}))
 
     def feature_set_version(self) -> str:
         """A fingerprint of the `features` section only: same features, same version."""

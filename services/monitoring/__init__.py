@@ -14,9 +14,13 @@ Choices, in short (details in each module's docstring):
   models), handed to the pure `BatchHandler`, which returns the alerts to publish
   with one `produce_all`; event time comes from `shared.watermark`'s `Watermark`,
   the one training uses too.
-- **State is rebuilt, not checkpointed** (`consumer`): at start the service replays
-  `predictions` and `labels` from the beginning; alert ids are deterministic and the
+- **State is rebuilt from a snapshot** (`snapshot`, `consumer`): at start the
+  service reads on from its last snapshot's offsets (or replays `predictions`,
+  `labels` and `features` from the beginning); alert ids are deterministic and the
   alerts already on the topic are read first, so a restart publishes none twice.
-- **Drift** (`drift`): ADWIN per (model, source) on the error stream, alerting only
-  on a higher error, after a warm-up.
+- **Concept drift** (`drift`): ADWIN per (model, source) on the error stream,
+  alerting only on a higher error, after a warm-up.
+- **Data drift** (`data_drift`): per feature, a reference window against the latest
+  vectors (PSI for numeric features, Jensen-Shannon distance for categorical ones),
+  one alert per drift episode.
 """

@@ -1,4 +1,5 @@
-"""HTTP entry points of monitoring: summary, alerts, health, Prometheus, dashboard."""
+"""HTTP entry points of monitoring: summary, alerts, data drift, health, Prometheus,
+dashboard."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ async def alerts(
         "count": len(recent),
         "alerts": [a.model_dump(mode="json") for a in recent[:limit]],
     }
+
+
+@router.get("/api/drift")
+async def drift(monitor: MonitorDep) -> dict[str, Any]:
+    """Data drift per feature: the last comparison of its reference and current window."""
+    return monitor.drift_report()
 
 
 @router.get("/healthz")

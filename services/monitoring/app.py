@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.monitoring.api import router
 from services.monitoring.config import MonitoringSettings
 from services.monitoring.consumer import MonitoringWorker, read_alerts
+from services.monitoring.data_drift import DataDrift
 from services.monitoring.handler import source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
@@ -70,6 +71,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
                 history_every=settings.history_every,
                 keep_versions=settings.registry_keep,
                 history_points=settings.history_points,
+                data_drift=DataDrift(pipeline.features, pipeline.data_drift),
             )
         )
         if snapshot is not None:
@@ -127,7 +129,9 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         app.state.metrics = metrics
         app.state.worker = worker
         app.state.worker_task = task
-        log.info("monitoring consuming %s, %s", topics.predictions, topics.labels)
+        log.info(
+            "monitoring consuming %s, %s, %s", topics.predictions, topics.labels, topics.features
+        )
         try:
             yield
         finally:

@@ -1,11 +1,11 @@
 """The Kafka side of monitoring: read on from the last snapshot, then follow live.
 
 At start the worker reads the alerts already published, then assigns itself every
-partition of `predictions` and `labels` and seeks to the offsets of the last snapshot
-(`services.monitoring.snapshot`; the beginning without one) and replays what follows
-through the `Monitor`. De-duplication and event-time joins make the replay give the
-same counts as the first pass, and deterministic alert ids keep it from publishing an
-alert twice. Every `SNAPSHOT_SECONDS` it takes a new snapshot. Offsets are still
+partition of `predictions`, `labels` and `features` (for data drift), seeks to the
+offsets of the last snapshot (`services.monitoring.snapshot`; the beginning without
+one) and replays what follows through the `Monitor`. De-duplication and event-time
+order make the replay give the same counts and drift as the first pass, and
+deterministic alert ids keep it from publishing an alert twice. Every `SNAPSHOT_SECONDS` it takes a new snapshot. Offsets are still
 committed to `GROUP_ID` (best effort), only so that lag tools can watch the group.
 
 Each poll is one round of the services' loop: decode the batch (each message
@@ -32,13 +32,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from prometheus_client import Gauge
 from pydantic import ValidationError
 
-from services.monitoring.handler import BatchHandler, source_view
+from services.monitoring.handler import BatchHandler, Incoming, source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore
 from services.monitoring.webhooks import Webhooks
 from shared.kafka import produce_all
-from shared.messages import Alert, Label, Prediction
+from shared.messages import Alert, FeatureVector, Label, Prediction
 from shared.topics import Topics, partitions_of
 from shared.upstream import Upstream
 from shared.watermark import Partition, Watermark
@@ -97,7 +97,8 @@ async def read_alerts(consumer: AIOKafkaConsumer, bootstrap: str, topic: str) ->
 
 
 class MonitoringWorker:
-    """Consumes predictions and labels into the monitor; publishes its alerts."""
+    """Consumes predictions, labels and feature vectors into the monitor; publishes
+    its alerts."""
 
     def __init__(
         self,
@@ -148,16 +149,21 @@ class MonitoringWorker:
         self._last_commit = time.monotonic()
         self._unpublished: list[Alert] = []
         self.webhooks = webhooks
+        self._models: dict[str, type[Incoming]] = {
+            topics.predictions: Prediction,
+            topics.labels: Label,
+            topics.features: FeatureVector,
+        }
 
     def seconds_since_poll(self) -> float:
         return time.monotonic() - self.last_poll
 
     async def start(self) -> None:
-        """Assign both input topics from the snapshot's offsets or their beginning."""
+        """Assign the input topics from the snapshot's offsets or their beginning."""
         self.replay_ends = await _assign_from_start(
             self.consumer,
             self.bootstrap_servers,
-            [self.topics.predictions, self.topics.labels],
+            [self.topics.predictions, self.topics.labels, self.topics.features],
             self.start_offsets,
         )
         # a predictions partition has one clock per timed source (`source_view`): the
@@ -194,10 +200,10 @@ class MonitoringWorker:
 
     def decode(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], now: float
-    ) -> dict[TopicPartition, list[Prediction | Label]]:
+    ) -> dict[TopicPartition, list[Incoming]]:
         """Each record parsed once with its topic's model; invalid ones counted, logged
         and left out. Tells the watermark which partitions delivered at `now`."""
-        decoded: dict[TopicPartition, list[Prediction | Label]] = {}
+        decoded: dict[TopicPartition, list[Incoming]] = {}
         wall_ms = time.time() * 1000
         for tp, records in batch.items():
             if not self.replaying:
@@ -206,11 +212,8 @@ class MonitoringWorker:
                     for r in records
                     if r.timestamp is not None
                 )
-            model: type[Prediction] | type[Label] = (
-                Prediction if tp.topic == self.topics.predictions else Label
-            )
-            validate = model.model_validate_json
-            messages: list[Prediction | Label] = []
+            validate = self._models[tp.topic].model_validate_json
+            messages: list[Incoming] = []
             for record in records:
                 try:
                     messages.append(validate(record.value or b""))
@@ -237,7 +240,11 @@ class MonitoringWorker:
         """Lag per partition, which partitions are caught up and drained upstream,
         whether the replay is over."""
         done = True
-        views = [key for key in self.watermark.partitions if key[0] != self.topics.labels]
+        views = [  # the predictions partitions' views (see `source_view`)
+            key
+            for key in self.watermark.partitions
+            if key[0] not in (self.topics.labels, self.topics.features)
+        ]
         now = time.monotonic()
         if self.upstream is not None and now - self._asked_upstream >= UPSTREAM_EVERY_S:
             self._asked_upstream = now

@@ -1,9 +1,12 @@
-"""Monitoring's per-batch step: decoded predictions and labels in, alerts out.
+"""Monitoring's per-batch step: decoded predictions, labels and feature vectors in,
+alerts out.
 
 `BatchHandler.handle` is the whole of monitoring's work on one polled batch, with
 no Kafka and no HTTP: it moves each partition's event time on the `Watermark`, adds
 every message to the `Monitor`, then advances the monitor to the watermark and
-returns the alerts that raised, for the worker to publish.
+returns the alerts that raised, for the worker to publish. The `features` topic has
+clocks of its own on the watermark: the joins wait for predictions and labels only,
+the data drift detector for the feature vectors only.
 
 A `predictions` partition carries several streams that move at their own pace: the
 learner's predictions come from training (which waits for labels), the stream's from
@@ -36,15 +39,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from services.monitoring.monitor import Monitor
-from shared.messages import Alert, Label, Prediction
+from shared.messages import Alert, FeatureVector, Label, Prediction
 from shared.topics import Topics
 from shared.watermark import Partition, Watermark
 
-__all__ = ["SOURCES_TIMED", "BatchHandler", "Decoded", "source_view"]
+__all__ = ["SOURCES_TIMED", "BatchHandler", "Decoded", "Incoming", "source_view"]
 
 SOURCES_TIMED = ("learner", "stream")  # prediction sources whose event time is a clock
 
-Decoded = Mapping[Partition, Sequence[Prediction | Label]]  # valid messages, per partition
+Incoming = Prediction | Label | FeatureVector
+Decoded = Mapping[Partition, Sequence[Incoming]]  # valid messages, per partition
 
 
 def source_view(partition: Partition, source: str) -> Partition:
@@ -60,11 +64,17 @@ class BatchHandler:
         self.watermark = watermark
         self.topics = topics
         self._views = {source_view((topics.predictions, 0), s)[0] for s in SOURCES_TIMED}
+        self._joined = {*self._views, topics.labels}  # the clocks of the joins
 
     def handle(self, batch: Decoded, now: float) -> list[Alert]:
         """Add a polled batch (possibly empty), then advance to the watermark at `now`
         (monotonic seconds). Returns the new alerts to publish."""
-        add_prediction, add_label = self.monitor.add_prediction, self.monitor.add_label
+        monitor = self.monitor
+        add_prediction, add_label, add_features = (
+            monitor.add_prediction,
+            monitor.add_label,
+            monitor.add_features,
+        )
         # per clock, its two latest times: observed in order, a lone item far ahead is
         # held while two of them move the clock (see `Watermark.observe`)
         latest: dict[Partition, tuple[datetime, datetime | None]] = {}
@@ -76,6 +86,9 @@ class BatchHandler:
                         continue
                     clock = source_view(partition, message.source)
                     at = message.event_time or message.time
+                elif isinstance(message, FeatureVector):
+                    add_features(message)
+                    clock, at = partition, message.event_time
                 else:
                     add_label(message)
                     if message.label_time is None:
@@ -98,10 +111,14 @@ class BatchHandler:
 
     def advance(self, now: float) -> list[Alert]:
         """Move the monitor's event time to the watermark; return the alerts raised."""
-        watermark = self.watermark.get(now)
+        alerts = []
+        features_at = self.watermark.get(now, self.topics.features)
+        if features_at is not None:
+            alerts += self.monitor.advance_features(features_at)
+        watermark = self.watermark.get(now, self._joined)
         if watermark is None:
-            return []
-        return self.monitor.advance(
+            return alerts
+        return alerts + self.monitor.advance(
             watermark,
             labels_at=self.watermark.get(now, self.topics.labels),
             predictions_at=self.predictions_at(now),

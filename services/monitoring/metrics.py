@@ -79,8 +79,16 @@ class MonitorCollector(Collector):
         waiting = GaugeMetricFamily(f"{P}waiting", "Items waiting to be joined", labels=["kind"])
         waiting.add_metric(["prediction"], joiner.waiting_predictions)
         waiting.add_metric(["label"], joiner.waiting_labels)
+        data_drift = GaugeMetricFamily(
+            f"{P}data_drift",
+            "Per feature: the last value of its data drift statistic (reference vs current)",
+            labels=["feature", "statistic"],
+        )
+        if self.monitor.data_drift is not None:  # one series per feature of the pipeline
+            for row in self.monitor.data_drift.report():
+                data_drift.add_metric([row.feature, row.statistic], row.value)
         yield from (joined, scored, unscored, expired, alerts, accuracy, window, duplicates)
-        yield from (expired_labels, invalid, waiting)
+        yield from (expired_labels, invalid, waiting, data_drift)
 
 
 class BatchHistogram(Collector):

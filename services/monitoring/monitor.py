@@ -8,6 +8,9 @@ It scores per (model, source) and per (model, source, version) (see `quality`),
 runs an `ErrorDrift` detector per (model, source) and turns its detections into
 `Alert`s. Alert ids are deterministic (subject and ordinal), so rebuilding the
 state from the topics re-derives the same alerts and none is published twice.
+Feature vectors wait likewise for the watermark of the `features` topic and go to
+the `DataDrift` detector (`data_drift`) in (event time, event_id) order; each drift
+it finds is a `data_drift` alert on the feature.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from shared.messages import Label, Prediction
@@ -28,20 +31,21 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.monitoring.data_drift import DataDrift, FeatureDrift
 from services.monitoring.drift import DriftDetected, ErrorDrift
 from services.monitoring.joiner import Joined, Joiner, Predicted, prediction_time
 from services.monitoring.quality import Quality, error_of, log_loss_term
 from shared.catalogue import Task
 from shared.clock import utcnow
 from shared.labels import canonical, target
-from shared.messages import Alert, Label, Prediction
+from shared.messages import Alert, FeatureVector, Label, Prediction
 from shared.registry import version_order
 
-__all__ = ["HistoryPoint", "Monitor", "Series", "alert_id"]
+__all__ = ["HistoryPoint", "Monitor", "Series", "alert_id", "data_drift_alert_id"]
 
 SeriesKey = tuple[str, str]  # (model, source)
 
@@ -58,6 +62,11 @@ def _scoring_order(item: Joined) -> tuple[datetime, str, str]:
 def alert_id(subject: str, ordinal: int) -> str:
     """The id of the `ordinal`-th concept drift alert on `subject` (stable across replays)."""
     return f"monitoring.concept_drift.{subject}.{ordinal}"
+
+
+def data_drift_alert_id(feature: str, ordinal: int) -> str:
+    """The id of the `ordinal`-th data drift alert on `feature` (stable across replays)."""
+    return f"monitoring.data_drift.{feature}.{ordinal}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ class Monitor:
         history_every: int = 100,
         keep_versions: int = 20,
         history_points: int = 1000,
+        data_drift: DataDrift | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.task = task
@@ -128,13 +138,18 @@ class Monitor:
         self._due_times: list[datetime] = []
         self._unreleased = 0
         self._classes: dict[str, Any] = {}  # canonical class of each probability key seen
+        # feature vectors waiting for the watermark: by (event_time, event_id), and a heap
+        self.data_drift = data_drift
+        self._vectors: dict[tuple[datetime, str], dict[str, float | None]] = {}
+        self._vector_order: list[tuple[datetime, str]] = []
+        self.data_drift_alerts: dict[str, int] = {}  # per feature: alerts raised so far
 
     # ---- input
 
     def restore_alerts(self, alerts: Iterable[Alert]) -> None:
         """Alerts found on the topic at start: re-detecting one will not publish it again."""
         for alert in alerts:
-            if alert.alert_id.startswith("monitoring.concept_drift."):
+            if alert.alert_id.startswith(("monitoring.concept_drift.", "monitoring.data_drift.")):
                 self._published[alert.alert_id] = alert
                 self.alerts.setdefault(alert.alert_id, alert)
 
@@ -145,6 +160,30 @@ class Monitor:
     def add_label(self, label: Label) -> None:
         """Handle one label (its joins are scored by `advance` once due)."""
         self._queue(self.joiner.add_label(label))
+
+    def add_features(self, vector: FeatureVector) -> None:
+        """Hold one feature vector for the data drift detector (`advance_features`)."""
+        if self.data_drift is None:
+            return
+        key = (vector.event_time, vector.event_id)
+        if key not in self._vectors:  # (one delivered twice while waiting counts once)
+            self._vectors[key] = vector.features
+            heapq.heappush(self._vector_order, key)
+
+    def advance_features(self, watermark: datetime) -> list[Alert]:
+        """Give the data drift detector the vectors up to `watermark`, in order of
+        (event_time, event_id); return the alerts raised."""
+        alerts: list[Alert] = []
+        order, detector = self._vector_order, self.data_drift
+        if detector is None:
+            return alerts
+        while order and order[0][0] <= watermark:
+            key = heapq.heappop(order)
+            for found in detector.update(self._vectors.pop(key)):
+                alert = self._data_drift_alert(found, *key)
+                if alert is not None:
+                    alerts.append(alert)
+        return alerts
 
     def advance(
         self,
@@ -301,7 +340,44 @@ class Monitor:
         self.alerts[ident] = alert
         return alert
 
+    def _data_drift_alert(
+        self, found: FeatureDrift, event_time: datetime, event_id: str
+    ) -> Alert | None:
+        ordinal = self.data_drift_alerts[found.feature] = (
+            self.data_drift_alerts.get(found.feature, 0) + 1
+        )
+        ident = data_drift_alert_id(found.feature, ordinal)
+        published = self._published.get(ident)
+        if published is not None:  # raised before a restart: keep it, do not publish again
+            self.alerts[ident] = published
+            return None
+        alert = Alert(
+            alert_id=ident,
+            kind="data_drift",
+            subject=found.feature,
+            detector=found.statistic.upper(),
+            severity="warning",
+            details={
+                "feature": found.feature,
+                "statistic": found.statistic,
+                "value": round(found.value, 6),
+                "threshold": found.threshold,
+                "reference_n": found.reference_n,
+                "current_n": found.current_n,
+                "event_id": event_id,
+                "event_time": event_time.isoformat(),
+            },
+            raised_at=self.clock(),
+        )
+        self.alerts[ident] = alert
+        return alert
+
     # ---- views
+
+    def drift_report(self) -> dict[str, Any]:
+        """The /api/drift document (see DESIGN.md, Operations contract)."""
+        rows = self.data_drift.report() if self.data_drift is not None else []
+        return {"features": [asdict(row) for row in rows]}
 
     def summary(self) -> dict[str, Any]:
         """The /api/summary document (see DESIGN.md, HTTP)."""
@@ -346,6 +422,7 @@ class Monitor:
                 "predictions": joiner.waiting_predictions,
                 "labels": joiner.waiting_labels,
                 "scoring": self.unreleased,
+                "features": len(self._vectors),
             },
             "clock": joiner.clock.isoformat() if joiner.clock else None,
         }

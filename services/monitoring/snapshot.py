@@ -3,7 +3,8 @@
 Without them a restart re-reads `predictions` and `labels` from their beginning, and a
 week of retention at 1,000 events/s is hours of replay. Every `SNAPSHOT_SECONDS`, after
 a batch is handled and its alerts are published, the worker pickles the monitor (joins
-waiting for their label, every series, the drift detectors, the alerts), its watermark
+waiting for their label, every series, the drift detectors, the feature vectors
+waiting for the watermark and the data drift windows, the alerts), its watermark
 and the next offset of each partition it reads, in a forked child (`shared.snapshot`:
 the loop does not pause), and writes the bytes to one Redis key (no TTL, so never
 evicted). At start, a snapshot taken with the same pipeline and scoring settings is
@@ -33,7 +34,7 @@ __all__ = ["SNAPSHOT_VERSION", "Snapshot", "SnapshotStore", "identity", "snapsho
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: with the data drift detector and the features offsets
 
 
 @dataclass
@@ -53,9 +54,11 @@ def snapshot_key(topic_prefix: str) -> str:
 
 def identity(pipeline: PipelineConfig, settings: MonitoringSettings) -> str:
     """What a snapshot must have been taken with to be read on from: the pipeline and
-    every setting that changes what is scored or kept."""
+    every setting that changes what is scored or kept (the pipeline's `data_drift`
+    section is not in its `config_hash`)."""
     fields = (
         pipeline.config_hash(),
+        pipeline.data_drift.model_dump(mode="json"),
         settings.window_size,
         settings.drift_delta,
         settings.drift_warmup,

@@ -1,7 +1,8 @@
 """Monitoring against the real broker: exact counts, drift alerts, restarts, dashboard.
 
-Predictions and labels are published with kcat straight to `{prefix}predictions`
-and `{prefix}labels`; the expected numbers are computed here from the same rows.
+Predictions, labels and feature vectors are published with kcat straight to
+`{prefix}predictions`, `{prefix}labels` and `{prefix}features`; the expected numbers
+are computed here from the same rows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.support import (
     ServiceProcess,
     WebhookReceiver,
     kcat_produce,
+    kcat_read,
     metric_value,
     wait_for_count,
 )
@@ -332,3 +334,118 @@ def test_a_restart_reads_on_from_the_snapshot_not_from_the_beginning(
     replayed = [int(n) for n in re.findall(r"monitoring replays (\d+) messages", log)]
     assert replayed[0] == len(predictions[:cut]) + 300  # the first start: everything
     assert replayed[-1] <= len(later) + 300, "the restart read only what came after"
+
+
+DRIFT_PIPELINE = """\
+name: watched
+task: binary
+features:
+  numeric: [x, y]
+  categorical: [kind]
+models:
+  - name: logreg
+labels:
+  ttl: 1h
+data_drift:
+  reference_size: 400
+  window_size: 400
+  every: 100
+"""
+
+
+def feature_vectors(n: int, shift_at: int, seed: int = 11) -> list[dict[str, Any]]:
+    """FeatureVector messages as the features service writes them; `x` moves by two
+    standard deviations from row `shift_at` on, `y` and `kind` stay as they were."""
+    rng = random.Random(seed)
+    return [
+        {
+            "event_id": f"v{i}",
+            "entity_id": f"u{i % 7}",
+            "event_time": iso(i),
+            "features": {
+                "x": rng.gauss(2.0 if i >= shift_at else 0.0, 1),
+                "y": rng.gauss(0, 1) if i % 50 else None,
+                f"kind={rng.choice('abc')}": 1.0,
+            },
+            "feature_set_version": "test",
+        }
+        for i in range(n)
+    ]
+
+
+def drift_when(
+    service: ServiceProcess, done: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> dict[str, dict[str, Any]]:
+    """/api/drift's rows by feature, once `done(rows)`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = httpx.get(f"{service.url}/api/drift", timeout=5).json()
+        rows = {row["feature"]: row for row in body["features"]}
+        if done(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def test_a_shifted_feature_raises_one_data_drift_alert_and_no_restart_repeats_it(
+    service_factory: Factory, prefix: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "drift.yaml"
+    path.write_text(DRIFT_PIPELINE)
+    vectors = feature_vectors(2000, shift_at=1200)
+    produce(f"{prefix}features", vectors[:800])  # the reference and one window, stationary
+    env = {"PIPELINE_CONFIG": str(path), "SNAPSHOT_SECONDS": "0.5", "IDLE_PARTITION_S": "1"}
+    service = service_factory("monitoring", **env).start()
+    rows = drift_when(service, lambda r: r["x"]["current_n"] == 400)
+    assert [(f, r["statistic"], r["drift"], r["reference_n"]) for f, r in rows.items()] == [
+        ("x", "psi", False, 400),
+        ("y", "psi", False, 400),
+        ("kind", "js", False, 400),
+    ]
+    time.sleep(2)  # a snapshot of it is written
+
+    service.stop(signal.SIGKILL)  # the shift arrives while it is down
+    produce(f"{prefix}features", vectors[800:])
+    service.start()
+    rows = drift_when(service, lambda r: r["x"]["drift"])
+    assert {f: r["drift"] for f, r in rows.items()} == {"x": True, "y": False, "kind": False}
+    assert rows["x"]["value"] > rows["x"]["threshold"] == 0.2
+    assert set(rows["x"]) == {
+        "feature",
+        "statistic",
+        "value",
+        "threshold",
+        "drift",
+        "reference_n",
+        "current_n",
+    }
+    assert "monitoring reads on from its snapshot" in service.log_path.read_text()
+    alerts = wait_for_count([f"{prefix}alerts"], 1, timeout=30)[f"{prefix}alerts"]
+    assert len(alerts) == 1 and alerts[0]["key"] == "x"
+    alert = json.loads(alerts[0]["payload"])
+    assert (alert["alert_id"], alert["kind"], alert["subject"], alert["detector"]) == (
+        "monitoring.data_drift.x.1",
+        "data_drift",
+        "x",
+        "PSI",
+    )
+    assert alert["details"]["statistic"] == "psi"
+    assert alert["details"]["value"] > alert["details"]["threshold"] == 0.2
+    assert (alert["details"]["reference_n"], alert["details"]["current_n"]) == (400, 400)
+    assert 1200 <= int(alert["details"]["event_id"].removeprefix("v")) < 1600
+    summary_when(service, lambda b: not b["replaying"] and b["waiting"]["features"] == 0)
+    final = drift_when(service, lambda r: True)["x"]["value"]  # every vector is in
+    gauge = metric_value(service, "driftline_monitoring_data_drift", feature="x", statistic="psi")
+    assert gauge == pytest.approx(final)
+
+    service.stop()  # and a replay from the beginning, no snapshot: the same alert, not again
+    service.env["SNAPSHOT_SECONDS"] = "0"
+    service.start()
+    summary_when(service, lambda b: not b["replaying"])
+    rows = drift_when(service, lambda r: r["x"]["drift"] and r["x"]["current_n"] == 400)
+    assert {f: r["drift"] for f, r in rows.items()} == {"x": True, "y": False, "kind": False}
+    listed = httpx.get(f"{service.url}/api/alerts").json()["alerts"]
+    assert [a["alert_id"] for a in listed] == ["monitoring.data_drift.x.1"]
+    replayed = re.findall(r"monitoring replays (\d+) messages", service.log_path.read_text())
+    assert int(replayed[-1]) == len(vectors), "from the beginning"
+    time.sleep(2)
+    assert len(kcat_read(f"{prefix}alerts")) == 1, "nothing published twice"

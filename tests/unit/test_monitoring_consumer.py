@@ -9,10 +9,12 @@ from typing import Any, cast
 from aiokafka import ConsumerRecord, TopicPartition
 
 from services.monitoring.consumer import MonitoringWorker
+from services.monitoring.data_drift import DataDrift
 from services.monitoring.handler import source_view
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
-from shared.messages import Label, Prediction
+from shared.messages import FeatureVector, Label, Prediction
+from shared.pipeline import DataDriftSettings, Features
 from shared.topics import Topics
 
 TOPICS = Topics("unit.")
@@ -171,3 +173,29 @@ def test_a_source_that_stops_holds_until_its_writer_has_read_everything() -> Non
     assert worker.handler.predictions_at(NOW + 3600) == T0
     worker.watermark.drained(learner, True)
     assert worker.handler.predictions_at(NOW + 3600) == later
+
+
+FEATURES = TopicPartition(TOPICS.features, 0)
+
+
+def _vector(event: str, at: datetime, x: float) -> bytes:
+    return FeatureVector(
+        event_id=event, entity_id=None, event_time=at, features={"x": x}, feature_set_version="v"
+    ).to_json()
+
+
+def test_feature_vectors_have_their_own_clock() -> None:
+    """A features partition that lags holds the data drift detector, not the joins;
+    and joins that lag do not hold the detector."""
+    worker = _worker()
+    worker.monitor.data_drift = DataDrift(Features(numeric=("x",)), DataDriftSettings())
+    worker.watermark.assign([FEATURES], NOW)  # as `start` assigns it: delivered nothing yet
+    _handle(worker, LABELS, Label(event_id="e0", label=1, label_time=T0).to_json())
+    _handle(worker, PREDICTIONS, _prediction("e0", "stream", T0))
+    assert worker.monitor.summary()["models"][0]["n"] == 1, "not held by the features"
+    records = [_record(FEATURES, _vector(f"e{i}", T0 + timedelta(hours=i), 1.0)) for i in range(3)]
+    worker.handler.handle(worker.decode({FEATURES: records}, NOW), NOW)
+    assert _watermark(worker, TOPICS.features) == T0 + timedelta(hours=2)
+    assert worker.monitor.summary()["clock"] == T0.isoformat(), "nor do they move the joins"
+    drift = worker.monitor.drift_report()["features"][0]
+    assert drift["reference_n"] == 3  # every vector up to the features' own clock

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from services.monitoring.config import MonitoringSettings
+from services.monitoring.data_drift import DataDrift
 from services.monitoring.monitor import Monitor
-from services.monitoring.snapshot import SnapshotStore
-from shared.messages import Label, Prediction
+from services.monitoring.snapshot import SnapshotStore, identity
+from shared.messages import FeatureVector, Label, Prediction
+from shared.pipeline import DataDriftSettings, Features, load_pipeline
 from shared.watermark import Watermark
 
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
@@ -83,3 +88,40 @@ def test_no_snapshot_another_identity_or_garbage_means_a_replay() -> None:
     assert asyncio.run(_store(redis, "after").load()) is None  # other settings
     redis.data["driftline:monitoring:snapshot"] = b"not a pickle"
     assert asyncio.run(_store(redis).load()) is None
+
+
+def test_a_snapshot_keeps_the_data_drift_windows_and_the_vectors_waiting() -> None:
+    monitor = Monitor(
+        "binary",
+        ttl=timedelta(hours=1),
+        data_drift=DataDrift(Features(numeric=("x",)), DataDriftSettings(reference_size=10)),
+    )
+    for i in range(30):
+        monitor.add_features(
+            FeatureVector(
+                event_id=f"e{i}",
+                entity_id=None,
+                event_time=T0 + timedelta(seconds=i),
+                features={"x": float(i % 7)},
+                feature_set_version="v1",
+            )
+        )
+    monitor.advance_features(T0 + timedelta(seconds=19))
+    redis = DictRedis()
+
+    async def roundtrip() -> Any:
+        await _store(redis).save(monitor, Watermark(), {("features", 0): 30})
+        return await _store(redis).load()
+
+    loaded = asyncio.run(roundtrip())
+    assert loaded is not None and loaded.offsets == {("features", 0): 30}
+    assert loaded.monitor.drift_report() == monitor.drift_report()
+    assert loaded.monitor.summary()["waiting"]["features"] == 10
+
+
+def test_the_identity_follows_the_data_drift_settings_the_model_hash_does_not() -> None:
+    pipeline = load_pipeline(ROOT / "pipelines" / "default.yaml")
+    tuned = pipeline.model_copy(update={"data_drift": DataDriftSettings(psi_threshold=0.25)})
+    settings = MonitoringSettings()
+    assert tuned.config_hash() == pipeline.config_hash()
+    assert identity(tuned, settings) != identity(pipeline, settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.pipeline import PipelineConfig, PipelineConfigError, load_pipeline
+from shared.pipeline import DataDriftSettings, PipelineConfig, PipelineConfigError, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,6 +122,36 @@ def test_feature_set_version_changes_only_with_the_features(write: Write) -> Non
     assert other_features.feature_set_version() != config.feature_set_version()
     hashes = {c.config_hash() for c in (config, other_models, other_ttl, other_features)}
     assert len(hashes) == 4
+
+
+def test_the_data_drift_section_changes_no_model_identity(write: Write) -> None:
+    """DESIGN.md: drift thresholds leave a model's state alone, so the section is not
+    in `config_hash` (what training's checkpoints and versions belong to)."""
+    config = load_pipeline(write(GOOD))
+    assert config.data_drift == DataDriftSettings()
+    tuned = load_pipeline(write(GOOD + "data_drift:\n  psi_threshold: 0.1\n  every: 100\n"))
+    assert (tuned.data_drift.psi_threshold, tuned.data_drift.every) == (0.1, 100)
+    assert tuned.config_hash() == config.config_hash()
+    assert tuned.feature_set_version() == config.feature_set_version()
+
+
+def test_the_shipped_pipelines_keep_the_hash_they_had_before_data_drift() -> None:
+    """The hashes of before the section existed: their checkpoints still resume."""
+    hashes = {
+        name: load_pipeline(ROOT / "pipelines" / name).config_hash()
+        for name in ("default.yaml", "weather.yaml")
+    }
+    assert hashes == {"default.yaml": "c3aa5d5555d22457", "weather.yaml": "b89b8ca3c4de3b40"}
+
+
+def test_bad_data_drift_settings_name_their_field(write: Write) -> None:
+    text = GOOD + "data_drift:\n  js_threshold: 0\n  bins: 1\n  rearm: 1.5\n  typo: 3\n"
+    assert problems_of(write(text)) == [
+        "data_drift.bins: Input should be greater than or equal to 2",
+        "data_drift.js_threshold: Input should be greater than 0",
+        "data_drift.rearm: Input should be less than or equal to 1",
+        "data_drift.typo: unknown key",
+    ]
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
