@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
     WithJsonSchema,
@@ -92,6 +93,27 @@ class PredictRequest(BaseModel):
     entity_id: Id
     event_id: Id | None = None
     features: Annotated[dict[FeatureName, FeatureValue], Field(max_length=1000)] = {}
+    explain: StrictBool = False  # answer each feature's part in the prediction too
+
+
+class FeaturePart(BaseModel):
+    """One feature's part in a prediction (which fields are set depends on the method)."""
+
+    feature: str
+    value: float | None
+    contribution: float | None = None  # linear: weight x standardised value
+    test: str | None = None  # decision_path: the branch taken, e.g. "amount > 120.5"
+    trees: int | None = None  # forest: trees whose path tests the feature
+
+
+class Explanation(BaseModel):
+    """Why the champion answered as it did (`shared.explain`)."""
+
+    method: Literal["linear", "decision_path", "forest", "none"]
+    features: list[FeaturePart]
+    intercept: float | None = None  # linear: the raw score is intercept + contributions
+    trees: int | None = None  # forest: how many trees
+    note: str | None = None  # none: why not
 
 
 class PredictResponse(BaseModel):
@@ -104,6 +126,7 @@ class PredictResponse(BaseModel):
     prediction_id: str
     event_id: str
     features_used: dict[str, float | None]
+    explanation: Explanation | None = None  # only when the request asks for it
 
 
 class VersionInfo(BaseModel):
@@ -151,6 +174,7 @@ async def _answer(body: bytes, context: ServingContext) -> Response:
             holder=context.holder,
             store=context.store,
             computer=context.computer,
+            explain=request.explain,
         )
     except ServingError as error:
         if error.cause is not None:

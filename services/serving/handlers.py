@@ -59,6 +59,7 @@ class Served:
 
     prediction: dict[str, Any]  # a `Prediction` message, as its JSON object
     features_used: dict[str, float | None]
+    explanation: dict[str, Any] | None = None  # when asked for (`shared.explain`)
 
     def key(self) -> bytes:
         entity_id = self.prediction["entity_id"]
@@ -75,6 +76,7 @@ class Served:
             "prediction_id": p["prediction_id"],
             "event_id": p["event_id"],
             "features_used": self.features_used,
+            **({"explanation": self.explanation} if self.explanation is not None else {}),
         }
 
 
@@ -92,8 +94,10 @@ async def predict_request(
     store: RowReader,
     computer: FeatureComputer,
     now: datetime | None = None,
+    explain: bool = False,
 ) -> Served:
-    """Predict for `entity_id` as of now, the request's `features` over its live values.
+    """Predict for `entity_id` as of now, the request's `features` over its live values;
+    with `explain`, each feature's part in the answer too.
 
     `features` must already be valid Event feature values (the API's `PredictRequest`
     checks them); the row's raw values were checked when their event was ingested.
@@ -129,7 +133,7 @@ async def predict_request(
         source="http",
         now=event.event_time,
     )
-    return Served(record, vector)
+    return Served(record, vector, model.explain(vector) if explain else None)
 
 
 def score_vector(vector: FeatureVector, model: LoadedModel, now: datetime) -> dict[str, Any]:

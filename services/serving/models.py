@@ -35,6 +35,7 @@ from services.serving import metrics
 from services.serving.errors import ModelLoadError, ModelNotReady, PredictionFailed
 from shared.catalogue import RiverModel, predict, predicts_by_max_proba
 from shared.clock import utcnow
+from shared.explain import explain
 from shared.messages import Lineage, ModelPublished
 from shared.registry import version_order
 
@@ -107,6 +108,16 @@ class LoadedModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_classifier", isinstance(self.model, Classifier))
         object.__setattr__(self, "_by_max_proba", predicts_by_max_proba(self.model))
+
+    def explain(self, vector: Mapping[str, float | None]) -> dict[str, Any]:
+        """Each feature's part in the prediction for `vector` (`shared.explain`); a model
+        it cannot read gets method "none" (logged), never an error."""
+        x = {name: value for name, value in vector.items() if value is not None}
+        try:
+            return explain(self.model, x)
+        except Exception:
+            log.exception("explaining %s version %s failed", self.name, self.version)
+            return {"method": "none", "features": [], "note": "the model could not be explained"}
 
     def predict(self, vector: Mapping[str, float | None]) -> Scored:
         """`predict_one` (and `predict_proba_one` for a classifier) on the vector.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
@@ -161,6 +162,26 @@ def test_an_unknown_entity_is_predicted_from_the_request_alone(
     body = response.json()
     assert body["features_used"] == {"amount": 2.5, "amount_sum_1h": 2.5}
     assert body["event_id"]  # generated when not given
+
+
+def test_explain_answers_each_features_part_only_when_asked(
+    client: TestClient, context: ServingContext
+) -> None:
+    model = trained_logreg()
+    context.holder.swap(LoadedModel("logreg", "4", model))
+    plain = client.post("/predict", json={"entity_id": "c7", "features": {"amount": 60}})
+    assert plain.status_code == 200 and "explanation" not in plain.json()
+    asked = client.post(
+        "/predict", json={"entity_id": "c7", "features": {"amount": 60}, "explain": True}
+    )
+    assert asked.status_code == 200
+    body = asked.json()
+    why = body["explanation"]
+    assert why["method"] == "linear"
+    assert {f["feature"] for f in why["features"]} == set(body["features_used"])
+    score = why["intercept"] + sum(f["contribution"] for f in why["features"])
+    assert 1 / (1 + math.exp(-score)) == pytest.approx(body["probabilities"]["True"], abs=1e-9)
+    assert client.post("/predict", json={"entity_id": "c7", "explain": "yes"}).status_code == 422
 
 
 def test_models_lists_the_champion_and_every_version(

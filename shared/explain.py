@@ -1,0 +1,118 @@
+"""Why a model answered as it did: each feature's part in one prediction.
+
+`explain(model, x)` reads the fitted model, never changes it, and answers by family:
+
+- `linear` (`logreg`, `linreg`: a `StandardScaler` in front of a linear model): each
+  feature's contribution is its weight times its standardised value. With the
+  `intercept` they add up to the model's raw score: the log-odds of the positive class
+  for `logreg`, the prediction for `linreg`. Sorted by size, largest first.
+- `decision_path` (`hoeffding_tree`, `hat` and their regressors): the tests on the
+  path from the root to the leaf the vector reaches, in order, as River writes them
+  (`amount > 120.5`); a feature the vector lacks follows its most common branch.
+- `forest` (`arf`, `arf_regressor`): per feature, in how many of the forest's trees
+  the vector's path tests it (`trees`), most first.
+- `none` for any other model (`gnb`), with the reason in `note`.
+
+>>> from river import linear_model, preprocessing
+>>> model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+>>> for i in range(200):
+...     x = {"a": float(i % 10), "b": float(i % 3)}
+...     model.learn_one(x, x["a"] > 4)
+>>> why = explain(model, {"a": 9.0, "b": 1.0})
+>>> why["method"], [f["feature"] for f in why["features"]]
+('linear', ['a', 'b'])
+>>> why["features"][0]["contribution"] > 1.0
+True
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from river import compose, linear_model, preprocessing
+
+__all__ = ["explain"]
+
+
+def explain(model: Any, x: Mapping[str, float]) -> dict[str, Any]:
+    """`{"method": ..., "features": [...], "intercept"?: float, "note"?: str}` for `x`."""
+    scaler, estimator = _split(model)
+    if isinstance(estimator, linear_model.base.GLM):
+        return _linear(scaler, estimator, x)
+    if scaler is None and _root(estimator) is not None:
+        return _path(estimator, x)
+    if scaler is None and _trees(estimator):
+        return _forest(estimator, x)
+    return {
+        "method": "none",
+        "features": [],
+        "note": f"no explanation for {type(estimator).__name__}",
+    }
+
+
+def _split(model: Any) -> tuple[preprocessing.StandardScaler | None, Any]:
+    """The scaler in front (if any) and the estimator of a catalogue model."""
+    if isinstance(model, compose.Pipeline):
+        steps = list(model.steps.values())
+        if len(steps) == 2 and isinstance(steps[0], preprocessing.StandardScaler):
+            return steps[0], steps[1]
+        return None, model
+    return None, model
+
+
+def _linear(
+    scaler: preprocessing.StandardScaler | None, glm: Any, x: Mapping[str, float]
+) -> dict[str, Any]:
+    z = scaler.transform_one(dict(x)) if scaler is not None else dict(x)
+    weights = glm.weights
+    parts = {name: float(weights.get(name, 0.0) * z[name]) for name in x}
+    features = [
+        {"feature": name, "value": x[name], "contribution": part}
+        for name, part in sorted(parts.items(), key=lambda item: -abs(item[1]))
+    ]
+    return {"method": "linear", "intercept": float(glm.intercept), "features": features}
+
+
+def _root(tree: Any) -> Any:
+    return getattr(tree, "_root", None)
+
+
+def _trees(forest: Any) -> list[Any]:
+    trees = getattr(forest, "models", None) or getattr(forest, "data", None) or []
+    return [t for t in trees if _root(t) is not None]
+
+
+def _tests(tree: Any, x: Mapping[str, float]) -> list[tuple[str, str]]:
+    """`(feature, test)` for each branch on `x`'s path through `tree`, root first."""
+    tests = []
+    node = _root(tree)
+    while hasattr(node, "branch_no"):  # a branch; a leaf ends the path
+        feature = node.feature
+        if feature in x:
+            index = node.branch_no(x)
+            tests.append((feature, node.repr_branch(index, shorten=False)))
+        else:
+            index, _ = node.most_common_path()
+            tests.append((feature, f"{feature} missing: its most common branch"))
+        node = node.children[index]
+    return tests
+
+
+def _path(tree: Any, x: Mapping[str, float]) -> dict[str, Any]:
+    features = [
+        {"feature": feature, "value": x.get(feature), "test": test}
+        for feature, test in _tests(tree, x)
+    ]
+    return {"method": "decision_path", "features": features}
+
+
+def _forest(forest: Any, x: Mapping[str, float]) -> dict[str, Any]:
+    trees = _trees(forest)
+    counts = Counter(feature for tree in trees for feature in {f for f, _ in _tests(tree, x)})
+    features = [
+        {"feature": feature, "value": x.get(feature), "trees": n}
+        for feature, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return {"method": "forest", "trees": len(trees), "features": features}

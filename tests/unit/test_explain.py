@@ -1,0 +1,76 @@
+"""Explanations for every catalogue model: linear parts add up to the score, tree tests hold."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Any
+
+import pytest
+
+from shared.catalogue import CATALOGUE, build_model
+from shared.explain import explain
+
+
+def _trained(name: str) -> Any:
+    rng = random.Random(1)
+    model = build_model(name)
+    regression = "regressor" in name or name == "linreg"
+    for _ in range(2000):
+        x = {"a": rng.random(), "b": rng.random(), "c": rng.random()}
+        y = x["a"] > 0.5 and x["b"] > 0.3
+        model.learn_one(x, float(y) + x["c"] if regression else y)
+    return model
+
+
+X = {"a": 0.7, "b": 0.2, "c": 0.5}
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_every_catalogue_model_is_explained_or_says_why_not(name: str) -> None:
+    why = explain(_trained(name), X)
+    assert why["method"] in {"linear", "decision_path", "forest", "none"}
+    assert (why["method"] == "none") == (name == "gnb")
+    for part in why["features"]:
+        assert part["feature"] in X and part["value"] == X[part["feature"]]
+    if why["method"] == "none":
+        assert why["note"]
+
+
+def test_logreg_parts_add_up_to_its_log_odds() -> None:
+    model = _trained("logreg")
+    why = explain(model, X)
+    score = why["intercept"] + sum(f["contribution"] for f in why["features"])
+    assert 1 / (1 + math.exp(-score)) == pytest.approx(model.predict_proba_one(X)[True], abs=1e-12)
+    sizes = [abs(f["contribution"]) for f in why["features"]]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_linreg_parts_add_up_to_its_prediction() -> None:
+    model = _trained("linreg")
+    why = explain(model, X)
+    total = why["intercept"] + sum(f["contribution"] for f in why["features"])
+    assert total == pytest.approx(model.predict_one(X), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hoeffding_tree", "hat", "hoeffding_tree_regressor"])
+def test_each_test_on_the_decision_path_holds_for_the_vector(name: str) -> None:
+    why = explain(_trained(name), X)
+    assert why["method"] == "decision_path" and why["features"]
+    for part in why["features"]:
+        feature, op, threshold = re.fullmatch(r"(\w+) (≤|>) (\S+)", part["test"]).groups()  # type: ignore[union-attr]
+        value = X[feature]
+        assert value <= float(threshold) if op == "≤" else value > float(threshold)
+
+
+def test_a_missing_feature_follows_the_most_common_branch() -> None:
+    why = explain(_trained("hoeffding_tree"), {"a": 0.7})
+    assert any("missing" in part["test"] for part in why["features"])
+
+
+def test_a_forest_counts_the_trees_testing_each_feature() -> None:
+    why = explain(_trained("arf"), X)
+    assert why["method"] == "forest" and why["trees"] == 10
+    counts = [part["trees"] for part in why["features"]]
+    assert counts == sorted(counts, reverse=True) and 0 < counts[0] <= 10
