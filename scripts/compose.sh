@@ -13,7 +13,9 @@
 # packages and the broker's Maven jars, with the interface compose.yaml relies on
 # (scripts/compose/*/Dockerfile); stand-ins stay in the engine's image store, so
 # later runs reuse them. Users' `docker compose up` is unchanged: only the
-# PYTHON_IMAGE, KAFKA_IMAGE and REDIS_IMAGE variables differ.
+# PYTHON_IMAGE, KAFKA_IMAGE, REDIS_IMAGE and PROMETHEUS_IMAGE variables differ.
+# Grafana has no Debian package, so no stand-in: where its image cannot be pulled the
+# tests start Prometheus alone and check Grafana's files statically.
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) fails it too
 
@@ -28,7 +30,7 @@ COMPOSE_VERSION="${COMPOSE_VERSION:-v5.6.0}"
 PLUGIN="$HOME/.docker/cli-plugins/docker-compose"
 # the official base images, and the names their stand-ins get
 OFFICIAL=("PYTHON_IMAGE=python:3.11-slim" "KAFKA_IMAGE=apache/kafka:$KAFKA_VERSION"
-  "REDIS_IMAGE=redis:7.0.15")
+  "REDIS_IMAGE=redis:7.0.15" "PROMETHEUS_IMAGE=prom/prometheus:v2.53.2")
 STANDIN_PREFIX="driftline-standin"
 
 mkdir -p "$RUN_DIR" "$CACHE"
@@ -159,6 +161,7 @@ images() {  # NAME=image for each base image compose.yaml takes from a variable
       PYTHON_IMAGE) image="$python" ;;
       KAFKA_IMAGE) image="$(standin kafka "$KAFKA_VERSION" "$python")" || return 1 ;;
       REDIS_IMAGE) image="$(standin redis 7.0.15 "$python")" || return 1 ;;
+      PROMETHEUS_IMAGE) image="$(standin prometheus 2.42 "$python")" || return 1 ;;
     esac
     echo "$var=$image"
   done

@@ -84,11 +84,17 @@ class MonitorCollector(Collector):
             "Per feature: the last value of its data drift statistic (reference vs current)",
             labels=["feature", "statistic"],
         )
+        threshold = GaugeMetricFamily(
+            f"{P}data_drift_threshold",
+            "Per feature: the threshold its data drift statistic is compared with",
+            labels=["feature", "statistic"],
+        )
         if self.monitor.data_drift is not None:  # one series per feature of the pipeline
             for row in self.monitor.data_drift.report():
                 data_drift.add_metric([row.feature, row.statistic], row.value)
+                threshold.add_metric([row.feature, row.statistic], row.threshold)
         yield from (joined, scored, unscored, expired, alerts, accuracy, window, duplicates)
-        yield from (expired_labels, invalid, waiting, data_drift)
+        yield from (expired_labels, invalid, waiting, data_drift, threshold)
 
 
 class BatchHistogram(Collector):

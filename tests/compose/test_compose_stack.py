@@ -10,6 +10,7 @@ not) and runs this module. It brings the stack up with `docker compose up -d --b
 `/predict` answers. Then it kills training's process from the host (`kill -9`, not
 `docker kill`, which compose counts as a manual stop) and checks that compose brings it
 back healthy and that the loop goes on with nothing lost or learned twice. Last,
+Prometheus (profile `observability`) must then scrape all five and load the rules.
 `docker compose down -v` must leave no container, network or volume of the project.
 
 The local stack must be down: compose publishes the same host ports.
@@ -41,6 +42,7 @@ BOOTSTRAP = "127.0.0.1:9092"
 TRAINING = "http://127.0.0.1:8003"
 SERVING = "http://127.0.0.1:8000"
 MONITORING = "http://127.0.0.1:8002"
+PROMETHEUS = "http://127.0.0.1:9090"
 FIRST, SECOND = 3000, 2000  # events before and after the kill
 STEP = timedelta(milliseconds=50)
 
@@ -73,14 +75,16 @@ def _project_objects() -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[None]:
-    _compose("down", "-v", "--remove-orphans")  # what an interrupted run left
+    _compose(
+        "--profile", "observability", "down", "-v", "--remove-orphans"
+    )  # what an interrupted run left
     up = _compose("up", "-d", "--build", "--wait", "--wait-timeout", "300")
     if up.returncode != 0:
         logs = _compose("logs", "--no-color", "--tail", "40").stdout
-        _compose("down", "-v", "--remove-orphans")
+        _compose("--profile", "observability", "down", "-v", "--remove-orphans")
         pytest.fail(f"docker compose up failed:\n{up.stderr[-4000:]}\n{logs[-8000:]}")
     yield
-    _compose("down", "-v", "--remove-orphans")
+    _compose("--profile", "observability", "down", "-v", "--remove-orphans")
 
 
 def _rows(n: int, first: int) -> list[tuple[dict[str, Any], Any]]:
@@ -209,7 +213,31 @@ def test_the_loop_closes_and_survives_a_killed_service(stack: None) -> None:
     _assert_predict_answers()
 
 
+def test_prometheus_scrapes_every_service_and_loads_the_rules(stack: None) -> None:
+    """The `observability` profile's Prometheus (Grafana's image may not be had here:
+    its files are checked statically in tests/unit/test_observability.py)."""
+    up = _compose("--profile", "observability", "up", "-d", "--wait", "prometheus", timeout=600)
+    assert up.returncode == 0, up.stderr[-4000:]
+    deadline = time.monotonic() + 90
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"{PROMETHEUS}/api/v1/targets", timeout=10).json()
+        health = {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
+        if len(health) == 5 and set(health.values()) == {"up"}:
+            break
+        time.sleep(2)
+    assert health == dict.fromkeys(
+        ["ingestion", "features", "training", "serving", "monitoring"], "up"
+    ), health
+    groups = httpx.get(f"{PROMETHEUS}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert {g["name"] for g in groups} == {"driftline-quality", "driftline-pipeline"}
+    assert {r["health"] for g in groups for r in g["rules"]} <= {"ok", "unknown"}
+    query = {"query": 'driftline_monitoring_scored_total{source="learner"}'}
+    result = httpx.get(f"{PROMETHEUS}/api/v1/query", params=query, timeout=10).json()
+    assert {r["metric"]["model"] for r in result["data"]["result"]} >= {"logreg"}
+
+
 def test_down_leaves_nothing_of_the_project(stack: None) -> None:
-    down = _compose("down", "-v", "--remove-orphans")
+    down = _compose("--profile", "observability", "down", "-v", "--remove-orphans")
     assert down.returncode == 0, down.stderr
     assert _project_objects() == {"containers": [], "networks": [], "volumes": []}
