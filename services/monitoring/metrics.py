@@ -54,6 +54,11 @@ class MonitorCollector(Collector):
         window = GaugeMetricFamily(
             f"{P}window_accuracy", "Accuracy over the recent window", labels=labels
         )
+        estimated = GaugeMetricFamily(
+            f"{P}estimated_accuracy",
+            "Label-free estimate: mean confidence of the latest predictions (calibrated models)",
+            labels=labels,
+        )
         for s in series:
             key = [s.model, s.source]
             joined.add_metric(key, s.cumulative.n + s.unscored)
@@ -64,6 +69,9 @@ class MonitorCollector(Collector):
             if s.cumulative.n and s.cumulative.primary == "accuracy":
                 accuracy.add_metric(key, s.cumulative.get()["accuracy"] or 0.0)
                 window.add_metric(key, s.window.get()["accuracy"] or 0.0)
+            confidence = s.estimated.value()
+            if confidence is not None:
+                estimated.add_metric(key, confidence)
         duplicates = CounterMetricFamily(
             f"{P}duplicates", "Re-delivered predictions and labels ignored", labels=["kind"]
         )
@@ -93,7 +101,8 @@ class MonitorCollector(Collector):
             for row in self.monitor.data_drift.report():
                 data_drift.add_metric([row.feature, row.statistic], row.value)
                 threshold.add_metric([row.feature, row.statistic], row.threshold)
-        yield from (joined, scored, unscored, expired, alerts, accuracy, window, duplicates)
+        yield from (joined, scored, unscored, expired, alerts, accuracy, window, estimated)
+        yield duplicates
         yield from (expired_labels, invalid, waiting, data_drift, threshold)
 
 

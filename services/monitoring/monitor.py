@@ -37,6 +37,7 @@ from typing import Any
 
 from services.monitoring.data_drift import DataDrift, FeatureDrift
 from services.monitoring.drift import DriftDetected, ErrorDrift
+from services.monitoring.estimate import Confidence, confidence_of
 from services.monitoring.joiner import Joined, Joiner, Predicted, prediction_time
 from services.monitoring.quality import Quality, error_of, log_loss_term
 from shared.catalogue import Task
@@ -87,6 +88,10 @@ class Series:
     cumulative: Quality
     window: Quality
     drift: ErrorDrift
+    # label-free: mean confidence of the latest predictions as they arrive, and of the
+    # latest scored ones (beside the realised window accuracy: how far to trust it)
+    estimated: Confidence = field(default_factory=Confidence)
+    scored_confidence: Confidence = field(default_factory=Confidence)
     versions: dict[str, Quality] = field(default_factory=dict)
     history: list[HistoryPoint] = field(default_factory=list)
     history_every: int = 100  # scored predictions per point; doubles as history fills
@@ -154,7 +159,13 @@ class Monitor:
                 self.alerts.setdefault(alert.alert_id, alert)
 
     def add_prediction(self, prediction: Prediction) -> None:
-        """Handle one prediction (scored by `advance` once joined and due)."""
+        """Handle one prediction (scored by `advance` once joined and due); a classifier's
+        confidence goes to its series' label-free estimate at once."""
+        if prediction.probabilities and self.task != "regression":
+            y_pred = canonical(prediction.y_pred, self.task)
+            confidence = confidence_of(y_pred, self._proba(prediction.probabilities))
+            if confidence is not None:
+                self._series(prediction.model, prediction.source).estimated.add(confidence)
         self._queue(self.joiner.add_prediction(prediction))
 
     def add_label(self, label: Label) -> None:
@@ -256,6 +267,8 @@ class Monitor:
                 Quality(self.task),
                 Quality(self.task, window=self.window_size),
                 ErrorDrift(**self.drift_params),  # type: ignore[arg-type]
+                Confidence(self.window_size),
+                Confidence(self.window_size),
                 history_every=self.history_every,
             )
             self.series[key] = series
@@ -273,7 +286,11 @@ class Monitor:
         if y_pred is None or y_true is None:
             series.unscored += 1
             return None
-        loss = log_loss_term(y_true, self._proba(prediction.probabilities), self.task)
+        proba = self._proba(prediction.probabilities)
+        loss = log_loss_term(y_true, proba, self.task)
+        confidence = confidence_of(y_pred, proba)
+        if confidence is not None:
+            series.scored_confidence.add(confidence)
         series.cumulative.update_scored(y_true, y_pred, loss)
         series.window.update_scored(y_true, y_pred, loss)
         version = series.versions.get(prediction.model_version)
@@ -379,6 +396,17 @@ class Monitor:
         rows = self.data_drift.report() if self.data_drift is not None else []
         return {"features": [asdict(row) for row in rows]}
 
+    def _estimated(self, series: Series) -> dict[str, Any] | None:
+        """The label-free accuracy estimate of `series` (`estimate`), None without
+        probabilities to go on."""
+        estimate = series.estimated.value()
+        if estimate is None:
+            return None
+        realised = series.window.get().get("accuracy") if series.window.n else None
+        scored = series.scored_confidence.value()
+        gap = realised - scored if realised is not None and scored is not None else None
+        return {"accuracy": estimate, "n": series.estimated.n, "calibration_gap": gap}
+
     def summary(self) -> dict[str, Any]:
         """The /api/summary document (see DESIGN.md, HTTP)."""
         models = []
@@ -403,6 +431,7 @@ class Monitor:
                         "error": series.drift.estimation,
                         "detections": series.drift.detections,
                     },
+                    "estimated": self._estimated(series),
                 }
             )
         joiner = self.joiner
