@@ -69,6 +69,7 @@ from services.features.handlers import (
     RawEvent,
     find_gaps,
     plan_batch,
+    tail_gaps,
     unhandled,
 )
 from services.features.state import ENTRIES_TABLE, TABLE_NAME, TableStateStore
@@ -86,6 +87,9 @@ log = logging.getLogger(__name__)
 MAX_RETRY_SECONDS = 5.0
 OFFSETS_TABLE = "source_offsets"
 GAP_READ_TIMEOUT_S = 30.0
+# A stream quiet this long while a partition's handled offset is behind its end had its
+# last records dropped by faust's fetcher (no later record shows the gap): read them.
+TAIL_CHECK_S = 2.0
 
 
 class SourceOffsets:
@@ -181,6 +185,9 @@ class FeaturesService:
         self.app.page("/healthz")(self._healthz_view())
         self.app.page("/metrics")(_metrics_view)
         self.app.task(self._settle_logging)
+        self.app.timer(TAIL_CHECK_S)(self._read_tail)
+        self._handling = asyncio.Lock()  # one batch at a time: the agent's, or the tail's
+        self._last_batch = time.monotonic()
         self.app.on_rebalance_complete.connect(self._recovered)
 
     def _recovered(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -209,20 +216,42 @@ class FeaturesService:
                 )
                 for e in events
             ]
+            self._last_batch = time.monotonic()
             # Even when faust stops the agent: a batch cut short after its vectors
             # went out but before its offsets were kept is published again.
             await tasks.finish(self._handle_new(records))
 
-    async def _handle_new(self, records: list[RawEvent]) -> None:
-        """Drop records handled before a restart, read back skipped ones, handle the rest."""
+    async def _read_tail(self) -> None:
+        """Every `TAIL_CHECK_S`, while no batch comes: records up to each partition's end
+        that never reached the agent (faust's fetcher dropped a stream's last records
+        around a recovery; a gap is otherwise seen only when a later record comes)."""
+        if time.monotonic() - self._last_batch < TAIL_CHECK_S or not self.health()[0]:
+            return
+        consumer = cast(Any, self.app.consumer)
+        mine = [tp for tp in consumer.assignment() if tp.topic == self.topics.events]
+        if not mine:
+            return
+        ends = {tp.partition: end for tp, end in (await consumer.highwaters(*mine)).items()}
+        if tail_gaps(self.offsets.next_offsets(), ends):
+            await tasks.finish(self._handle_new([], ends))
+
+    async def _handle_new(
+        self, records: list[RawEvent], ends: dict[int, int] | None = None
+    ) -> None:
+        """Drop records handled before a restart, read back skipped ones (and, with
+        `ends`, any between the last handled and a partition's end), handle the rest."""
+        async with self._handling:
+            await self._handle_fresh(records, ends or {})
+
+    async def _handle_fresh(self, records: list[RawEvent], ends: dict[int, int]) -> None:
         next_offsets = self.offsets.next_offsets()
         fresh = unhandled(records, next_offsets)
         if len(fresh) < len(records):
             log.info("skipped %d records handled already", len(records) - len(fresh))
             metrics.REDELIVERED.inc(len(records) - len(fresh))
-        if not fresh:
+        gaps = find_gaps(fresh, next_offsets) + tail_gaps(next_offsets, ends)
+        if not fresh and not gaps:
             return
-        gaps = find_gaps(fresh, next_offsets)
         await self.handle(await self._fill_gaps(fresh, gaps))
         for partition, first, end in gaps:  # published: faust's commits may pass them
             await handled_elsewhere(self.app, self.topics.events, partition, first, end - 1)

@@ -52,6 +52,7 @@ __all__ = [
     "newest",
     "newest_rows",
     "plan_batch",
+    "tail_gaps",
     "unhandled",
     "update_features",
 ]
@@ -297,6 +298,22 @@ def find_gaps(
             gaps.append((record.partition, expected, record.offset))
         cursor[record.partition] = max(expected or 0, record.offset + 1)
     return gaps
+
+
+def tail_gaps(
+    next_offsets: Mapping[int, int], ends: Mapping[int, int]
+) -> list[tuple[int, int, int]]:
+    """The `(partition, first, end)` ranges between the offset after the last record
+    handled and the partition's end, for partitions handled before (`next_offsets`).
+
+    >>> tail_gaps({0: 10, 1: 5, 2: 7}, {0: 10, 1: 9, 3: 4})
+    [(1, 5, 9)]
+    """
+    return [
+        (partition, next_offsets[partition], end)
+        for partition, end in sorted(ends.items())
+        if partition in next_offsets and next_offsets[partition] < end
+    ]
 
 
 def compute_features(

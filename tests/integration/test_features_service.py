@@ -10,6 +10,7 @@ import asyncio
 import json
 import random
 import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -19,14 +20,17 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
 from services.features.handlers import DictStateStore, RawEvent, plan_batch
 from shared.feature_store import EntityRow, InMemoryOnlineStore, RedisOnlineStore
 from shared.features import FeatureComputer
+from shared.kafka import make_consumer
 from shared.messages import Event
 from shared.pipeline import load_pipeline
 from tests.support import (
+    BOOTSTRAP,
     REDIS_URL,
     ServiceProcess,
     kcat_produce,
@@ -302,6 +306,49 @@ def test_a_hot_entity_writes_what_changed_and_recovers_its_whole_window(
     expected, _ = _reference(computer, [*events, after])
     assert _strip(found["after"]) == expected["after"]
     assert found["after"]["features"]["amount_count_30m"] > 850  # about 1,800 s / 2 s
+
+
+def test_records_faust_never_delivers_at_the_end_of_a_stream_are_read(
+    service_factory: Factory, prefix: str, pipeline_path: Path, tmp_path: Path
+) -> None:
+    """The group's committed offset is moved past the last 30 events while the service
+    is down (what faust's fetcher dropping a stream's last records around a recovery
+    leaves): no later record shows the gap, so the quiet service reads them itself."""
+    computer = FeatureComputer(load_pipeline(pipeline_path), allowed_lateness=LATENESS)
+    events = _events(seed=11, start=0, n=80)
+    first, rest = events[:50], events[50:]
+    service = _start(service_factory, pipeline_path, tmp_path)
+    kcat_produce(f"{prefix}events", _messages(first))
+    _wait_for_ids(prefix, {e.event_id for e in first})
+    service.stop(signal.SIGTERM)
+    kcat_produce(f"{prefix}events", _messages(rest))
+    asyncio.run(_commit_ends(f"{prefix}events", group=f"{prefix}features"))
+
+    _start(service_factory, pipeline_path, tmp_path)
+    published = _wait_for_ids(prefix, {e.event_id for e in events}, timeout=60)
+    assert {v["event_id"] for v in published} == {e.event_id for e in events}
+    expected, _ = _reference(computer, events)
+    assert all(_strip(v) == expected[v["event_id"]] for v in published)
+
+
+async def _commit_ends(topic: str, group: str) -> None:
+    """Commit `group`'s offsets on every partition of `topic` at its end."""
+    consumer = make_consumer(
+        bootstrap_servers=BOOTSTRAP, group_id=group, client_id="test-commit-ends"
+    )
+    await consumer.start()
+    try:
+        listed = subprocess.run(
+            ["kcat", "-L", "-b", BOOTSTRAP, "-t", topic, "-J"], capture_output=True, check=True
+        )
+        [meta] = json.loads(listed.stdout)["topics"]
+        partitions = [TopicPartition(topic, p["partition"]) for p in meta["partitions"]]
+        assert partitions, f"no partitions of {topic}"
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit({tp: end for tp, end in ends.items()})
+    finally:
+        await consumer.stop()
 
 
 @pytest.mark.slow
