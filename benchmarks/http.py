@@ -42,6 +42,7 @@ import httpx
 
 from benchmarks.stack import REDIS_URL
 from services.serving.api import PredictRequest
+from shared.http_keys import bearer
 
 __all__ = [
     "LoadResult",
@@ -119,7 +120,10 @@ def attack(
     timeout_s: float = TIMEOUT_S,
 ) -> LoadResult:
     """POST `bodies` (round robin) to `url` at `rate` per second (0: as fast as
-    `connections` concurrent requests allow) for `duration_s`; vegeta's report."""
+    `connections` concurrent requests allow) for `duration_s`; vegeta's report. Each
+    request carries the reader key (the bare baseline gets the same bytes)."""
+    header = {"Content-Type": ["application/json"]}
+    header |= {name: [value] for name, value in bearer("reader").items()}
     with tempfile.TemporaryDirectory(prefix="driftline-http-bench-") as tmp:
         targets = Path(tmp) / "targets.jsonl"
         targets.write_text(
@@ -129,7 +133,7 @@ def attack(
                         "method": "POST",
                         "url": url,
                         "body": base64.b64encode(body).decode(),
-                        "header": {"Content-Type": ["application/json"]},
+                        "header": header,
                     }
                 )
                 + "\n"

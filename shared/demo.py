@@ -21,6 +21,7 @@ import httpx
 from aiokafka import TopicPartition
 from tqdm import tqdm
 
+from shared.http_keys import bearer
 from shared.kafka import make_consumer
 from shared.pipeline import load_pipeline
 from shared.replay import ReplayPlan, plan_messages, replay, rows_from_source
@@ -135,7 +136,10 @@ async def _run(n: int, rate: float | None) -> None:
     )
     waited = _wait_for_learner(champion, before, n, timeout=300)
     answer = httpx.post(
-        f"{SERVING}/predict", json={"entity_id": "global", "features": {}}, timeout=10
+        f"{SERVING}/predict",
+        json={"entity_id": "global", "features": {}},
+        headers=bearer("reader"),
+        timeout=10,
     )
     await asyncio.sleep(2)  # let the last stream predictions reach the topic
 

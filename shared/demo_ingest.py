@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.http_keys import bearer
 from shared.settings import CommonSettings
 from shared.topics import Topics, partitions_of
 
@@ -65,11 +66,11 @@ async def run_ingestion_demo(ingestion_url: str = "http://127.0.0.1:8001") -> No
     good = [_event(f"demo-{run}-{i}", f"customer-{i % 2}", 10.0 * i) for i in range(4)]
     print(f"POST /events with {len(good)} good events ...")
     async with httpx.AsyncClient() as http:
-        answer = await http.post(f"{ingestion_url}/events", json=good)
+        answer = await http.post(f"{ingestion_url}/events", json=good, headers=bearer("writer"))
         print(f"  -> {answer.status_code} {answer.json()}")
         broken = {"event_id": f"demo-{run}-bad", "features": {"amount": "ten", "tags": [1]}}
         print("POST /events with a broken event ...")
-        answer = await http.post(f"{ingestion_url}/events", json=broken)
+        answer = await http.post(f"{ingestion_url}/events", json=broken, headers=bearer("writer"))
         print(f"  -> {answer.status_code} {json.dumps(answer.json())}")
 
     raw_bad = [b'{"event_id": "oops"', b"\xff\xfe not utf-8", json.dumps(good[0]).encode()]

@@ -17,11 +17,14 @@ from typing import Any
 
 import httpx
 
+from shared.http_keys import bearer
 from shared.settings import local_redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url()
+WRITER = bearer("writer")  # headers for POST /events and /labels
+READER = bearer("reader")  # headers for POST /predict
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """HTTP entry points of ingestion: POST events or labels, one or a batch.
 
-A request is all or nothing: if any item is invalid the answer is 422 listing each
+Both need the writer key (`Authorization: Bearer <key>`, `shared.http_keys`): 401
+without it, 403 with another. A request is all or nothing: if any item is invalid the answer is 422 listing each
 problem (`index`, `field`, `code`, `message`) and nothing is published; otherwise
 every item goes to the raw topic (202) and follows the same path as a Kafka client's.
 """
@@ -18,11 +19,12 @@ from services.ingestion import metrics
 from services.ingestion.config import IngestionSettings
 from services.ingestion.handlers import check_time
 from shared.clock import utcnow
+from shared.http_keys import KeyCheck
 from shared.messages import GLOBAL_KEY, Event, Label, Message
 from shared.topics import Topics
 from shared.validation import decode_json, validate_document
 
-__all__ = ["router", "too_large"]
+__all__ = ["refused", "router", "too_large"]
 
 router = APIRouter()
 
@@ -79,8 +81,21 @@ def _key(message: Message) -> bytes:
     return (message.entity_id or GLOBAL_KEY).encode()
 
 
+def refused(check: KeyCheck, request: Request) -> JSONResponse | None:
+    """The 401 or 403 answer when the request lacks `check`'s key, else None."""
+    refusal = check.refusal(request.headers.get("authorization"))
+    if refusal is None:
+        return None
+    status, detail = refusal
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
 async def _accept(request: Request, message_type: type[Message], topic: str) -> JSONResponse:
     started = time.perf_counter()
+    refusal = refused(request.app.state.writer, request)
+    if refusal is not None:
+        return refusal
     settings: IngestionSettings = request.app.state.settings
     producer: AIOKafkaProducer = request.app.state.producer
     body = await request.body()  # at most max_request_bytes: BodyLimit answered 413 past it

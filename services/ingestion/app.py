@@ -15,6 +15,7 @@ from services.ingestion.consumer import IngestionWorker
 from services.ingestion.seen import RedisSeenStore, pack_with_hiredis
 from shared import health, tasks
 from shared.body_limit import BodyLimit
+from shared.http_keys import KeyCheck
 from shared.kafka import make_consumer, make_producer
 from shared.topics import Topics, ensure_topics
 
@@ -63,6 +64,7 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
         gc.freeze()
         task = tasks.start(worker.run(), name="ingestion-consumer", essential=True)
         app.state.settings = settings
+        app.state.writer = KeyCheck(settings.driftline_writer_key, "writer")
         app.state.topics = topics
         app.state.producer = producer
         app.state.worker = worker

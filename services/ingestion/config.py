@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from services.ingestion.handlers import DEFAULT_MAX_FUTURE_S
+from shared.http_keys import load_key
 from shared.settings import CommonSettings
 from shared.validation import DEFAULT_MAX_BYTES
 
@@ -28,3 +29,18 @@ class IngestionSettings(CommonSettings):
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Raw records per poll: validated, produced and remembered as one batch.
     batch_size: int = Field(default=2000, ge=1)
+    # The key POST /events and POST /labels need (`Authorization: Bearer <key>`), or a
+    # file holding it (compose's secret); else .secrets/writer_key. No key: no start.
+    driftline_writer_key: SecretStr | None = None
+    driftline_writer_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _writer_key(self) -> IngestionSettings:
+        key = load_key("writer", self.driftline_writer_key, self.driftline_writer_key_file)
+        if key is None:
+            raise ValueError(
+                "no writer key: set DRIFTLINE_WRITER_KEY or DRIFTLINE_WRITER_KEY_FILE,"
+                " or run `make secrets` (.secrets/writer_key)"
+            )
+        self.driftline_writer_key = key
+        return self

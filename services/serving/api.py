@@ -192,13 +192,21 @@ async def _answer(body: bytes, context: ServingContext) -> Response:
 async def predict(request: Request) -> Response:
     """Predict with the current champion from the live features plus the request's.
 
-    The body is a `PredictRequest`; the answer a `PredictResponse`, 422 naming the
+    The body is a `PredictRequest`; the answer a `PredictResponse`, 401 without the
+    reader key (`Authorization: Bearer <key>`), 403 with another, 422 naming the
     field for a bad request, 503 while no model is loaded or the feature store does
     not answer, 500 (saying nothing of the error) when the model raises.
     """
     started = time.perf_counter()
+    context: ServingContext = request.app.state.context
+    refusal = context.reader.refusal(request.headers.get("authorization"))
     try:
-        response = await _answer(await request.body(), request.app.state.context)
+        if refusal is not None:
+            status, detail = refusal
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            response = Response(orjson.dumps({"detail": detail}), status, headers, _JSON)
+        else:
+            response = await _answer(await request.body(), context)
     except Exception:
         log.exception("predict failed")
         response = Response(orjson.dumps({"detail": INTERNAL_ERROR}), 500, media_type=_JSON)

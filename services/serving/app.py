@@ -30,6 +30,7 @@ from services.serving.publisher import PredictionPublisher
 from shared import tasks
 from shared.body_limit import BodyLimit
 from shared.features import FeatureComputer
+from shared.http_keys import KeyCheck
 from shared.kafka import make_producer
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
@@ -103,6 +104,7 @@ def create_app(
                     computer=FeatureComputer(pipeline),
                     sink=publisher,
                     liveness=liveness,
+                    reader=KeyCheck(settings.driftline_reader_key, "reader"),
                 )
                 log.info(
                     "%s serving %s (champion %s) from %s",

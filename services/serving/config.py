@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
+from shared.http_keys import load_key
 from shared.settings import CommonSettings
 
 __all__ = ["ServingSettings"]
@@ -50,3 +51,23 @@ class ServingSettings(CommonSettings):
     live_follow_s: float = Field(default=0.25, ge=0)
     # Longest the start-up waits to read the `models` topic to its end.
     models_catch_up_timeout_s: float = Field(default=30.0, gt=0)
+    # The key POST /predict needs (`Authorization: Bearer <key>`), or a file holding it
+    # (compose's secret); else .secrets/reader_key. `predict_needs_key` false opens
+    # /predict to anyone who reaches the port (a trusted network only: see the README).
+    driftline_reader_key: SecretStr | None = None
+    driftline_reader_key_file: str | None = None
+    predict_needs_key: bool = True
+
+    @model_validator(mode="after")
+    def _reader_key(self) -> ServingSettings:
+        if not self.predict_needs_key:
+            self.driftline_reader_key = None
+            return self
+        key = load_key("reader", self.driftline_reader_key, self.driftline_reader_key_file)
+        if key is None:
+            raise ValueError(
+                "no reader key: set DRIFTLINE_READER_KEY or DRIFTLINE_READER_KEY_FILE, run"
+                " `make secrets` (.secrets/reader_key), or set PREDICT_NEEDS_KEY=false"
+            )
+        self.driftline_reader_key = key
+        return self

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from services.serving.models import ModelHolder
 from shared.feature_store import RowReader
 from shared.features import FeatureComputer
+from shared.http_keys import KeyCheck
 
 __all__ = ["Context", "PredictionSink", "ServingContext"]
 
@@ -38,6 +39,8 @@ class ServingContext:
     sink: PredictionSink
     # (alive, details): are the process's consumers running and polling?
     liveness: Callable[[], tuple[bool, dict[str, Any]]] = field(default=_always_alive)
+    # the key POST /predict needs (none: open, as `PREDICT_NEEDS_KEY=false` makes it)
+    reader: KeyCheck = field(default_factory=lambda: KeyCheck(None, "reader"))
 
 
 def get_context(request: Request) -> ServingContext:

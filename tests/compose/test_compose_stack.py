@@ -33,7 +33,7 @@ from river import evaluate, metrics
 
 from shared.catalogue import build_model
 from shared.replay import ReplayPlan, plan_messages, rows_from_source
-from tests.support import ROOT
+from tests.support import READER, ROOT
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -167,7 +167,9 @@ def _assert_predict_answers() -> None:
     deadline = time.monotonic() + 30
     answer = None
     while time.monotonic() < deadline:
-        answer = httpx.post(f"{SERVING}/predict", json={"entity_id": "global"}, timeout=5)
+        answer = httpx.post(
+            f"{SERVING}/predict", headers=READER, json={"entity_id": "global"}, timeout=5
+        )
         if answer.status_code == 200:
             body = answer.json()
             assert body["model"] in {"logreg", "hat"}, body

@@ -24,7 +24,7 @@ from river import evaluate, linear_model, metrics, preprocessing, tree
 
 from shared.feature_store import RedisOnlineStore
 from shared.replay import ReplayPlan, plan_messages, rows_from_source
-from tests.support import REDIS_URL, ROOT, ServiceProcess, kcat_produce, kcat_read
+from tests.support import READER, REDIS_URL, ROOT, ServiceProcess, kcat_produce, kcat_read
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -203,7 +203,9 @@ def test_the_whole_loop_with_an_abrupt_drift(
         time.sleep(1)
     assert {p["name"] for p in published} == {"logreg", "hat"}
     answer = httpx.post(
-        f"{loop.url('serving')}/predict", json={"entity_id": "global", "features": {}}
+        f"{loop.url('serving')}/predict",
+        headers=READER,
+        json={"entity_id": "global", "features": {}},
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()

@@ -40,7 +40,7 @@ from tests.e2e.test_loop import (
     _river_counts,
     _weather,
 )
-from tests.support import ROOT, ServiceProcess, kcat_read
+from tests.support import READER, ROOT, ServiceProcess, kcat_read
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -193,7 +193,10 @@ def _assert_predict_answers(loop: Loop) -> None:
     while True:
         try:
             answer = httpx.post(
-                f"{loop.url('serving')}/predict", json={"entity_id": "global"}, timeout=2
+                f"{loop.url('serving')}/predict",
+                headers=READER,
+                json={"entity_id": "global"},
+                timeout=2,
             )
             if answer.status_code == 200:
                 return

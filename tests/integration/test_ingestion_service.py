@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.support import ServiceProcess, kcat_produce, kcat_read, wait_for_count
+from tests.support import WRITER, ServiceProcess, kcat_produce, kcat_read, wait_for_count
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +29,31 @@ def _event(i: int, entity: str | None = "u1") -> dict[str, object]:
 
 def test_post_events_accepts_one_or_a_batch(service_factory: Factory, prefix: str) -> None:
     service = service_factory("ingestion").start()
-    one = httpx.post(f"{service.url}/events", json=_event(1))
-    batch = httpx.post(f"{service.url}/events", json=[_event(2, "u2"), _event(3, None)])
+    one = httpx.post(f"{service.url}/events", headers=WRITER, json=_event(1))
+    batch = httpx.post(
+        f"{service.url}/events", headers=WRITER, json=[_event(2, "u2"), _event(3, None)]
+    )
     assert (one.status_code, one.json()["accepted"]) == (202, 1)
     assert (batch.status_code, batch.json()["event_ids"]) == (202, ["e2", "e3"])
 
     found = wait_for_count([f"{prefix}events"], 3)[f"{prefix}events"]
     keyed = {json.loads(m["payload"])["event_id"]: m["key"] for m in found}
     assert keyed == {"e1": "u1", "e2": "u2", "e3": "global"}
+
+
+def test_post_needs_the_writer_key(service_factory: Factory, prefix: str) -> None:
+    service = service_factory("ingestion").start()
+    for path in ("/events", "/labels"):
+        missing = httpx.post(f"{service.url}{path}", json=_event(1))
+        assert missing.status_code == 401, path
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = httpx.post(
+            f"{service.url}{path}", json=_event(1), headers={"Authorization": "Bearer no"}
+        )
+        assert wrong.status_code == 403, path
+    assert httpx.get(f"{service.url}/healthz").status_code == 200, "health stays open"
+    assert kcat_read(f"{prefix}events.raw") == [], "a refused request publishes nothing"
+    assert httpx.post(f"{service.url}/events", json=_event(1), headers=WRITER).status_code == 202
 
 
 def test_post_refuses_the_whole_batch_naming_each_bad_field(
@@ -50,7 +67,7 @@ def test_post_refuses_the_whole_batch_naming_each_bad_field(
         7,
         {**_event(5), "event_time": "2999-01-01T00:00:00Z"},
     ]
-    response = httpx.post(f"{service.url}/events", json=bad)
+    response = httpx.post(f"{service.url}/events", headers=WRITER, json=bad)
     assert response.status_code == 422
     problems = {(p["index"], p["field"], p["code"]) for p in response.json()["detail"]}
     assert problems == {
@@ -60,9 +77,9 @@ def test_post_refuses_the_whole_batch_naming_each_bad_field(
         (3, None, "not_an_object"),
         (4, "event_time", "invalid_value"),
     }
-    not_json = httpx.post(f"{service.url}/events", content=b"{oops")
+    not_json = httpx.post(f"{service.url}/events", headers=WRITER, content=b"{oops")
     assert (not_json.status_code, not_json.json()["detail"][0]["code"]) == (422, "invalid_json")
-    label = httpx.post(f"{service.url}/labels", json={"event_id": "e1"})
+    label = httpx.post(f"{service.url}/labels", headers=WRITER, json={"event_id": "e1"})
     assert label.json()["detail"] == [
         {"index": 0, "field": "label", "code": "missing_field", "message": "'label' is required"}
     ]
@@ -74,7 +91,7 @@ def test_labels_are_validated_and_keyed_by_their_events_entity(
 ) -> None:
     service = service_factory("ingestion").start()
     httpx.post(
-        f"{service.url}/events", json=[_event(1, "alice"), _event(2, "bob")]
+        f"{service.url}/events", headers=WRITER, json=[_event(1, "alice"), _event(2, "bob")]
     ).raise_for_status()
     wait_for_count([f"{prefix}events"], 2)
     kcat_produce(
@@ -143,7 +160,7 @@ def test_graceful_restart_neither_loses_nor_repeats(service_factory: Factory, pr
 
 def test_health_and_metrics(service_factory: Factory) -> None:
     service = service_factory("ingestion").start()
-    httpx.post(f"{service.url}/events", json=_event(1)).raise_for_status()
+    httpx.post(f"{service.url}/events", headers=WRITER, json=_event(1)).raise_for_status()
     health = httpx.get(f"{service.url}/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     text = ""

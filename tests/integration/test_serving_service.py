@@ -35,6 +35,7 @@ from shared.pipeline import PipelineConfig
 from shared.topics import ensure_topics
 from tests.support import (
     BOOTSTRAP,
+    READER,
     REDIS_URL,
     ServiceProcess,
     kcat_produce,
@@ -145,7 +146,7 @@ def test_without_a_model_it_is_alive_not_ready_and_skips_vectors_until_one_comes
     ).start()
     assert httpx.get(f"{service.url}/healthz").status_code == 200
     assert httpx.get(f"{service.url}/readyz").status_code == 503
-    response = httpx.post(f"{service.url}/predict", json={"entity_id": "c1"})
+    response = httpx.post(f"{service.url}/predict", headers=READER, json={"entity_id": "c1"})
     assert response.status_code == 503
     assert response.json() == {"detail": "no model version of 'logreg' has been published yet"}
 
@@ -162,7 +163,9 @@ def test_without_a_model_it_is_alive_not_ready_and_skips_vectors_until_one_comes
 
     publish_model(prefix, "logreg", "1", trained(flip=False))
     assert wait_until(lambda: httpx.get(f"{service.url}/readyz").status_code == 200)
-    answer = httpx.post(f"{service.url}/predict", json={"entity_id": "c1", "features": {"x1": 2}})
+    answer = httpx.post(
+        f"{service.url}/predict", headers=READER, json={"entity_id": "c1", "features": {"x1": 2}}
+    )
     assert (answer.status_code, answer.json()["model_version"]) == (200, "1")
     assert [p.source for p in wait_until(lambda: predictions(prefix))] == ["http"]
 
@@ -188,6 +191,7 @@ def test_predict_uses_live_features_and_hot_swaps_without_failing(
 
     response = httpx.post(
         f"{service.url}/predict",
+        headers=READER,
         json={"entity_id": "c7", "event_id": "req-1", "features": {"x1": 2}},
     )
     assert response.status_code == 200, response.text
@@ -210,7 +214,9 @@ def test_predict_uses_live_features_and_hot_swaps_without_failing(
     def hammer() -> None:
         with httpx.Client(base_url=service.url, timeout=10) as client:
             while not stop.is_set():
-                r = client.post("/predict", json={"entity_id": "c7", "features": {"x1": 2}})
+                r = client.post(
+                    "/predict", headers=READER, json={"entity_id": "c7", "features": {"x1": 2}}
+                )
                 answer = r.json()
                 results.append(
                     (r.status_code, answer.get("model_version"), answer.get("prediction"))

@@ -21,6 +21,7 @@ from shared.catalogue import RiverModel, build_model
 from shared.clock import utcnow
 from shared.feature_store import EntityRow, InMemoryOnlineStore
 from shared.features import FeatureComputer
+from shared.http_keys import KeyCheck
 from shared.messages import Event, Prediction
 from shared.pipeline import PipelineConfig
 
@@ -182,6 +183,24 @@ def test_explain_answers_each_features_part_only_when_asked(
     score = why["intercept"] + sum(f["contribution"] for f in why["features"])
     assert 1 / (1 + math.exp(-score)) == pytest.approx(body["probabilities"]["True"], abs=1e-9)
     assert client.post("/predict", json={"entity_id": "c7", "explain": "yes"}).status_code == 422
+
+
+def test_predict_needs_the_reader_key_when_one_is_set(
+    client: TestClient, context: ServingContext
+) -> None:
+    context.holder.swap(LoadedModel("logreg", "1", trained_logreg()))
+    context.reader = KeyCheck("r3ader", "reader")
+    body = {"entity_id": "c7"}
+    missing = client.post("/predict", json=body)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "reader key" in missing.json()["detail"]
+    assert (
+        client.post("/predict", json=body, headers={"Authorization": "Bearer x"}).status_code == 403
+    )
+    ok = client.post("/predict", json=body, headers={"Authorization": "Bearer r3ader"})
+    assert ok.status_code == 200
+    assert client.get("/healthz").status_code == 200, "health stays open"
+    assert client.get("/metrics").status_code == 200
 
 
 def test_models_lists_the_champion_and_every_version(
