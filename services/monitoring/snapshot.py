@@ -34,7 +34,7 @@ __all__ = ["SNAPSHOT_VERSION", "Snapshot", "SnapshotStore", "identity", "snapsho
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 2  # 2: with the data drift detector and the features offsets
+SNAPSHOT_VERSION = 3  # 2: with the data drift detector and the features offsets; 3: marks, promotions, drift histories
 
 
 @dataclass
