@@ -59,7 +59,7 @@ from shared.pipeline import DataDriftSettings, Features
 
 __all__ = ["HISTORY_POINTS", "DataDrift", "FeatureDrift", "js_distance", "psi"]
 
-HISTORY_POINTS = 120  # per feature: its statistic over time, for the dashboard (~60 B each)
+HISTORY_POINTS = 120  # per feature: its statistic over time, for the dashboard (~130 B each)
 
 PSI_FLOOR = 1e-4  # a bin's share in PSI is at least this: an empty bin would make it infinite
 # A category gets a bin of its own only with at least this share of the reference;

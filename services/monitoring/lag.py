@@ -41,7 +41,7 @@ __all__ = ["LAG_POINTS", "LagWatch", "Watched", "open_lag_watch", "watched_group
 
 log = logging.getLogger(__name__)
 
-LAG_POINTS = 60  # samples kept per service: ~50 B each
+LAG_POINTS = 60  # samples kept per service: ~140 B each
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,9 @@ def data_drift_alert_id(feature: str, ordinal: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
-    """The recent-window value of the primary metric after `n` scored predictions."""
+    """The recent-window value of the primary metric after `n` scored predictions, and
+    the latest event time scored by then (so points only move forward in time, also
+    when a partition read late has older predictions scored after newer ones)."""
 
     n: int
     value: float
@@ -97,6 +99,7 @@ class Series:
     history_every: int = 100  # scored predictions per point; doubles as history fills
     # each version when first scored here, the newest `MARKS_MAX` (the dashboard's marks)
     marks: list[VersionMark] = field(default_factory=list)
+    latest: datetime | None = None  # the latest event time scored
     unscored: int = 0  # joined, but y_pred was null (or not a number, for regression)
     expired: int = 0  # no label within ttl
     alerts: int = 0
@@ -303,9 +306,12 @@ class Monitor:
         version.update_scored(y_true, y_pred, loss)
         if prediction.source != "learner":  # served: which model does it predict with?
             self._served_by(prediction)
+        at = prediction.event_time or prediction.time
+        if series.latest is None or at > series.latest:
+            series.latest = at
         if n % series.history_every == 0:
             value = series.window.get()[series.window.primary]
-            event_time = prediction_time(prediction).isoformat()
+            event_time = series.latest.isoformat()
             series.history.append(HistoryPoint(n, float(value or 0.0), event_time))
             if len(series.history) >= self.history_points:
                 # full: keep every second point and take points half as often, so the

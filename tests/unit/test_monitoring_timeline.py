@@ -169,3 +169,12 @@ def test_late_predictions_of_the_old_model_are_no_promotion_back() -> None:
     assert [(p["from_model"], p["to_model"], p["event_time"]) for p in promotions] == [
         ("lr", "hat", (T0 + timedelta(seconds=20)).isoformat())
     ]
+
+
+def test_history_points_move_forward_in_event_time_when_late_ones_are_scored() -> None:
+    monitor = Monitor("binary", ttl=timedelta(hours=1), history_every=5)
+    feed(monitor, [("lr", "learner", "1", True)] * 10, start=20)  # events 20-29
+    feed(monitor, [("lr", "learner", "1", True)] * 10)  # events 0-9, scored late
+    times = [p[0] for p in timeline(monitor)["series"][0]["points"]]
+    latest = (T0 + timedelta(seconds=29)).isoformat()
+    assert times == [(T0 + timedelta(seconds=24)).isoformat(), latest, latest, latest]

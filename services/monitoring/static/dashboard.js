@@ -130,7 +130,7 @@ function shortTime(ms) {
 function chart(series, timeline) {
   const W = 440, H = 190, L = 36, R = 10, T = 16, B = 28;
   const regression = timeline.task === "regression";
-  const pts = series.points.map(([t, n, v]) => [timeOf(t) ?? n, v]);
+  const pts = series.points.map(([t, n, v]) => [timeOf(t) ?? n, v]).sort((a, b) => a[0] - b[0]);
   const box = el("div", { class: "chart", "data-subject": series.subject });
   box.append(el("h3", {}, `${series.model} · ${series.source}  (n=${series.n}, versions ${series.versions.join(", ")})`));
   const node = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` });
@@ -146,13 +146,17 @@ function chart(series, timeline) {
     }
   }
   const t0 = Math.min(...xs), t1 = Math.max(...xs);
-  const top = regression ? Math.max(1e-9, ...pts.map((p) => p[1])) : 1;
+  // accuracy: from a tenth below its lowest point to 1 (changes stay visible); MAE: 0 to max
+  const values = pts.map((p) => p[1]);
+  const top = regression ? Math.max(1e-9, ...values) : 1;
+  const bottom = regression || !values.length ? 0 : Math.max(0, Math.floor(Math.min(...values) * 10 - 1) / 10);
   const x = (t) => L + (W - L - R) * (t1 > t0 ? (t - t0) / (t1 - t0) : 0.5);
-  const y = (v) => T + (H - T - B) * (1 - v / top);
+  const y = (v) => T + (H - T - B) * (1 - (v - bottom) / (top - bottom));
   node.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }));
   node.append(svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }));
   for (const f of [0, 0.5, 1]) {
-    node.append(svg("text", { x: L - 4, y: y(top * f) + 3, "text-anchor": "end" }, fmt(top * f, 2)));
+    const v = bottom + (top - bottom) * f;
+    node.append(svg("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" }, fmt(v, 2)));
   }
   if (!pts.length) {
     node.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no points yet"));
@@ -166,7 +170,13 @@ function chart(series, timeline) {
   const mark = (t, cls, label, title) => {
     const g = svg("g", { class: `mark-group ${cls}` });
     g.append(svg("line", { x1: x(t), y1: T, x2: x(t), y2: H - B, class: `mark ${cls}` }));
-    if (label) g.append(svg("text", { x: x(t) + 2, y: T - 4, class: "mark-label" }, label));
+    if (label) {  // right of its line, or left of it near the right edge
+      const right = x(t) > W - R - 40;
+      g.append(svg("text", {
+        x: x(t) + (right ? -2 : 2), y: cls === "promotion" ? T + 10 : T - 4,
+        "text-anchor": right ? "end" : "start", class: "mark-label",
+      }, label));
+    }
     g.append(svg("title", {}, title));
     node.append(g);
   };
@@ -200,13 +210,16 @@ function drawCharts(timeline) {
   $("#charts").replaceChildren(...timeline.series.map((s) => chart(s, timeline)));
 }
 
+// points [[x, value], ...] from 0 up; a dashed line at `threshold` unless it is null
 function sparkline(points, threshold, w = 190, h = 44) {
   const node = svg("svg", { width: w, height: h, class: "sparkline" });
-  const top = Math.max(threshold * 1.5, ...points.map((p) => p[1]));
+  const top = Math.max(threshold === null ? 1 : threshold * 1.5, ...points.map((p) => p[1]));
   const n0 = points.length ? points[0][0] : 0, n1 = points.length ? points[points.length - 1][0] : 1;
   const x = (n) => 2 + (w - 4) * (n1 > n0 ? (n - n0) / (n1 - n0) : 1);
   const y = (v) => 2 + (h - 4) * (1 - v / top);
-  node.append(svg("line", { x1: 0, y1: y(threshold), x2: w, y2: y(threshold), class: "threshold" }));
+  if (threshold !== null) {
+    node.append(svg("line", { x1: 0, y1: y(threshold), x2: w, y2: y(threshold), class: "threshold" }));
+  }
   if (points.length) {
     node.append(svg("polyline", {
       class: "spark", "data-points": points.length,
@@ -237,7 +250,7 @@ function drawFeatures(drift, timeline) {
 
 function drawLag(lag) {
   const rows = lag.services.map((s) => {
-    const spark = sparkline(s.points.filter((p) => p[1] !== null).map((p) => [p[0], p[1]]), 0, 150, 22);
+    const spark = sparkline(s.points.filter((p) => p[1] !== null).map((p) => [p[0], p[1]]), null, 150, 22);
     return row(
       [
         [s.service, "l"], [s.group, "l"], s.running ? s.lag : "not running",
