@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -64,10 +65,14 @@ async def drift(monitor: MonitorDep) -> dict[str, Any]:
 
 
 @router.get("/api/timeline")
-async def timeline(monitor: MonitorDep) -> dict[str, Any]:
+async def timeline(
+    monitor: MonitorDep, points: Annotated[int | None, Query(ge=2, le=100_000)] = None
+) -> Response:
     """Quality over event time per (model, source) with versions, promotions and
-    alerts; the served-learner gap; each feature's drift statistic over the stream."""
-    return timeline_of(monitor)
+    alerts; the served-learner gap; each feature's drift statistic over the stream.
+    `points`: at most this many per series. Encoded with orjson: the dashboard polls
+    it, and FastAPI's generic encoder takes ~17 ms for 6 series of 1,000 points."""
+    return Response(orjson.dumps(timeline_of(monitor, points)), media_type="application/json")
 
 
 @router.get("/api/lag")

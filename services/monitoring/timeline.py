@@ -44,18 +44,31 @@ from typing import Any
 from services.monitoring.monitor import Monitor, Series
 from shared.registry import version_order
 
-__all__ = ["timeline"]
+__all__ = ["thin", "timeline"]
 
 SERVED = ("stream", "http")
 
 
-def _series(series: Series) -> dict[str, Any]:
+def thin(points: list[Any], at_most: int | None) -> list[Any]:
+    """Every k-th of `points`, counted back from the last (which stays), so that at most
+    `at_most` remain (all of them for None).
+
+    >>> thin(list(range(10)), 4), thin(list(range(3)), 4), thin(list(range(3)), None)
+    ([0, 3, 6, 9], [0, 1, 2], [0, 1, 2])
+    """
+    if at_most is None or len(points) <= at_most:
+        return points
+    stride = -(-len(points) // at_most)
+    return points[::-1][::stride][::-1]
+
+
+def _series(series: Series, at_most: int | None) -> dict[str, Any]:
     return {
         "model": series.model,
         "source": series.source,
         "subject": series.subject,
         "n": series.cumulative.n,
-        "points": [[p.event_time, p.n, p.value] for p in series.history],
+        "points": [[p.event_time, p.n, p.value] for p in thin(series.history, at_most)],
         "versions": sorted(series.versions, key=version_order),
         "marks": [asdict(m) for m in series.marks],
     }
@@ -116,14 +129,15 @@ def _features(monitor: Monitor) -> list[dict[str, Any]]:
     ]
 
 
-def timeline(monitor: Monitor) -> dict[str, Any]:
-    """The /api/timeline document (see the module doc)."""
+def timeline(monitor: Monitor, points: int | None = None) -> dict[str, Any]:
+    """The /api/timeline document (see the module doc); `points`: at most this many
+    points per series (evenly thinned), else all the history has."""
     ordered = sorted(monitor.series.values(), key=lambda s: (s.model, s.source))
     primary = "mae" if monitor.task == "regression" else "accuracy"
     return {
         "task": monitor.task,
         "metric": primary,
-        "series": [_series(s) for s in ordered],
+        "series": [_series(s, points) for s in ordered],
         "promotions": [asdict(p) for p in monitor.promotions],
         "alerts": [
             {

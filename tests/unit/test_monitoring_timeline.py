@@ -178,3 +178,11 @@ def test_history_points_move_forward_in_event_time_when_late_ones_are_scored() -
     times = [p[0] for p in timeline(monitor)["series"][0]["points"]]
     latest = (T0 + timedelta(seconds=29)).isoformat()
     assert times == [(T0 + timedelta(seconds=24)).isoformat(), latest, latest, latest]
+
+
+def test_the_timeline_thins_each_series_to_the_points_asked() -> None:
+    monitor = Monitor("binary", ttl=timedelta(hours=1), history_every=1)
+    feed(monitor, [("lr", "learner", "1", True)] * 100)
+    assert len(timeline(monitor)["series"][0]["points"]) == 100
+    points = timeline(monitor, points=10)["series"][0]["points"]
+    assert [p[1] for p in points] == list(range(10, 101, 10))  # evenly, the last kept

@@ -3,6 +3,7 @@
 "use strict";
 
 const POLL_MS = 2000;
+const CHART_POINTS = 400; // per chart: about one per pixel
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel) => document.querySelector(sel);
 
@@ -289,7 +290,7 @@ async function getJSON(path) {
 }
 
 async function poll() {
-  const paths = ["/api/summary", "/api/timeline", "/api/drift", "/api/alerts?limit=50", "/api/lag"];
+  const paths = ["/api/summary", `/api/timeline?points=${CHART_POINTS}`, "/api/drift", "/api/alerts?limit=50", "/api/lag"];
   const got = await Promise.allSettled(paths.map(getJSON));
   const [summary, timeline, drift, alerts, lag] = got.map((r) => (r.status === "fulfilled" ? r.value : null));
   const draws = [
