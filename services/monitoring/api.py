@@ -1,18 +1,21 @@
-"""HTTP entry points of monitoring: summary, alerts, data drift, health, Prometheus,
-dashboard."""
+"""HTTP entry points of monitoring: summary, alerts, data drift, timeline, consumer
+lag, health, Prometheus, and the dashboard page that draws from them."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.monitoring.consumer import MonitoringWorker
-from services.monitoring.dashboard import render_dashboard
+from services.monitoring.dashboard import asset
+from services.monitoring.lag import LagWatch
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
+from services.monitoring.timeline import timeline as timeline_of
 
 __all__ = ["router"]
 
@@ -61,6 +64,24 @@ async def drift(monitor: MonitorDep) -> dict[str, Any]:
     return monitor.drift_report()
 
 
+@router.get("/api/timeline")
+async def timeline(
+    monitor: MonitorDep, points: Annotated[int | None, Query(ge=2, le=100_000)] = None
+) -> Response:
+    """Quality over event time per (model, source) with versions, promotions and
+    alerts; the served-learner gap; each feature's drift statistic over the stream.
+    `points`: at most this many per series. Encoded with orjson: the dashboard polls
+    it, and FastAPI's generic encoder takes ~17 ms for 6 series of 1,000 points."""
+    return Response(orjson.dumps(timeline_of(monitor, points)), media_type="application/json")
+
+
+@router.get("/api/lag")
+async def lag(request: Request) -> dict[str, Any]:
+    """Consumer lag and throughput of every service's group (sampled every few seconds)."""
+    watch: LagWatch = request.app.state.lag
+    return watch.report()
+
+
 @router.get("/healthz")
 async def healthz(request: Request, worker: WorkerDep) -> JSONResponse:
     task = request.app.state.worker_task
@@ -80,7 +101,18 @@ async def prometheus_metrics(request: Request) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/", response_class=HTMLResponse)
-async def dashboard(monitor: MonitorDep, worker: WorkerDep) -> HTMLResponse:
-    """The dashboard: summary table, rolling-quality chart with drift marks, alerts."""
-    return HTMLResponse(render_dashboard(monitor, replaying=worker.replaying))
+@router.get("/")
+async def dashboard() -> Response:
+    """The dashboard page (it polls the /api endpoints and redraws itself)."""
+    page = asset("index.html")
+    return Response(page.body, media_type=page.media_type, headers={"cache-control": "no-cache"})
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    """The page's script and style sheet."""
+    try:
+        found = asset(name)
+    except KeyError:
+        raise HTTPException(404, f"no such file: {name}") from None
+    return Response(found.body, media_type=found.media_type, headers={"cache-control": "no-cache"})

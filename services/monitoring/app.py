@@ -13,6 +13,7 @@ from services.monitoring.config import MonitoringSettings
 from services.monitoring.consumer import MonitoringWorker, read_alerts
 from services.monitoring.data_drift import DataDrift
 from services.monitoring.handler import source_view
+from services.monitoring.lag import LagWatch, open_lag_watch, watched_groups
 from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore, identity, snapshot_key
@@ -123,12 +124,27 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         )
         await worker.start()
         task = tasks.start(worker.run(), name="monitoring-consumer", essential=True)
+        watched = watched_groups(
+            settings,
+            topics,
+            settings.group_id,
+            settings.training_group_id,
+            settings.serving_group_id,
+        )
+        lag = LagWatch(None, None, watched, settings.lag_every_s)
+        if settings.lag_every_s > 0:  # not essential: the dashboard shows what it last got
+            lag = await exits.enter_async_context(
+                open_lag_watch(bootstrap, watched, CLIENT_ID, settings.lag_every_s)
+            )
+            lag_task = tasks.start(lag.run(), name="monitoring-lag")
+            exits.push_async_callback(tasks.cancel, lag_task)
         app.state.settings = settings
         app.state.pipeline = pipeline
         app.state.monitor = monitor
         app.state.metrics = metrics
         app.state.worker = worker
         app.state.worker_task = task
+        app.state.lag = lag
         log.info(
             "monitoring consuming %s, %s, %s", topics.predictions, topics.labels, topics.features
         )

@@ -53,5 +53,8 @@ class MonitoringSettings(CommonSettings):
     # A snapshot of the state (and the offsets it reflects) goes to Redis this often, so a
     # restart reads on from it rather than replaying both topics (0: never; replay).
     snapshot_seconds: float = Field(default=60.0, ge=0)
+    # How often the dashboard's consumer lag and throughput of every service's group are
+    # sampled (seconds; 0: never). Each sample asks the broker a few requests, off the loop.
+    lag_every_s: float = Field(default=5.0, ge=0)
     # Records per poll of the input topics.
     batch_size: int = Field(default=2000, ge=1)

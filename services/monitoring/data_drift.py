@@ -19,6 +19,10 @@ over in event-time order) and keeps, for every feature of the pipeline:
   its threshold is drifting; `update` reports it once per episode, which ends when
   the statistic falls below `rearm` x threshold.
 
+Each evaluation's statistic also goes to the feature's `history` (`Thinned`: at most
+`HISTORY_POINTS` points spread over every evaluation so far, each (vectors seen,
+value)), which the dashboard draws as a sparkline against the threshold.
+
 `reset_reference()` starts over: the next `reference_size` vectors become the
 reference (after a promotion, say). No Kafka, no clock: the same vectors in the
 same order give the same results.
@@ -37,6 +41,9 @@ same order give the same results.
 [('x', 'psi', True, True)]
 >>> [(row.feature, row.drift, row.reference_n, row.current_n) for row in detector.report()]
 [('x', True, 500, 500), ('y', False, 500, 500), ('kind', False, 500, 500)]
+>>> x = detector.features[0]
+>>> len(x.history.points), x.history.points[0][0]  # evaluations every 100 vectors from 1000
+(21, 1000)
 """
 
 from __future__ import annotations
@@ -47,9 +54,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from services.monitoring.history import Thinned
 from shared.pipeline import DataDriftSettings, Features
 
-__all__ = ["DataDrift", "FeatureDrift", "js_distance", "psi"]
+__all__ = ["HISTORY_POINTS", "DataDrift", "FeatureDrift", "js_distance", "psi"]
+
+HISTORY_POINTS = 120  # per feature: its statistic over time, for the dashboard (~130 B each)
 
 PSI_FLOOR = 1e-4  # a bin's share in PSI is at least this: an empty bin would make it infinite
 # A category gets a bin of its own only with at least this share of the reference;
@@ -115,6 +125,7 @@ class _Feature:
         self.name = name
         self.threshold = threshold
         self.ring = bytearray(window_size)  # the current window's bin codes
+        self.history = Thinned(HISTORY_POINTS)  # (vectors seen, value) per evaluation
         self.reset()
 
     def reset(self) -> None:
@@ -210,6 +221,7 @@ class DataDrift:
         self.reference_n = 0  # vectors in the reference so far
         self.current_n = 0  # vectors in the current window
         self.n = 0  # vectors since the reference was complete
+        self.vectors = 0  # vectors given in all (the x of each feature's history)
 
     def reset_reference(self) -> None:
         """Take the next `reference_size` vectors as the new reference; the current
@@ -223,6 +235,7 @@ class DataDrift:
         (only at an evaluation, and once per episode)."""
         values = self._values(vector)
         settings = self.settings
+        self.vectors += 1
         if self.reference_n < settings.reference_size:
             for feature, value in zip(self.features, values, strict=True):
                 assert feature.sample is not None
@@ -268,6 +281,7 @@ class DataDrift:
         rearm = self.settings.rearm
         for feature in self.features:
             feature.value = value = feature.measure()
+            feature.history.add((self.vectors, round(value, 6)))
             if not feature.drift and value > feature.threshold:
                 feature.drift = True
                 drifting.append(self._row(feature))

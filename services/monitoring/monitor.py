@@ -38,6 +38,7 @@ from typing import Any
 from services.monitoring.data_drift import DataDrift, FeatureDrift
 from services.monitoring.drift import DriftDetected, ErrorDrift
 from services.monitoring.estimate import Confidence, confidence_of
+from services.monitoring.history import Promotion, VersionMark
 from services.monitoring.joiner import Joined, Joiner, Predicted, prediction_time
 from services.monitoring.quality import Quality, error_of, log_loss_term
 from shared.catalogue import Task
@@ -53,6 +54,10 @@ SeriesKey = tuple[str, str]  # (model, source)
 
 _UNKNOWN = object()
 _CLASSES_MAX = 10_000  # probability keys remembered (classes: a handful, in practice)
+MARKS_MAX = 100  # version marks per (model, source), promotions per served source: the newest
+# A served source's model counts as changed (a promotion) once this many of its scored
+# predictions in a row came from the new one: serving's processes swap a few ms apart.
+PROMOTION_CONFIRM = 10
 
 
 def _scoring_order(item: Joined) -> tuple[datetime, str, str]:
@@ -72,7 +77,9 @@ def data_drift_alert_id(feature: str, ordinal: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
-    """The recent-window value of the primary metric after `n` scored predictions."""
+    """The recent-window value of the primary metric after `n` scored predictions, and
+    the latest event time scored by then (so points only move forward in time, also
+    when a partition read late has older predictions scored after newer ones)."""
 
     n: int
     value: float
@@ -95,6 +102,9 @@ class Series:
     versions: dict[str, Quality] = field(default_factory=dict)
     history: list[HistoryPoint] = field(default_factory=list)
     history_every: int = 100  # scored predictions per point; doubles as history fills
+    # each version when first scored here, the newest `MARKS_MAX` (the dashboard's marks)
+    marks: list[VersionMark] = field(default_factory=list)
+    latest: datetime | None = None  # the latest event time scored
     unscored: int = 0  # joined, but y_pred was null (or not a number, for regression)
     expired: int = 0  # no label within ttl
     alerts: int = 0
@@ -148,6 +158,13 @@ class Monitor:
         self._vectors: dict[tuple[datetime, str], dict[str, float | None]] = {}
         self._vector_order: list[tuple[datetime, str]] = []
         self.data_drift_alerts: dict[str, int] = {}  # per feature: alerts raised so far
+        # served sources: the model each predicts with (and its latest event time), a
+        # candidate for the next one (model, version, event time, predictions in a
+        # row), and the changes seen (see `_served_by`)
+        self.served: dict[str, str] = {}
+        self._served_at: dict[str, datetime] = {}
+        self._candidates: dict[str, tuple[str, str, datetime, int]] = {}
+        self.promotions: list[Promotion] = []
 
     # ---- input
 
@@ -293,16 +310,25 @@ class Monitor:
             series.scored_confidence.add(confidence)
         series.cumulative.update_scored(y_true, y_pred, loss)
         series.window.update_scored(y_true, y_pred, loss)
+        n = series.cumulative.n
         version = series.versions.get(prediction.model_version)
         if version is None:
             version = series.versions[prediction.model_version] = Quality(self.task)
             if len(series.versions) > self.keep_versions:  # the oldest goes
                 del series.versions[min(series.versions, key=version_order)]
+            series.marks.append(
+                VersionMark(prediction.model_version, n, prediction_time(prediction).isoformat())
+            )
+            del series.marks[:-MARKS_MAX]
         version.update_scored(y_true, y_pred, loss)
-        n = series.cumulative.n
+        if prediction.source != "learner":  # served: which model does it predict with?
+            self._served_by(prediction)
+        at = prediction.event_time or prediction.time
+        if series.latest is None or at > series.latest:
+            series.latest = at
         if n % series.history_every == 0:
             value = series.window.get()[series.window.primary]
-            event_time = prediction.event_time.isoformat() if prediction.event_time else None
+            event_time = series.latest.isoformat()
             series.history.append(HistoryPoint(n, float(value or 0.0), event_time))
             if len(series.history) >= self.history_points:
                 # full: keep every second point and take points half as often, so the
@@ -311,6 +337,39 @@ class Monitor:
                 series.history = [p for p in series.history if p.n % series.history_every == 0]
         found = series.drift.update(error_of(y_true, y_pred, self.task))
         return None if found is None else self._alert(series, prediction, found)
+
+    def _served_by(self, prediction: Predicted) -> None:
+        """Follow the model a served source predicts with: another model is a
+        promotion once `PROMOTION_CONFIRM` of its predictions in a row (in scoring
+        order) came at or after the latest event time of the current one; older ones
+        are late deliveries (partitions read unevenly), not a change."""
+        source, model = prediction.source, prediction.model
+        at = prediction_time(prediction)
+        current = self.served.get(source)
+        if current is None:  # the first model seen on this source: no change
+            self.served[source], self._served_at[source] = model, at
+            return
+        candidate = self._candidates.get(source)
+        if model == current:
+            if at > self._served_at[source]:
+                self._served_at[source] = at
+            if candidate is not None and at >= candidate[2]:  # the old one again
+                del self._candidates[source]
+            return
+        if at < self._served_at[source]:
+            return
+        if candidate is None or candidate[0] != model:
+            candidate = (model, prediction.model_version, at, 0)
+        candidate = (*candidate[:3], candidate[3] + 1)
+        if candidate[3] < PROMOTION_CONFIRM:
+            self._candidates[source] = candidate
+            return
+        self._candidates.pop(source, None)
+        self.served[source], self._served_at[source] = model, at
+        self.promotions.append(
+            Promotion(source, current, model, candidate[1], candidate[2].isoformat())
+        )
+        del self.promotions[:-MARKS_MAX]
 
     def _proba(self, probabilities: dict[str, float] | None) -> dict[Any, float] | None:
         """`canonical_proba`, with each key's canonical class looked up once."""

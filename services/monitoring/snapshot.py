@@ -34,7 +34,9 @@ __all__ = ["SNAPSHOT_VERSION", "Snapshot", "SnapshotStore", "identity", "snapsho
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 3  # 2: the data drift detector, features offsets; 3: estimates
+SNAPSHOT_VERSION = (
+    4  # 2: data drift, features offsets; 3: marks, promotions, drift histories; 4: estimates
+)
 
 
 @dataclass

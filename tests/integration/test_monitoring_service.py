@@ -204,11 +204,23 @@ def test_summary_counts_accuracies_duplicates_expiry_and_dashboard(
     assert set(stream["metrics"]) >= {"accuracy", "precision", "recall", "f1", "log_loss"}
     assert stream["window"]["accuracy"] is not None
 
-    page = httpx.get(service.url).text
-    assert page.count('<tr class="series">') == 4
-    assert "<svg" in page
-    polylines = re.findall(r'<polyline data-series="([^"]+)"', page)
-    assert sorted(polylines) == sorted(f"{m}:{s}" for m, s in expected.n)
+    page = httpx.get(service.url)
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<script src="/static/dashboard.js">' in page.text
+    assert httpx.get(f"{service.url}/static/dashboard.js").status_code == 200
+    timeline = httpx.get(f"{service.url}/api/timeline").json()
+    charted = {s["subject"]: s for s in timeline["series"]}
+    assert sorted(charted) == sorted(f"{m}:{s}" for m, s in expected.n)
+    learner = charted["logreg:learner"]
+    assert len(learner["points"]) == 300 // 20  # HISTORY_EVERY: a point per 20 scored
+    assert [m["version"] for m in learner["marks"]] == ["1", "2"] == learner["versions"]
+    assert learner["marks"][1]["n"] == 151  # version 2 from row 150 on
+    gap = {g["model"]: g for g in timeline["gap"]}["logreg"]
+    assert [s["source"] for s in gap["served"]] == ["stream", "http"]
+    stream = gap["served"][0]
+    assert stream["gap_cumulative"] == pytest.approx(
+        stream["cumulative"] - gap["learner"]["cumulative"], abs=1e-6
+    )
 
     metrics = httpx.get(f"{service.url}/metrics").text
     assert 'driftline_monitoring_scored_total{model="logreg",source="learner"} 300.0' in metrics
@@ -296,8 +308,10 @@ def test_drift_alert_is_published_once_and_survives_restarts(
     time.sleep(2)
     assert len(wait_for_count([f"{prefix}alerts"], 0)[f"{prefix}alerts"]) == len(alerts)
     assert len(receiver.bodies) == len(alerts), "nothing POSTed twice"
-    page = httpx.get(service.url).text
-    assert 'class="drift"' in page
+    marked = httpx.get(f"{service.url}/api/timeline").json()["alerts"]
+    assert [(a["kind"], a["subject"]) for a in marked] == [
+        ("concept_drift", "logreg:stream")
+    ] * len(alerts)
 
 
 def _metric(service: ServiceProcess, name: str) -> float:
