@@ -78,7 +78,10 @@ function drawSummary(summary) {
     return row(
       [
         [m.model, "l"], [m.source, "l"], m.n, m.metrics[metric], m.metrics.f1,
-        m.metrics.log_loss, m.window[metric], m.unscored, m.expired, m.alerts, versions,
+        m.metrics.log_loss, m.window[metric],
+        m.estimated ? m.estimated.accuracy : null,
+        m.estimated ? m.estimated.calibration_gap : null,
+        m.unscored, m.expired, m.alerts, versions,
       ],
       { class: "series", "data-subject": `${m.model}:${m.source}` },
     );
