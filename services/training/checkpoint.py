@@ -80,6 +80,28 @@ class TrainingState:
     published_n: dict[str, int] = field(default_factory=dict)  # model -> n_learned then
     records: int = 0  # input records consumed, ever
     saved_at: datetime | None = None
+    # While restored vectors are re-read: partition -> the offset the re-read starts at
+    # (the lowest of a waiting prediction's vector) and the offset it ends at (where
+    # the checkpoint had read to: `offsets`). Empty once every vector is back.
+    replay_from: dict[TopicPartition, int] = field(default_factory=dict)
+    replay: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, object]:
+        """The state, with where to re-read the vectors of the waiting predictions: the
+        learner keeps only their refs (`OnlineLearner.add_features`)."""
+        state = dict(self.__dict__)
+        starts: dict[TopicPartition, int] = {}
+        for topic, partition, offset in self.learner.waiting_refs():
+            tp = TopicPartition(topic, partition)
+            starts[tp] = min(offset, starts.get(tp, offset))
+        state["replay_from"] = starts
+        state["replay"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("replay_from", {})  # a checkpoint from before the re-read
+        self.__dict__.update(state)
+        self.replay = {tp: self.offsets[tp] for tp in self.replay_from}
 
     def version_of(self, model: str) -> str:
         """The model's current version: the last one published, "0" before the first."""

@@ -36,6 +36,7 @@ the same way, which is what makes the replica's predictions equal training's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
@@ -51,6 +52,8 @@ from shared.upstream import Upstream
 from shared.validation import parse_message
 
 __all__ = ["REFRESH_S", "Bad", "LearnerFeed"]
+
+log = logging.getLogger(__name__)
 
 REFRESH_S = 0.5  # how often caught-up status and lag are checked while records flow
 
@@ -85,6 +88,11 @@ class LearnerFeed:
         counts = {self.features: 0, self.labels: 0}
         bad: list[Bad] = []
         for tp, records in batch.items():
+            end = state.replay.get(tp)
+            if end is not None:
+                records = self._reread(tp, records, end)
+                if not records:
+                    continue
             for record in records:
                 error = self._add(tp, record, now)
                 if error is None:
@@ -95,12 +103,41 @@ class LearnerFeed:
             state.records += len(records)
         return counts[self.features], counts[self.labels], bad
 
+    def _reread(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord], end: int
+    ) -> Sequence[ConsumerRecord]:
+        """Hand the learner back the vectors of its waiting predictions among `records`
+        read again before `end` (a restored checkpoint's read position), and return the
+        records from `end` on: read for the first time."""
+        learner = self.state.learner
+        for record in records:
+            if record.offset >= end:
+                break
+            message = parse_message(FeatureVector, record.value).message
+            if isinstance(message, FeatureVector):
+                x = {k: v for k, v in message.features.items() if v is not None}
+                learner.fill((tp.topic, tp.partition, record.offset), x, message.event_time)
+        if records[-1].offset >= end - 1:  # this partition is re-read
+            del self.state.replay[tp]
+            self.state.replay_from.pop(tp, None)
+            for ref in learner.unfilled_refs():
+                if (ref[0], ref[1]) == (tp.topic, tp.partition):
+                    log.error(
+                        "the vector at %s/%d offset %d is no longer in Kafka (retention?):"
+                        " its waiting prediction cannot be learned and expires",
+                        *ref,
+                    )
+                    learner.abandon(ref)
+        return [record for record in records if record.offset >= end]
+
     async def seek(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]) -> None:
         """Position `consumer` where the state stands: at its next offset on a partition
         it has read, at the beginning of one it never read."""
-        offsets = self.state.offsets
+        offsets, replay_from = self.state.offsets, self.state.replay_from
         for tp in partitions:
-            if tp in offsets:
+            if tp in self.state.replay and tp in replay_from:
+                consumer.seek(tp, replay_from[tp])  # re-read the waiting vectors first
+            elif tp in offsets:
                 consumer.seek(tp, offsets[tp])
         fresh = [tp for tp in partitions if tp not in offsets]
         if fresh:
@@ -134,7 +171,7 @@ class LearnerFeed:
         """Run the learner up to the watermark: its outputs, or None if it had nothing to do."""
         watermark = self.state.watermark.get(now)
         learner = self.state.learner
-        if watermark is None:
+        if watermark is None or learner.unfilled:  # restored vectors still being re-read
             return None
         if learner.buffered or learner.clock is None or watermark > learner.clock:
             return learner.advance(watermark)
@@ -154,7 +191,8 @@ class LearnerFeed:
         if isinstance(message, FeatureVector):
             x = {k: v for k, v in message.features.items() if v is not None}
             duplicates = learner.duplicates
-            learner.add_features(message.event_id, message.event_time, x)
+            ref = (tp.topic, tp.partition, record.offset)
+            learner.add_features(message.event_id, message.event_time, x, ref)
             if learner.duplicates == duplicates:
                 state.entities[message.event_id] = message.entity_id
             state.watermark.release(message.event_id)

@@ -97,9 +97,10 @@ class Score:
 
 @dataclass(slots=True)
 class _Prediction:
-    event_time: datetime
-    x: dict[str, Any]
+    event_time: datetime | None  # None while its vector is not re-read (`fill`)
+    x: dict[str, Any] | None  # None while its vector is not re-read (`fill`)
     y_pred: dict[str, Any]  # model name -> prediction, scored when the label comes
+    ref: Any = None  # where its vector can be read again (`add_features`), if known
 
 
 class OnlineLearner:
@@ -117,6 +118,7 @@ class OnlineLearner:
     """
 
     model_errors = 0  # a class default: checkpoints from before it still load
+    abandoned = 0  # waiting predictions whose vector could not be re-read (`abandon`)
 
     def __init__(self, models: Mapping[str, Any], ttl: timedelta | None = None) -> None:
         self.models = dict(models)
@@ -146,6 +148,7 @@ class OnlineLearner:
         # Finished event ids to forget, in buckets of [first since, last since, ids].
         self._forget: deque[list[Any]] = deque()
         self._bucket_us = max(1, self._ttl_us // FORGET_BUCKETS) if self._ttl_us else 1
+        self._unfilled: dict[Any, str] = {}  # ref -> event_id of a vector not re-read yet
 
     def __getstate__(self) -> dict[str, Any]:
         """The state, with the remembered ids packed as joined strings (`_pack`): a
@@ -155,6 +158,8 @@ class OnlineLearner:
         state["_seen_features"] = (_pack(seen), array("q", seen.values()))
         state["_seen_labels"] = _pack(state["_seen_labels"])
         state["_forget"] = [(first, last, _pack(ids)) for first, last, ids in state["_forget"]]
+        state["_predictions"] = _pack_predictions(state["_predictions"], list(self.models))
+        state["_unfilled"] = {}  # every waiting prediction with a ref is packed without x
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -167,6 +172,9 @@ class OnlineLearner:
             state["_forget"] = deque(
                 [first, last, _unpack(ids)] for first, last, ids in state["_forget"]
             )
+        if isinstance(state["_predictions"], tuple):  # packed by __getstate__
+            state["_predictions"], state["_unfilled"] = _unpack_predictions(state["_predictions"])
+        state.setdefault("_unfilled", {})
         queue = state["_queue"]
         if queue and isinstance(queue[0][2], int):  # from before ties went by event_id
             state["_queue"] = [(t, kind, e, seq, v) for t, kind, seq, e, v in queue]
@@ -182,14 +190,22 @@ class OnlineLearner:
 
     # ---- input
 
-    def add_features(self, event_id: str, event_time: datetime, x: dict[str, Any]) -> None:
-        """Buffer an event's feature vector; the models predict on it at `event_time`."""
+    def add_features(
+        self, event_id: str, event_time: datetime, x: dict[str, Any], ref: Any = None
+    ) -> None:
+        """Buffer an event's feature vector; the models predict on it at `event_time`.
+
+        `ref`, a tuple ending in an integer offset (for Kafka: topic, partition,
+        offset), says where the vector can be read again: a pickled learner then keeps, for a prediction
+        waiting for its label, only `ref` and the models' predictions, and after
+        unpickling waits for the vector to be handed back (`fill`) before it advances.
+        """
         if event_id in self._seen_features:
             self.duplicates += 1
             return
         time = micros(event_time)
         self._seen_features[event_id] = time
-        self._push(time, _FEATURES, event_id, (x, event_time))
+        self._push(time, _FEATURES, event_id, (x, event_time, ref))
         if event_id in self._untimed:
             self._push(time, _LABEL, event_id, self._untimed.pop(event_id))
 
@@ -208,6 +224,35 @@ class OnlineLearner:
             self._unscheduled.append(event_id)
         else:
             self._start_timer(self._clock, "untimed", event_id)
+
+    def fill(self, ref: Any, x: dict[str, Any], event_time: datetime) -> bool:
+        """Hand back the vector read again at `ref`; whether a waiting prediction needed it."""
+        event_id = self._unfilled.pop(ref, None)
+        if event_id is None:
+            return False
+        prediction = self._predictions[event_id]
+        prediction.x, prediction.event_time = x, event_time
+        return True
+
+    @property
+    def unfilled(self) -> int:
+        """Waiting predictions whose vector is not re-read yet (`advance` refuses to run)."""
+        return len(self._unfilled)
+
+    def unfilled_refs(self) -> list[Any]:
+        return list(self._unfilled)
+
+    def abandon(self, ref: Any) -> None:
+        """Give up on the vector at `ref` (no longer readable): its prediction expires."""
+        event_id = self._unfilled.pop(ref)
+        del self._predictions[event_id]
+        self.expired_features += 1
+        self.abandoned += 1
+        self._forget_later(self._clock or 0, event_id)
+
+    def waiting_refs(self) -> list[Any]:
+        """The refs of the predictions waiting for their labels (re-read after a restore)."""
+        return [p.ref for p in self._predictions.values() if p.ref is not None]
 
     def has_features(self, event_id: str) -> bool:
         """Whether `event_id`'s features were added (and are still remembered)."""
@@ -237,6 +282,10 @@ class OnlineLearner:
         just below the smallest last-consumed time over all assigned partitions).
         None flushes everything, as at the end of a stream.
         """
+        if self._unfilled:
+            raise RuntimeError(
+                f"{len(self._unfilled)} waiting predictions lack their vector: fill them first"
+            )
         out: list[LearnerOutput] = []
         queue = self._queue
         limit = None if watermark is None else micros(watermark)
@@ -279,10 +328,9 @@ class OnlineLearner:
         self._seq += 1
         heapq.heappush(self._queue, (time, kind, event_id, self._seq, value))
 
-    def _predict(
-        self, event_id: str, time: int, value: tuple[dict[str, Any], datetime], out: list
-    ) -> None:
-        x, event_time = value
+    def _predict(self, event_id: str, time: int, value: tuple[Any, ...], out: list) -> None:
+        x, event_time = value[0], value[1]
+        ref = value[2] if len(value) > 2 else None  # 2 long: a checkpoint from before refs
         y_preds = {}
         classifiers, by_max_proba = self._classifiers, self._by_max_proba
         for name, model in self.models.items():
@@ -293,7 +341,7 @@ class OnlineLearner:
                 y_pred, proba = None, None
             y_preds[name] = y_pred
             out.append(PredictionMade(event_id, name, y_pred, proba, event_time))
-        self._predictions[event_id] = _Prediction(event_time, x, y_preds)
+        self._predictions[event_id] = _Prediction(event_time, x, y_preds, ref)
         if event_id in self._labels:
             self._learn(event_id, self._labels.pop(event_id), time, out)
         else:
@@ -301,6 +349,7 @@ class OnlineLearner:
 
     def _learn(self, event_id: str, y: Any, time: int, out: list) -> None:
         prediction = self._predictions.pop(event_id)
+        assert prediction.x is not None, "advance refuses to run with vectors not re-read"
         for name, model in self.models.items():
             y_pred, score = prediction.y_pred[name], self.scores[name]
             correct: bool | None = None
@@ -396,6 +445,45 @@ def _pack(ids: Iterable[str]) -> str | tuple[str, ...]:
 
 def _unpack(packed: str | tuple[str, ...]) -> list[str]:
     return list(packed) if isinstance(packed, tuple) else packed.split(_SEP)
+
+
+def _pack_predictions(predictions: dict[str, _Prediction], models: list[str]) -> tuple[Any, ...]:
+    """The waiting predictions as a few flat columns: those with a ref keep only the
+    ref (its partitions once, then an index and an offset each) and each model's
+    prediction, not the vector or its time; the others are kept whole."""
+    whole = {e: p for e, p in predictions.items() if p.ref is None}
+    ids: list[str] = []
+    parts: dict[tuple[Any, ...], int] = {}
+    where, offsets = array("i"), array("q")
+    y_preds: dict[str, list[Any]] = {name: [] for name in models}
+    for event_id, prediction in predictions.items():
+        ref = prediction.ref
+        if ref is None:
+            continue
+        ids.append(event_id)
+        *part, offset = ref
+        where.append(parts.setdefault(tuple(part), len(parts)))
+        offsets.append(offset)
+        for name in models:
+            y_preds[name].append(prediction.y_pred.get(name))
+    return ("packed", whole, _pack(ids), tuple(parts), where, offsets, y_preds)
+
+
+def _unpack_predictions(
+    packed: tuple[Any, ...],
+) -> tuple[dict[str, _Prediction], dict[Any, str]]:
+    """`_pack_predictions` undone: the predictions, and ref -> event_id of those that
+    wait for their vector."""
+    _, whole, ids, parts, where, offsets, y_preds = packed
+    predictions = dict(whole)
+    unfilled = {}
+    names = list(y_preds)
+    for i, event_id in enumerate(_unpack(ids) if len(offsets) else []):
+        ref = (*parts[where[i]], offsets[i])
+        y_pred = {name: y_preds[name][i] for name in names}
+        predictions[event_id] = _Prediction(None, None, y_pred, ref)
+        unfilled[ref] = event_id
+    return predictions, unfilled
 
 
 def micros(time: datetime) -> int:
