@@ -33,7 +33,7 @@ from typing import Any
 
 from river import compose, linear_model, preprocessing
 
-__all__ = ["explain"]
+__all__ = ["explain", "influence"]
 
 
 def explain(model: Any, x: Mapping[str, float]) -> dict[str, Any]:
@@ -116,3 +116,34 @@ def _forest(forest: Any, x: Mapping[str, float]) -> dict[str, Any]:
         for feature, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     ]
     return {"method": "forest", "trees": len(trees), "features": features}
+
+
+def influence(model: Any, top: int = 20) -> dict[str, float]:
+    """What `model` relies on overall: each feature's share (all features' sum to 1) of, for a
+    linear model, the absolute weights (on standardised inputs, so comparable); for a
+    tree or forest, the weight of the samples its splits on the feature divide; the
+    `top` largest, largest first. Empty for a model it cannot read (or one that has
+    learned nothing yet).
+
+    >>> from river import linear_model, preprocessing
+    >>> model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    >>> for i in range(200):
+    ...     model.learn_one({"a": float(i % 10), "b": float(i % 3)}, i % 10 > 4)
+    >>> list(influence(model)), round(sum(influence(model).values()), 6)
+    (['a', 'b'], 1.0)
+    """
+    scaler, estimator = _split(model)
+    raw: dict[str, float] = {}
+    if isinstance(estimator, linear_model.base.GLM):
+        raw = {f: abs(float(w)) for f, w in estimator.weights.items()}
+    elif scaler is None:
+        trees = [estimator] if _root(estimator) is not None else _trees(estimator)
+        for tree in trees:
+            for node in _root(tree).iter_dfs():
+                if hasattr(node, "branch_no"):  # a split: weighted by what reaches it
+                    weight = float(getattr(node, "total_weight", 1.0) or 1.0)
+                    raw[node.feature] = raw.get(node.feature, 0.0) + weight
+    total = sum(raw.values())
+    if total <= 0:
+        return {}
+    return {f: v / total for f, v in sorted(raw.items(), key=lambda i: (-i[1], i[0]))[:top]}

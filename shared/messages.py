@@ -202,6 +202,8 @@ class ModelPublished(Message):
     metrics: dict[str, float]
     artifact_key: Annotated[str, StringConstraints(min_length=1)]
     published_at: Time
+    # What the version relies on: each feature's share (`shared.explain.influence`)
+    influence: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = None
 
 
 class Alert(Message):

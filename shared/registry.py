@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from shared.clock import utcnow
+from shared.explain import influence
 from shared.messages import Lineage, ModelPublished, PartitionOffset
 
 __all__ = ["LiveModel", "ModelRegistry", "RegistryError", "version_order"]
@@ -137,6 +138,7 @@ class ModelRegistry:
             metrics={k: float(v) for k, v in metrics.items()},
             artifact_key=self.artifact_key(name, version),
             published_at=published_at or utcnow(),
+            influence=influence(model) or None,
         )
         pipe.set(published.artifact_key, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         pipe.set(self.meta_key(name, version), published.to_json())

@@ -14,6 +14,7 @@ from services.monitoring.consumer import MonitoringWorker
 from services.monitoring.dashboard import asset
 from services.monitoring.lag import LagWatch
 from services.monitoring.metrics import MonitoringMetrics
+from services.monitoring.models import ModelsFollower
 from services.monitoring.monitor import Monitor
 from services.monitoring.timeline import timeline as timeline_of
 
@@ -80,6 +81,13 @@ async def lag(request: Request) -> dict[str, Any]:
     """Consumer lag and throughput of every service's group (sampled every few seconds)."""
     watch: LagWatch = request.app.state.lag
     return watch.report()
+
+
+@router.get("/api/models")
+async def models(request: Request) -> dict[str, Any]:
+    """Each model's newest version on `models`: its metrics and what it relies on."""
+    follower: ModelsFollower = request.app.state.models
+    return follower.report()
 
 
 @router.get("/healthz")

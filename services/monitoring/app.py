@@ -15,6 +15,7 @@ from services.monitoring.data_drift import DataDrift
 from services.monitoring.handler import source_view
 from services.monitoring.lag import LagWatch, open_lag_watch, watched_groups
 from services.monitoring.metrics import MonitoringMetrics
+from services.monitoring.models import ModelsFollower
 from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore, identity, snapshot_key
 from services.monitoring.webhooks import Webhooks, parse_urls
@@ -145,6 +146,15 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         app.state.worker = worker
         app.state.worker_task = task
         app.state.lag = lag
+        models_reader = make_consumer(
+            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
+        )
+        await models_reader.start()
+        exits.push_async_callback(models_reader.stop)
+        models = ModelsFollower(models_reader, topics.models, bootstrap)
+        models_task = tasks.start(models.run(), name="monitoring-models")
+        exits.push_async_callback(tasks.cancel, models_task)
+        app.state.models = models
         log.info(
             "monitoring consuming %s, %s, %s", topics.predictions, topics.labels, topics.features
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from shared.messages import Lineage, ModelPublished
 from tests.support import ServiceProcess, WebhookReceiver, kcat_produce, kcat_read
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -241,6 +242,32 @@ def test_the_dashboard_draws_the_live_stream_in_chromium(
         "training",
         "serving",
     ]
+
+    # what the models rely on: each one's newest version on `models`, the served one marked
+    for name, version, influence in (
+        ("logreg", "9", {"y": 1.0}),
+        ("logreg", "10", {"x": 0.75, "y": 0.2, "z": 0.05}),
+        ("hat", "3", {"z": 0.6, "x": 0.4}),
+    ):
+        published = ModelPublished(
+            name=name,
+            version=version,
+            lineage=Lineage(offsets=[]),
+            metrics={"accuracy": 0.8},
+            artifact_key=f"k-{name}-{version}",
+            published_at=datetime.now(UTC),
+            influence=influence,
+        )
+        kcat_produce(f"{prefix}models", [(name.encode(), published.to_json())])
+    page.wait_for_selector('#influence .influence[data-model="logreg"] .bar-row', timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#influence .influence .bar-row').length === 5"
+    )
+    logreg = '#influence .influence[data-model="logreg"]'
+    assert page.text_content(f"{logreg} h3") == "logreg v10 (served)"
+    assert texts(page, f"{logreg} .bar-name") == ["x", "y", "z"]
+    assert texts(page, f"{logreg} .value") == ["75.0%", "20.0%", "5.0%"]
+    assert texts(page, '#influence .influence[data-model="hat"] .bar-name') == ["z", "x"]
 
     # it keeps polling (never idle), and the receiver has the data drift alert
     polls = int(page.evaluate("document.body.dataset.polls"))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.catalogue import CATALOGUE, build_model
-from shared.explain import explain
+from shared.explain import explain, influence
 
 
 def _trained(name: str) -> Any:
@@ -74,3 +74,29 @@ def test_a_forest_counts_the_trees_testing_each_feature() -> None:
     assert why["method"] == "forest" and why["trees"] == 10
     counts = [part["trees"] for part in why["features"]]
     assert counts == sorted(counts, reverse=True) and 0 < counts[0] <= 10
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_influence_is_shares_of_what_each_model_relies_on(name: str) -> None:
+    shares = influence(_trained(name))
+    if name == "gnb":
+        assert shares == {}
+        return
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert list(shares.values()) == sorted(shares.values(), reverse=True)
+    assert set(shares) <= set(X)
+    classifier = "regressor" not in name and name != "linreg"
+    if classifier:  # the label is a function of a and b alone
+        assert set(list(shares)[:2]) == {"a", "b"}
+
+
+def test_a_published_version_carries_its_influence() -> None:
+    from shared.registry import ModelRegistry
+
+    class Pipe:
+        def set(self, *args: Any) -> None: ...
+        def zadd(self, *args: Any) -> None: ...
+
+    model = _trained("logreg")
+    published = ModelRegistry(None).stage(Pipe(), "logreg", "1", model, {}, [])  # type: ignore[arg-type]
+    assert published.influence == influence(model)

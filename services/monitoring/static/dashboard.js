@@ -266,6 +266,24 @@ function drawLag(lag) {
   fill($("#lag tbody"), rows);
 }
 
+function drawInfluence(models, summary) {
+  const served = new Set((summary ? summary.models : []).filter((m) => m.source !== "learner").map((m) => m.model));
+  const cards = models.models.map((m) => {
+    const card = el("div", { class: "influence" + (served.has(m.name) ? " served" : ""), "data-model": m.name });
+    card.append(el("h3", {}, `${m.name} v${m.version}${served.has(m.name) ? " (served)" : ""}`));
+    if (!m.influence.length) card.append(el("p", { class: "value" }, "nothing to show for this model"));
+    for (const part of m.influence.slice(0, 8)) {
+      const line = el("div", { class: "bar-row", "data-feature": part.feature });
+      const bar = el("span", { class: "bar" });
+      bar.style.width = `${Math.max(1, Math.round(part.share * 120))}px`;
+      line.append(el("span", { class: "bar-name" }, part.feature), bar, el("span", { class: "value" }, `${(part.share * 100).toFixed(1)}%`));
+      card.append(line);
+    }
+    return card;
+  });
+  fill($("#influence"), cards);
+}
+
 function drawAlerts(alerts) {
   const rows = alerts.alerts.slice(0, 50).map((a) => {
     const d = a.details || {};
@@ -293,14 +311,15 @@ async function getJSON(path) {
 }
 
 async function poll() {
-  const paths = ["/api/summary", `/api/timeline?points=${CHART_POINTS}`, "/api/drift", "/api/alerts?limit=50", "/api/lag"];
+  const paths = ["/api/summary", `/api/timeline?points=${CHART_POINTS}`, "/api/drift", "/api/alerts?limit=50", "/api/lag", "/api/models"];
   const got = await Promise.allSettled(paths.map(getJSON));
-  const [summary, timeline, drift, alerts, lag] = got.map((r) => (r.status === "fulfilled" ? r.value : null));
+  const [summary, timeline, drift, alerts, lag, models] = got.map((r) => (r.status === "fulfilled" ? r.value : null));
   const draws = [
     [summary, () => drawSummary(summary)],
     [timeline, () => { drawGap(timeline); drawCharts(timeline); }],
     [drift && timeline, () => drawFeatures(drift, timeline)],
     [lag, () => drawLag(lag)],
+    [models, () => drawInfluence(models, summary)],
     [alerts, () => drawAlerts(alerts)],
   ];
   for (const [data, draw] of draws) {
