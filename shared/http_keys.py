@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from shared.settings import SECRETS_DIR
 
-__all__ = ["KeyCheck", "bearer", "load_key"]
+__all__ = ["KeyCheck", "bearer", "load_key", "require_key"]
 
 
 def load_key(
@@ -41,6 +41,18 @@ def load_key(
     if file:
         raise ValueError(f"the {name} key file {file} does not exist")
     return None
+
+
+def require_key(name: str, value: SecretStr | None, file: str | None, also: str = "") -> SecretStr:
+    """`load_key`, or a `ValueError` saying how to give the key (`also`: another way)."""
+    key = load_key(name, value, file)
+    if key is None:
+        upper = name.upper()
+        raise ValueError(
+            f"no {name} key: set DRIFTLINE_{upper}_KEY or DRIFTLINE_{upper}_KEY_FILE,"
+            f" or run `make secrets` (.secrets/{name}_key){also}"
+        )
+    return key
 
 
 def bearer(name: str) -> dict[str, str]:

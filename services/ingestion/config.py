@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, model_validator
 
 from services.ingestion.handlers import DEFAULT_MAX_FUTURE_S
-from shared.http_keys import load_key
+from shared.http_keys import require_key
 from shared.settings import CommonSettings
 from shared.validation import DEFAULT_MAX_BYTES
 
@@ -36,11 +36,7 @@ class IngestionSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _writer_key(self) -> IngestionSettings:
-        key = load_key("writer", self.driftline_writer_key, self.driftline_writer_key_file)
-        if key is None:
-            raise ValueError(
-                "no writer key: set DRIFTLINE_WRITER_KEY or DRIFTLINE_WRITER_KEY_FILE,"
-                " or run `make secrets` (.secrets/writer_key)"
-            )
-        self.driftline_writer_key = key
+        self.driftline_writer_key = require_key(
+            "writer", self.driftline_writer_key, self.driftline_writer_key_file
+        )
         return self

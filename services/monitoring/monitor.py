@@ -386,35 +386,44 @@ class Monitor:
             proba[cls] = float(p)
         return proba
 
+    def _raise(self, ident: str, build: Callable[[], Alert]) -> Alert | None:
+        """The new alert `ident` (built now), or None if it was published before a restart
+        (kept, not published again)."""
+        published = self._published.get(ident)
+        if published is not None:
+            self.alerts[ident] = published
+            return None
+        alert = self.alerts[ident] = build()
+        return alert
+
     def _alert(self, series: Series, prediction: Predicted, found: DriftDetected) -> Alert | None:
         series.alerts += 1
         ident = alert_id(series.subject, series.alerts)
-        published = self._published.get(ident)
-        if published is not None:  # raised before a restart: keep it, do not publish again
-            self.alerts[ident] = published
-            return None
-        alert = Alert(
-            alert_id=ident,
-            kind="concept_drift",
-            subject=series.subject,
-            detector="ADWIN",
-            severity="warning",
-            details={
-                "model": series.model,
-                "source": series.source,
-                "index": found.index,
-                "error_before": round(found.error_before, 6),
-                "error_after": round(found.error_after, 6),
-                "window": found.width,
-                "delta": self.drift_params["delta"],
-                "model_version": prediction.model_version,
-                "event_id": prediction.event_id,
-                "event_time": prediction.event_time.isoformat() if prediction.event_time else None,
-            },
-            raised_at=self.clock(),
+        return self._raise(
+            ident,
+            lambda: Alert(
+                alert_id=ident,
+                kind="concept_drift",
+                subject=series.subject,
+                detector="ADWIN",
+                severity="warning",
+                details={
+                    "model": series.model,
+                    "source": series.source,
+                    "index": found.index,
+                    "error_before": round(found.error_before, 6),
+                    "error_after": round(found.error_after, 6),
+                    "window": found.width,
+                    "delta": self.drift_params["delta"],
+                    "model_version": prediction.model_version,
+                    "event_id": prediction.event_id,
+                    "event_time": prediction.event_time.isoformat()
+                    if prediction.event_time
+                    else None,
+                },
+                raised_at=self.clock(),
+            ),
         )
-        self.alerts[ident] = alert
-        return alert
 
     def _data_drift_alert(
         self, found: FeatureDrift, event_time: datetime, event_id: str
@@ -423,30 +432,27 @@ class Monitor:
             self.data_drift_alerts.get(found.feature, 0) + 1
         )
         ident = data_drift_alert_id(found.feature, ordinal)
-        published = self._published.get(ident)
-        if published is not None:  # raised before a restart: keep it, do not publish again
-            self.alerts[ident] = published
-            return None
-        alert = Alert(
-            alert_id=ident,
-            kind="data_drift",
-            subject=found.feature,
-            detector=found.statistic.upper(),
-            severity="warning",
-            details={
-                "feature": found.feature,
-                "statistic": found.statistic,
-                "value": round(found.value, 6),
-                "threshold": found.threshold,
-                "reference_n": found.reference_n,
-                "current_n": found.current_n,
-                "event_id": event_id,
-                "event_time": event_time.isoformat(),
-            },
-            raised_at=self.clock(),
+        return self._raise(
+            ident,
+            lambda: Alert(
+                alert_id=ident,
+                kind="data_drift",
+                subject=found.feature,
+                detector=found.statistic.upper(),
+                severity="warning",
+                details={
+                    "feature": found.feature,
+                    "statistic": found.statistic,
+                    "value": round(found.value, 6),
+                    "threshold": found.threshold,
+                    "reference_n": found.reference_n,
+                    "current_n": found.current_n,
+                    "event_id": event_id,
+                    "event_time": event_time.isoformat(),
+                },
+                raised_at=self.clock(),
+            ),
         )
-        self.alerts[ident] = alert
-        return alert
 
     # ---- views
 

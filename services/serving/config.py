@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.http_keys import load_key
+from shared.http_keys import require_key
 from shared.settings import CommonSettings
 
 __all__ = ["ServingSettings"]
@@ -63,11 +63,10 @@ class ServingSettings(CommonSettings):
         if not self.predict_needs_key:
             self.driftline_reader_key = None
             return self
-        key = load_key("reader", self.driftline_reader_key, self.driftline_reader_key_file)
-        if key is None:
-            raise ValueError(
-                "no reader key: set DRIFTLINE_READER_KEY or DRIFTLINE_READER_KEY_FILE, run"
-                " `make secrets` (.secrets/reader_key), or set PREDICT_NEEDS_KEY=false"
-            )
-        self.driftline_reader_key = key
+        self.driftline_reader_key = require_key(
+            "reader",
+            self.driftline_reader_key,
+            self.driftline_reader_key_file,
+            ", or set PREDICT_NEEDS_KEY=false",
+        )
         return self
