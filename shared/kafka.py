@@ -15,7 +15,14 @@ from aiokafka.partitioner import murmur2
 
 from shared.topics import DLQ_MAX_BYTES
 
-__all__ = ["make_consumer", "make_producer", "partition_for", "produce_all", "send_all"]
+__all__ = [
+    "make_consumer",
+    "make_producer",
+    "partition_for",
+    "produce_all",
+    "send_all",
+    "send_to_partitions",
+]
 
 
 def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
@@ -86,9 +93,21 @@ async def send_all(
         await producer.client._wait_on_metadata(topic)
         partitions = producer.client.cluster.partitions_for_topic(topic)
     count = len(partitions)
-    by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-    for key, value in items:
-        by_partition.setdefault(partition_for(key or b"", count), []).append((key, value))
+    return await send_to_partitions(
+        producer, topic, [(partition_for(key or b"", count), key, value) for key, value in items]
+    )
+
+
+async def send_to_partitions(
+    producer: AIOKafkaProducer,
+    topic: str,
+    items: Sequence[tuple[int, bytes | None, bytes | None]],
+) -> list[asyncio.Future[Any]]:
+    """Queue `(partition, key, value)` records for `topic` (a None value is a tombstone),
+    a few producer batches per partition; return the futures of their acks."""
+    by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+    for partition, key, value in items:
+        by_partition.setdefault(partition, []).append((key, value))
     sent: list[asyncio.Future[Any]] = []
     for partition, records in by_partition.items():
         batch = producer.create_batch()
@@ -97,7 +116,8 @@ async def send_all(
                 sent.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a record of {len(value)} bytes fits no batch of {topic}")
+                    size = len(value or b"")
+                    raise ValueError(f"a record of {size} bytes fits no batch of {topic}")
         sent.append(await producer.send_batch(batch, topic, partition=partition))
     return sent
 

@@ -42,6 +42,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -313,7 +314,7 @@ class FeaturesService:
         self._forget_idle()
         for invalid in plan.invalid:
             metrics.INVALID.labels(invalid.errors[0].code).inc()
-        state_written = self.states.send_changelog()
+        state_written = await self.states.send_changelog(kafka_producer(self.app))
         if plan.computed:
             await self._publish(plan)
         # The state first, then the offsets, each acknowledged before the next step.
@@ -393,7 +394,7 @@ class FeaturesService:
         return healthz
 
 
-async def _acked(sent: list[FutureMessage]) -> None:
+async def _acked(sent: Sequence[Awaitable[Any]]) -> None:
     """Wait until the broker acknowledged every changelog write in `sent`.
 
     Faust buffers table writes and sends them from a background task; its own
