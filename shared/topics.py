@@ -1,8 +1,10 @@
 """The topics of DESIGN.md, and the code that creates them with the admin client.
 
 `python -m shared.topics` creates every missing topic (partition counts from
-`TOPIC_PARTITIONS`, names prefixed by `TOPIC_PREFIX`). Existing topics are left as
-they are, so running it twice is safe.
+`TOPIC_PARTITIONS`, names prefixed by `TOPIC_PREFIX`), each with its retention: 72 h
+for the streams, 30 days for dead letters and alerts, `models` compacted (the README
+gives the disk each needs per day). Existing topics are left as they are, so running
+it twice is safe; change a retention with `kafka-configs.sh --alter`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ __all__ = ["TOPICS", "TopicSpec", "Topics", "ensure_topics", "partitions_of"]
 log = logging.getLogger(__name__)
 
 DLQ_MAX_BYTES = 8 * 1024 * 1024  # a 4 MiB refused message, base64-encoded, fits
+HOUR_MS = 3600 * 1000
+# How long the streams are kept: a consumer away over a long weekend still finds what
+# it missed, and 72 h covers any label TTL up to it (training re-reads the vectors of
+# waiting predictions after a restore). Operators read dead letters and alerts later.
+STREAM_RETENTION_MS = 72 * HOUR_MS
+KEEP_LONGER_MS = 30 * 24 * HOUR_MS
 
 
 @dataclass(frozen=True)
@@ -32,16 +40,22 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
+def _kept(ms: int, **configs: str) -> dict[str, str]:
+    return {"retention.ms": str(ms), "retention.bytes": "-1", **configs}
+
+
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("events.raw"),
-    TopicSpec("labels.raw"),
-    TopicSpec("events"),
-    TopicSpec("labels"),
-    TopicSpec("ingest.dlq", configs={"max.message.bytes": str(DLQ_MAX_BYTES)}),
-    TopicSpec("features"),
-    TopicSpec("predictions"),
+    TopicSpec("events.raw", configs=_kept(STREAM_RETENTION_MS)),
+    TopicSpec("labels.raw", configs=_kept(STREAM_RETENTION_MS)),
+    TopicSpec("events", configs=_kept(STREAM_RETENTION_MS)),
+    TopicSpec("labels", configs=_kept(STREAM_RETENTION_MS)),
+    TopicSpec(
+        "ingest.dlq", configs=_kept(KEEP_LONGER_MS, **{"max.message.bytes": str(DLQ_MAX_BYTES)})
+    ),
+    TopicSpec("features", configs=_kept(STREAM_RETENTION_MS)),
+    TopicSpec("predictions", configs=_kept(STREAM_RETENTION_MS)),
     TopicSpec("models", compacted=True),  # latest version per model name is state
-    TopicSpec("alerts"),
+    TopicSpec("alerts", configs=_kept(KEEP_LONGER_MS)),
 )
 
 

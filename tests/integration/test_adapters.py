@@ -16,7 +16,9 @@ from tests.support import BOOTSTRAP, REDIS_URL
 pytestmark = pytest.mark.integration
 
 
-async def test_ensure_topics_creates_each_once_with_partitions_and_compaction(prefix: str) -> None:
+async def test_ensure_topics_creates_each_once_with_partitions_compaction_and_retention(
+    prefix: str,
+) -> None:
     created = await ensure_topics(BOOTSTRAP, prefix, partitions=4)
     assert sorted(created) == sorted(prefix + spec.name for spec in TOPICS)
     assert await ensure_topics(BOOTSTRAP, prefix, partitions=4) == []
@@ -31,6 +33,19 @@ async def test_ensure_topics_creates_each_once_with_partitions_and_compaction(pr
         )
         configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
         assert configs["cleanup.policy"] == "compact"
+        kept = {}
+        for name in ("events", "predictions", "ingest.dlq", "alerts"):
+            (response,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, f"{prefix}{name}")]
+            )
+            configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+            kept[name] = (int(configs["retention.ms"]) // 3_600_000, configs["retention.bytes"])
+        assert kept == {
+            "events": (72, "-1"),
+            "predictions": (72, "-1"),
+            "ingest.dlq": (720, "-1"),
+            "alerts": (720, "-1"),
+        }
     finally:
         await admin.close()
 
