@@ -453,7 +453,7 @@ class Window:
         whether it was stored (not: a redelivery, or too late to keep)."""
         number = self.index.get(event_id)
         if number is not None:  # a redelivery: the entries that had arrived by its first time
-            columns = _arrived_by(self._live(), event_id)
+            columns = _arrived_by(self.state(), event_id)
             self._answer(vector, columns["t"], columns["x"], now, None)
             return False
         latest = self.newest
@@ -563,15 +563,6 @@ class Window:
             for column in x.values():
                 del column[:end]
             self.head = 0
-
-    def _live(self) -> EntityState:
-        head = self.head
-        return {
-            "t": self.t[head:],
-            "id": self.id[head:],
-            "n": self.n[head:],
-            "x": {f: c[head:] for f, c in self.x.items()},
-        }
 
     def _answer(
         self,

@@ -86,16 +86,26 @@ async def open_upstream(
     settings: CommonSettings, chains: Mapping[str, Sequence[Hop]], client_id: str
 ) -> AsyncIterator[Upstream]:
     """An `Upstream` of `chains`, with its admin client and offsets reader open."""
-    bootstrap = settings.kafka_bootstrap_servers
+    async with open_offset_clients(settings.kafka_bootstrap_servers, client_id) as clients:
+        yield Upstream(*clients, chains)
+
+
+@contextlib.asynccontextmanager
+async def open_offset_clients(
+    bootstrap: str, client_id: str
+) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
+    """An admin client (groups' committed offsets) and an offsets reader, open while in use.
+
+    The reader asks end offsets only: no group, nothing assigned, so it never fetches
+    records (a subscribed consumer's metadata drops other topics: each ask would wait).
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
-    # asks end offsets only: no group, nothing assigned, so it never fetches records
-    # (a subscribed consumer's metadata drops other topics: each ask would wait on it)
     offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
     await admin.start()
     try:
         await offsets.start()
         try:
-            yield Upstream(admin, offsets, chains)
+            yield admin, offsets
         finally:
             await offsets.stop()
     finally:

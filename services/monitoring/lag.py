@@ -36,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.settings import CommonSettings
 from shared.topics import Topics
+from shared.upstream import open_offset_clients
 
 __all__ = ["LAG_POINTS", "LagWatch", "Watched", "open_lag_watch", "watched_groups"]
 
@@ -172,14 +173,5 @@ async def open_lag_watch(
     bootstrap: str, watched: Sequence[Watched], client_id: str, every_s: float
 ) -> AsyncIterator[LagWatch]:
     """A `LagWatch` with its own admin client and offsets reader open while in use."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
-    offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
-    await admin.start()
-    try:
-        await offsets.start()
-        try:
-            yield LagWatch(admin, offsets, watched, every_s)
-        finally:
-            await offsets.stop()
-    finally:
-        await admin.close()
+    async with open_offset_clients(bootstrap, client_id) as (admin, offsets):
+        yield LagWatch(admin, offsets, watched, every_s)
