@@ -7,7 +7,9 @@ events whose features came and whose labels have not (N predictions waiting, as 
 1,000 events/s with a label delay of N / 1,000 s), and prints, per N, the checkpoint's
 pickled size and time beside the models' own. A second table has N events learned
 and none pending: what the ids remembered for de-duplication (for the TTL after an
-event is done) cost alone. No Kafka or Redis needed:
+event is done) cost alone. "whole" is a checkpoint that writes every per-event record
+(the first, and one now and then: `services.training.checkpoint`); "next" the one
+after another second of traffic, which writes only the records that changed. No Kafka or Redis needed:
 
     .venv/bin/python -m benchmarks.checkpoint_size [N ...]
 """
@@ -95,42 +97,66 @@ def fresh() -> TrainingState:
     return TrainingState(learner, LearnerWatermark(), config_hash="bench")
 
 
-def pending_state(n: int) -> TrainingState:
+def pending_state(n: int) -> tuple[TrainingState, _Stream]:
     """`WARM` events learned, then `n` predictions waiting for their labels."""
     state = fresh()
     stream = _Stream(state)
     stream.events(0, WARM, labelled=True)
     stream.events(WARM, WARM + n, labelled=False)
     assert state.learner.awaiting_labels == n, state.learner.awaiting_labels
-    return state
+    return state, stream
 
 
-def learned_state(n: int) -> TrainingState:
+def learned_state(n: int) -> tuple[TrainingState, _Stream]:
     """`WARM + n` events learned, none pending: only the remembered ids grow."""
     state = fresh()
-    _Stream(state).events(0, WARM + n, labelled=True)
+    stream = _Stream(state)
+    stream.events(0, WARM + n, labelled=True)
     assert state.learner.awaiting_labels == 0
-    return state
+    return state, stream
 
 
-def measure(state: TrainingState) -> tuple[int, float, int]:
-    """(checkpoint bytes, seconds to pickle it, the models' own bytes)."""
+def checkpoint(state: TrainingState, whole: bool) -> tuple[int, float]:
+    """(bytes, seconds) of a checkpoint as `CheckpointStore` makes it: the state
+    without the per-event records, and the records (all, or those changed)."""
+    learner = state.learner
     started = time.perf_counter()
-    blob = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
-    elapsed = time.perf_counter() - started
+    changes = learner.take_changes()
+    learner._items_apart = True
+    try:
+        blob = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+    finally:
+        learner._items_apart = False
+    items = pickle.dumps(learner.pack_items(None if whole else changes), pickle.HIGHEST_PROTOCOL)
+    return len(blob) + len(items), time.perf_counter() - started
+
+
+def measure(made: tuple[TrainingState, _Stream], n: int) -> tuple[int, float, int, float, int]:
+    """A whole checkpoint's bytes and seconds, then the next one's after another second
+    of traffic (1,000 labelled events), and the models' own bytes."""
+    state, stream = made
+    whole, whole_s = checkpoint(state, whole=True)
+    stream.events(WARM + n, WARM + n + 1_000, labelled=True)
+    change, change_s = checkpoint(state, whole=False)
     models = len(pickle.dumps(state.learner.models, pickle.HIGHEST_PROTOCOL))
-    return len(blob), elapsed, models
+    return whole, whole_s, change, change_s, models
 
 
 def main(sizes: list[int]) -> None:
-    print(f"{'items':>9} {'what':<22} {'checkpoint':>12} {'pickle time':>12} {'models':>10}")
+    print(
+        f"{'items':>9} {'what':<22} {'whole':>12} {'time':>9}"
+        f" {'next (1 s later)':>17} {'time':>9} {'models':>10}"
+    )
     for label, make in (
         ("pending predictions", pending_state),
         ("learned, ids kept", learned_state),
     ):
         for n in [0, *sizes]:
-            size, seconds, models = measure(make(n))
-            print(f"{n:>9,} {label:<22} {size:>12,} {seconds * 1000:>10.1f}ms {models:>10,}")
+            whole, whole_s, change, change_s, models = measure(make(n), n)
+            print(
+                f"{n:>9,} {label:<22} {whole:>12,} {whole_s * 1000:>7.1f}ms"
+                f" {change:>17,} {change_s * 1000:>7.1f}ms {models:>10,}"
+            )
 
 
 if __name__ == "__main__":

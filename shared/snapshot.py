@@ -16,27 +16,40 @@ import gc
 import os
 import pickle
 import signal
+import struct
 import traceback
+from collections.abc import Callable
 
-__all__ = ["pickle_later"]
+__all__ = ["parts_later", "pickle_later"]
 
 
 def pickle_later(obj: object) -> asyncio.Future[bytes]:
     """Start pickling `obj` as it is now; the future resolves to its bytes."""
+    done = parts_later(lambda: [pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)])
+    return asyncio.ensure_future(_first(done))
+
+
+async def _first(parts: asyncio.Future[list[bytes]]) -> bytes:
+    return (await parts)[0]
+
+
+def parts_later(make: Callable[[], list[bytes]]) -> asyncio.Future[list[bytes]]:
+    """Run `make` on the memory as it is now (in a forked child); the future resolves
+    to the byte strings it returns."""
     loop = asyncio.get_running_loop()
     if not hasattr(os, "fork"):
-        done: asyncio.Future[bytes] = loop.create_future()
-        done.set_result(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+        done: asyncio.Future[list[bytes]] = loop.create_future()
+        done.set_result(make())
         return done
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: pickle, write, exit without running any parent cleanup
-        _child(obj, read_fd, write_fd)
+    if pid == 0:  # the child: make, write, exit without running any parent cleanup
+        _child(make, read_fd, write_fd)
     os.close(write_fd)
     return loop.run_in_executor(None, _collect, pid, read_fd)
 
 
-def _child(obj: object, read_fd: int, write_fd: int) -> None:
+def _child(make: Callable[[], list[bytes]], read_fd: int, write_fd: int) -> None:
     code = 1
     try:
         os.close(read_fd)
@@ -44,9 +57,11 @@ def _child(obj: object, read_fd: int, write_fd: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         gc.disable()  # a collection would touch (and copy) every page of the snapshot
-        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+        parts = make()
         with os.fdopen(write_fd, "wb") as out:
-            out.write(data)
+            for part in parts:
+                out.write(struct.pack("<Q", len(part)))
+                out.write(part)
         code = 0
     except BaseException:
         traceback.print_exc()  # the parent only sees the exit code
@@ -54,12 +69,17 @@ def _child(obj: object, read_fd: int, write_fd: int) -> None:
         os._exit(code)
 
 
-def _collect(pid: int, read_fd: int) -> bytes:
-    """The child's bytes (read in a thread: the reads release the GIL)."""
+def _collect(pid: int, read_fd: int) -> list[bytes]:
+    """The child's parts (read in a thread: the reads release the GIL)."""
     with os.fdopen(read_fd, "rb") as pipe:
         data = pipe.read()
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"the checkpoint's pickling child exited with {code}")
-    return data
+    parts, at = [], 0
+    while at < len(data):
+        (size,) = struct.unpack_from("<Q", data, at)
+        parts.append(data[at + 8 : at + 8 + size])
+        at += 8 + size
+    return parts

@@ -6,6 +6,14 @@ input partition, and the model versions published so far. `CheckpointStore.save`
 writes it under one Redis key in the same MULTI/EXEC as the registry versions of
 every model that learned something since its last version, so the versions and the
 checkpoint they belong to become visible together or not at all.
+
+The learner's per-event records (what each event of the last label TTL waits for,
+`services.training.ledger`) grow with the rate, not with the models, so they are not
+rewritten at every checkpoint: a checkpoint adds to the `<key>:items` hash only the
+records that changed since the one before (`OnlineLearner.take_changes`), and writes
+them all, replacing the others, only when the changes written add up to more than
+the last whole write. So a checkpoint costs the models plus what changed since the
+last one, and Redis holds at most about twice the records.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import pickle
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiokafka import TopicPartition
 from redis.asyncio import Redis
@@ -30,7 +39,7 @@ from shared.messages import ModelPublished, PartitionOffset
 from shared.pipeline import PipelineConfig
 from shared.registry import ModelRegistry
 from shared.settings import CommonSettings
-from shared.snapshot import pickle_later
+from shared.snapshot import parts_later
 from shared.watermark import EPSILON, LearnerWatermark
 
 __all__ = [
@@ -43,6 +52,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+COMPACT_MIN = 1 << 20  # changes below this many bytes are always added, never compacted
 
 # Classes a checkpoint written by an earlier release names, and where they live now
 # (same state layout), so an upgrade resumes instead of failing to start.
@@ -85,6 +96,9 @@ class TrainingState:
     # the checkpoint had read to: `offsets`). Empty once every vector is back.
     replay_from: dict[TopicPartition, int] = field(default_factory=dict)
     replay: dict[TopicPartition, int] = field(default_factory=dict)
+    # How many entries of the checkpoint's items hash hold the learner's per-event
+    # records (0: they are inside the learner's pickle)
+    items: int = 0
 
     def __getstate__(self) -> dict[str, object]:
         """The state, with where to re-read the vectors of the waiting predictions: the
@@ -100,6 +114,7 @@ class TrainingState:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("replay_from", {})  # a checkpoint from before the re-read
+        state.setdefault("items", 0)
         self.__dict__.update(state)
         self.replay = {tp: self.offsets[tp] for tp in self.replay_from}
 
@@ -129,6 +144,17 @@ def checkpoint_key(topic_prefix: str) -> str:
     return f"driftline:{topic_prefix}training:checkpoint"
 
 
+@dataclass
+class _Chain:
+    """The items hash as last written, and for which state: entries, and the bytes of
+    the whole write (entry 0) and of the changes after it."""
+
+    state: TrainingState
+    n: int
+    whole: int
+    changes: int
+
+
 class CheckpointStore:
     """Reads and writes the `TrainingState` under `key`, with the registry versions."""
 
@@ -136,9 +162,14 @@ class CheckpointStore:
         self.redis = redis
         self.registry = registry
         self.key = key
+        self.items_key = f"{key}:items"
+        self._chain: _Chain | None = None
 
     async def load(self) -> TrainingState | None:
-        data = await self.redis.hget(self.key, "state")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.key, "state")
+        pipe.hgetall(self.items_key)
+        data, items = await pipe.execute()
         if data is None:
             return None
         if not isinstance(data, bytes):
@@ -146,6 +177,13 @@ class CheckpointStore:
         state = await asyncio.to_thread(_loads, data)
         if not isinstance(state, TrainingState):
             raise TypeError(f"checkpoint {self.key!r} holds a {type(state).__name__}")
+        if state.items:
+            blobs = [items.get(str(i).encode()) for i in range(state.items)]
+            if any(blob is None for blob in blobs):
+                raise ValueError(f"checkpoint {self.key!r} lacks entries of {self.items_key!r}")
+            await asyncio.to_thread(_load_items, state, blobs)
+            changes = sum(len(blob) for blob in blobs[1:])
+            self._chain = _Chain(state, len(blobs), len(blobs[0]), changes)
         return state
 
     def write(self, state: TrainingState) -> Awaitable[None]:
@@ -153,11 +191,12 @@ class CheckpointStore:
         write of it alone, no versions: serving's replica of the learner keeps its own."""
         state.saved_at = utcnow()
         summary = {"saved_at": state.saved_at.isoformat(), "records": state.records}
-        pickled = pickle_later(state)
+        snapshot = self._snapshot(state)
 
         async def finish() -> None:
-            blob = await pickled
-            await self.redis.hset(self.key, mapping={"state": blob, "summary": json.dumps(summary)})
+            pipe = self.redis.pipeline(transaction=True)
+            await snapshot.stage(pipe, summary)
+            await snapshot.commit(pipe)
 
         return finish()
 
@@ -219,16 +258,15 @@ class CheckpointStore:
                 "offsets": [o.model_dump() for o in offsets],
                 "n_learned": {n: s.n_learned for n, s in learner.scores.items()},
             }
-            pickled = pickle_later(state)
+            snapshot = self._snapshot(state)
         except BaseException:
             state.versions, state.published_n, state.saved_at = before
             raise
 
         async def finish() -> list[ModelPublished]:
             try:
-                blob = await pickled
-                pipe.hset(self.key, mapping={"state": blob, "summary": json.dumps(summary)})
-                await pipe.execute()
+                await snapshot.stage(pipe, summary)
+                await snapshot.commit(pipe)
             except BaseException:
                 state.versions, state.published_n, state.saved_at = before
                 raise
@@ -237,6 +275,82 @@ class CheckpointStore:
             return published
 
         return finish
+
+    def _snapshot(self, state: TrainingState) -> _Snapshot:
+        """Fork the child that pickles `state` and the learner's records, all of them
+        or those changed since the last write (the chain goes on)."""
+        chain = self._chain if self._chain is not None and self._chain.state is state else None
+        changes = state.learner.take_changes()
+        whole = changes is None or chain is None or chain.changes > max(chain.whole, COMPACT_MIN)
+        n = 1 if whole else chain.n + 1  # type: ignore[union-attr]
+        learner = state.learner
+
+        def make() -> list[bytes]:
+            items_before, apart_before = state.items, learner._items_apart
+            state.items, learner._items_apart = n, True
+            try:
+                pickled = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+            finally:
+                state.items, learner._items_apart = items_before, apart_before
+            packed = learner.pack_items(None if whole else changes)
+            return [pickled, pickle.dumps(packed, pickle.HIGHEST_PROTOCOL)]
+
+        try:
+            parts = parts_later(make)
+        except BaseException:
+            learner.lose_changes()
+            raise
+        return _Snapshot(self, state, parts, n, whole)
+
+
+@dataclass
+class _Snapshot:
+    """A checkpoint being pickled, and how to write it into a transaction."""
+
+    store: CheckpointStore
+    state: TrainingState
+    parts: asyncio.Future[list[bytes]]
+    n: int
+    whole: bool
+    items_bytes: int = 0
+
+    async def stage(self, pipe: Any, summary: dict[str, object]) -> None:
+        try:
+            blob, items = await self.parts
+        except BaseException:
+            self.failed()
+            raise
+        store = self.store
+        summary = {**summary, "items": self.n, "items_bytes": len(items), "state_bytes": len(blob)}
+        pipe.hset(store.key, mapping={"state": blob, "summary": json.dumps(summary)})
+        if self.whole:
+            pipe.delete(store.items_key)
+        pipe.hset(store.items_key, str(self.n - 1), items)
+        self.items_bytes = len(items)
+
+    async def commit(self, pipe: Any) -> None:
+        try:
+            await pipe.execute()
+        except BaseException:
+            self.failed()
+            raise
+        store = self.store
+        if self.whole or store._chain is None:
+            store._chain = _Chain(self.state, self.n, self.items_bytes, 0)
+        else:
+            store._chain.n = self.n
+            store._chain.changes += self.items_bytes
+
+    def failed(self) -> None:
+        """Not written: the next checkpoint writes every record again."""
+        self.state.learner.lose_changes()
+        self.store._chain = None
+
+
+def _load_items(state: TrainingState, blobs: list[bytes]) -> None:
+    state.learner.load_items(pickle.loads(blob) for blob in blobs)
+    state.learner.take_changes()  # tracked from here: the next checkpoint adds to these
+    state.items = 0
 
 
 def fresh_state(pipeline: PipelineConfig, settings: CommonSettings) -> TrainingState:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,9 +37,19 @@ from typing import Any, Literal
 
 from river import base
 
+from services.training import ledger
+from services.training.ledger import NONE, Waits
 from shared.catalogue import predict, predicts_by_max_proba
 
-__all__ = ["Learned", "LearnerOutput", "OnlineLearner", "PredictionMade", "Score", "micros"]
+__all__ = [
+    "Changes",
+    "Learned",
+    "LearnerOutput",
+    "OnlineLearner",
+    "PredictionMade",
+    "Score",
+    "micros",
+]
 
 # At equal times labels go first: simulate_qa reveals an answer due at t before the
 # question asked at t.
@@ -51,6 +60,7 @@ log = logging.getLogger(__name__)
 _Timer = Literal["prediction", "label", "untimed"]
 _TIMERS: tuple[_Timer, ...] = ("prediction", "label", "untimed")
 FORGET_BUCKETS = 64  # finished ids are forgotten at most ttl / 64 later than due
+LAYOUT = 3  # the pickled state's layout: per-event records (`ledger`) since 3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -103,15 +113,28 @@ class _Prediction:
     ref: Any = None  # where its vector can be read again (`add_features`), if known
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in a learner's per-event records (`OnlineLearner.take_changes`): the
+    event ids, the forget cells dropped, and per forget cell the (start, end) of its
+    ids added."""
+
+    ids: set[str]
+    dropped: list[int]
+    cells: dict[int, tuple[int, int]]
+
+
 class OnlineLearner:
     """Several named River models learning side by side from a features/labels join.
 
     `ttl` bounds, in event time, how long a prediction waits for its label and a
     label for its features (None: forever); it also bounds how long an `event_id` is
-    remembered for de-duplication after its event is done. A late item (added behind
-    the clock) may wait a little longer than `ttl`, never less. The learner is
-    picklable: pickle it whole to checkpoint models, buffers and counters together.
-    Times are kept as integer microseconds inside, so a checkpoint stays cheap.
+    remembered for de-duplication after its event is done (and while it waits). Waits
+    expire in (since, event_id) order, so a learner rebuilt from its per-event records
+    expires the same items. The learner is picklable: pickle it whole to checkpoint
+    models, buffers and counters together, or the per-event records apart
+    (`take_changes`, `pack_items`, `load_items`: training's checkpoint writes only those
+    that changed). Times are kept as integer microseconds inside.
 
     A model that raises on one item (a class type it cannot order, say) skips that
     item, counted in `model_errors`, and the other models and items go on.
@@ -136,52 +159,53 @@ class OnlineLearner:
         # equal times labels first, then by event_id, whatever order the items came in
         self._queue: list[tuple[int, int, str, int, Any]] = []
         self._seq = 0
-        self._predictions: dict[str, _Prediction] = {}  # predicted, waiting for the label
-        self._labels: dict[str, Any] = {}  # label processed, waiting for the features
-        self._untimed: dict[str, Any] = {}  # label without label_time, features not added yet
         self._unscheduled: list[str] = []  # untimed labels added before any clock existed
+        self._bucket_us = max(1, self._ttl_us // FORGET_BUCKETS) if self._ttl_us else 1
+        self._items_apart = False  # pickle without the per-event records (`pack_items`)
+        self._clear_items()
+
+    def _clear_items(self) -> None:
+        """No per-event records: what `pack_items` saves and `load_items` reads back."""
+        self._predictions: dict[str, _Prediction] = {}  # predicted, waiting for the label
+        self._labels: dict[str, tuple[Any, int]] = {}  # (label, since): waits for features
+        # (label, since) of a label without label_time whose features are not added yet;
+        # since is None until a clock exists (`_unscheduled`)
+        self._untimed: dict[str, tuple[Any, int | None]] = {}
         self._seen_features: dict[str, int] = {}  # event_id -> event time
         self._seen_labels: set[str] = set()
-        # One queue of (since, event_id) per kind of wait, in the order they started:
-        # event-time order, but for late items.
-        self._timers: dict[_Timer, deque[tuple[int, str]]] = {w: deque() for w in _TIMERS}
-        # Finished event ids to forget, in buckets of [first since, last since, ids].
-        self._forget: deque[list[Any]] = deque()
-        self._bucket_us = max(1, self._ttl_us // FORGET_BUCKETS) if self._ttl_us else 1
+        # One queue of (since, event_id) per kind of wait, smallest first.
+        self._timers: dict[_Timer, Waits] = {w: Waits() for w in _TIMERS}
+        # Finished event ids to forget, by cell of the time grid (`_bucket_us` wide):
+        # cell -> [latest since, ids], and a heap of the cells.
+        self._forget: dict[int, list[Any]] = {}
+        self._forget_cells: list[int] = []
         self._unfilled: dict[Any, str] = {}  # ref -> event_id of a vector not re-read yet
+        # What changed since `take_changes` (None: not tracked, or too much: save all):
+        # event ids, and per forget cell how many of its ids were taken.
+        self._changed: set[str] | None = None
+        self._cells_taken: dict[int, int] = {}
+        self._cells_dropped: list[int] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        """The state, with the remembered ids packed as joined strings (`_pack`): a
-        checkpoint of millions of them pickles a few strings, not millions of objects."""
-        state = dict(self.__dict__)
-        seen = state["_seen_features"]
-        state["_seen_features"] = (_pack(seen), array("q", seen.values()))
-        state["_seen_labels"] = _pack(state["_seen_labels"])
-        state["_forget"] = [(first, last, _pack(ids)) for first, last, ids in state["_forget"]]
-        state["_predictions"] = _pack_predictions(state["_predictions"], list(self.models))
-        state["_unfilled"] = {}  # every waiting prediction with a ref is packed without x
+        """The state with the per-event records packed as columns (`ledger`): a
+        checkpoint of millions of them pickles a few strings and arrays, not millions
+        of objects. With `_items_apart` (a checkpoint that saves them itself, see
+        `pack_items`) without them."""
+        state = {k: v for k, v in self.__dict__.items() if k not in _ITEMS}
+        state["_layout"] = LAYOUT
+        state["_items"] = None if self._items_apart else self.pack_items(None)
+        state["_items_apart"] = False
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if "_clock" not in state:  # a checkpoint from before times were microseconds
-            state = _upgrade(state)
-        if isinstance(state["_seen_features"], tuple):  # packed by __getstate__
-            ids, times = state["_seen_features"]
-            state["_seen_features"] = dict(zip(_unpack(ids), times, strict=True))
-            state["_seen_labels"] = set(_unpack(state["_seen_labels"]))
-            state["_forget"] = deque(
-                [first, last, _unpack(ids)] for first, last, ids in state["_forget"]
-            )
-        if isinstance(state["_predictions"], tuple):  # packed by __getstate__
-            state["_predictions"], state["_unfilled"] = _unpack_predictions(state["_predictions"])
-        state.setdefault("_unfilled", {})
-        queue = state["_queue"]
-        if queue and isinstance(queue[0][2], int):  # from before ties went by event_id
-            state["_queue"] = [(t, kind, e, seq, v) for t, kind, seq, e, v in queue]
-            heapq.heapify(state["_queue"])
-        self.__dict__.update(state)
-        if "_by_max_proba" not in state:  # a checkpoint from before it
-            self._by_max_proba = {n: predicts_by_max_proba(m) for n, m in self.models.items()}
+        if state.get("_layout") == LAYOUT:
+            items = state.pop("_items")
+            self.__dict__.update(state)
+            self._clear_items()
+            if items is not None:
+                self.load_items([items])
+            return
+        _old_layout(self, state)
 
     @property
     def clock(self) -> datetime | None:
@@ -205,9 +229,10 @@ class OnlineLearner:
             return
         time = micros(event_time)
         self._seen_features[event_id] = time
+        self._touch(event_id)
         self._push(time, _FEATURES, event_id, (x, event_time, ref))
         if event_id in self._untimed:
-            self._push(time, _LABEL, event_id, self._untimed.pop(event_id))
+            self._push(time, _LABEL, event_id, self._untimed.pop(event_id)[0])
 
     def add_label(self, event_id: str, label: Any, label_time: datetime | None = None) -> None:
         """Buffer a label; it arrives at `label_time`, or at its event's time if None."""
@@ -215,11 +240,13 @@ class OnlineLearner:
             self.duplicates += 1
             return
         self._seen_labels.add(event_id)
+        self._touch(event_id)
         time = self._seen_features.get(event_id) if label_time is None else micros(label_time)
         if time is not None:
             self._push(time, _LABEL, event_id, label)
             return
-        self._untimed[event_id] = label  # its time is known once the features are added
+        # its time is known once the features are added
+        self._untimed[event_id] = (label, self._clock)
         if self._clock is None:
             self._unscheduled.append(event_id)
         else:
@@ -246,6 +273,7 @@ class OnlineLearner:
         """Give up on the vector at `ref` (no longer readable): its prediction expires."""
         event_id = self._unfilled.pop(ref)
         del self._predictions[event_id]
+        self._touch(event_id)
         self.expired_features += 1
         self.abandoned += 1
         self._forget_later(self._clock or 0, event_id)
@@ -273,6 +301,109 @@ class OnlineLearner:
         self._classifiers = {n: c for n, c in self._classifiers.items() if n in keep}
         self._by_max_proba = {n: b for n, b in self._by_max_proba.items() if n in keep}
 
+    # ---- saving the per-event records apart (training's checkpoint)
+
+    def take_changes(self) -> Changes | None:
+        """What changed since the last call (None: all of it, as on the first call), for
+        `pack_items`; from now on changes are tracked again from empty."""
+        changed, self._changed = self._changed, set()
+        cells = {
+            cell: (self._cells_taken.get(cell, 0), len(b[1])) for cell, b in self._forget.items()
+        }
+        self._cells_taken = {cell: end for cell, (_, end) in cells.items()}
+        dropped, self._cells_dropped = self._cells_dropped, []
+        if changed is None or len(changed) > len(self._seen_features) + len(self._seen_labels):
+            return None
+        return Changes(changed, dropped, cells)
+
+    def lose_changes(self) -> None:
+        """Changes taken were not saved: the next `take_changes` gives all."""
+        self._changed = None
+
+    def pack_items(self, changes: Changes | None) -> dict[str, Any]:
+        """The per-event records (all of them, or those `changes` names) and the forget
+        cells, as `load_items` reads them back."""
+        if changes is None:
+            ids: Iterable[str] = self._seen_features.keys() | self._seen_labels
+            cells = {cell: (0, len(b[1])) for cell, b in self._forget.items()}
+            dropped: list[int] = []
+        else:
+            ids, cells, dropped = changes.ids, changes.cells, changes.dropped
+        forget = {
+            cell: (self._forget[cell][0], self._forget[cell][1][a:b])
+            for cell, (a, b) in cells.items()
+            if cell in self._forget
+        }
+        return {
+            "records": ledger.pack(map(self._record, ids), list(self.models)),
+            "cells": [(cell, since, ledger.pack_ids(ids)) for cell, (since, ids) in forget.items()],
+            "dropped": dropped,
+            "whole": changes is None,
+        }
+
+    def load_items(self, packs: Iterable[dict[str, Any]]) -> None:
+        """Read back what `pack_items` wrote: a whole one first, then changes in order."""
+        predictions, labels, untimed = self._predictions, self._labels, self._untimed
+        seen_features, seen_labels, forget = self._seen_features, self._seen_labels, self._forget
+        for packed in packs:
+            if packed["whole"]:
+                self._clear_items()
+                predictions, labels, untimed = self._predictions, self._labels, self._untimed
+                seen_features, seen_labels, forget = (
+                    self._seen_features,
+                    self._seen_labels,
+                    self._forget,
+                )
+            for event_id, time, labelled, state, detail in ledger.unpack(packed["records"]):
+                predictions.pop(event_id, None)
+                labels.pop(event_id, None)
+                untimed.pop(event_id, None)
+                seen_features.pop(event_id, None)
+                seen_labels.discard(event_id)
+                if time != NONE:
+                    seen_features[event_id] = time
+                if labelled:
+                    seen_labels.add(event_id)
+                if state == ledger.WAITS_PREDICTION:
+                    if detail[0] is None:
+                        _, y_pred, x, event_time = detail
+                        predictions[event_id] = _Prediction(event_time, x, y_pred, None)
+                    else:
+                        predictions[event_id] = _Prediction(None, None, detail[1], detail[0])
+                elif state == ledger.WAITS_LABEL:
+                    labels[event_id] = detail
+                elif state == ledger.WAITS_UNTIMED:
+                    untimed[event_id] = detail
+            for cell in packed["dropped"]:
+                forget.pop(cell, None)
+            for cell, since, ids in packed["cells"]:
+                bucket = forget.setdefault(cell, [since, []])
+                bucket[0] = since
+                bucket[1].extend(ledger.unpack_ids(ids))
+        self._forget_cells = sorted(forget)
+        self._unfilled = {p.ref: e for e, p in predictions.items() if p.x is None}
+        timers = self._timers
+        timers["prediction"] = Waits((seen_features[e], e) for e in predictions)
+        timers["label"] = Waits((since, e) for e, (_, since) in labels.items())
+        timers["untimed"] = Waits((s, e) for e, (_, s) in untimed.items() if s is not None)
+
+    def _record(self, event_id: str) -> tuple[str, int, bool, int, Any]:
+        time = self._seen_features.get(event_id, NONE)
+        labelled = event_id in self._seen_labels
+        prediction = self._predictions.get(event_id)
+        if prediction is not None:
+            detail: tuple[Any, ...]
+            if prediction.ref is None:
+                detail = (None, prediction.y_pred, prediction.x, prediction.event_time)
+            else:
+                detail = (prediction.ref, prediction.y_pred)
+            return event_id, time, labelled, ledger.WAITS_PREDICTION, detail
+        if event_id in self._labels:
+            return event_id, time, labelled, ledger.WAITS_LABEL, self._labels[event_id]
+        if event_id in self._untimed:
+            return event_id, time, labelled, ledger.WAITS_UNTIMED, self._untimed[event_id]
+        return event_id, time, labelled, ledger.SEEN, None
+
     # ---- processing
 
     def advance(self, watermark: datetime | None = None) -> list[LearnerOutput]:
@@ -297,13 +428,18 @@ class OnlineLearner:
             elif event_id in self._predictions:
                 self._learn(event_id, value, time, out)
             else:
-                self._labels[event_id] = value
+                self._labels[event_id] = (value, time)
+                self._seen_labels.add(event_id)  # remembered while it waits
+                self._touch(event_id)
                 self._start_timer(time, "label", event_id)
         if limit is not None:
             self._tick(limit)
-        if self._clock is not None:
+        if self._clock is not None and self._unscheduled:
             for event_id in self._unscheduled:
-                self._start_timer(self._clock, "untimed", event_id)
+                if event_id in self._untimed:
+                    self._untimed[event_id] = (self._untimed[event_id][0], self._clock)
+                    self._touch(event_id)
+                    self._start_timer(self._clock, "untimed", event_id)
             self._unscheduled.clear()
         return out
 
@@ -342,8 +478,10 @@ class OnlineLearner:
             y_preds[name] = y_pred
             out.append(PredictionMade(event_id, name, y_pred, proba, event_time))
         self._predictions[event_id] = _Prediction(event_time, x, y_preds, ref)
+        self._seen_features[event_id] = time  # remembered while it waits (even if forgotten)
+        self._touch(event_id)
         if event_id in self._labels:
-            self._learn(event_id, self._labels.pop(event_id), time, out)
+            self._learn(event_id, self._labels.pop(event_id)[0], time, out)
         else:
             self._start_timer(time, "prediction", event_id)
 
@@ -385,22 +523,40 @@ class OnlineLearner:
             ("untimed", self._untimed),
         ):
             started = timers[what]  # type: ignore[index]
-            while started:
-                since, event_id = started[0]
+            while (first := started.first()) is not None:
+                since, event_id = first
                 if event_id not in waiting:
-                    started.popleft()  # joined in time: nothing to expire
+                    started.pop()  # joined in time: nothing to expire
                 elif since < horizon:
-                    started.popleft()
+                    started.pop()
                     self._expire(what, event_id)  # type: ignore[arg-type]
                 else:
                     break
-        forget, seen_features, seen_labels = self._forget, self._seen_features, self._seen_labels
-        while forget and forget[0][1] < horizon:
-            for event_id in forget.popleft()[2]:
+        cells, forget = self._forget_cells, self._forget
+        if cells and forget[cells[0]][0] < horizon:
+            self._forget_until(horizon)
+
+    def _forget_until(self, horizon: int) -> None:
+        """Forget the finished ids of every cell whose latest since is before `horizon`
+        (but those that wait again, for a late label or features: forgotten once done)."""
+        cells, forget = self._forget_cells, self._forget
+        seen_features, seen_labels, changed = self._seen_features, self._seen_labels, self._changed
+        predictions, labels, untimed = self._predictions, self._labels, self._untimed
+        while cells and forget[cells[0]][0] < horizon:
+            cell = heapq.heappop(cells)
+            ids = forget.pop(cell)[1]
+            for event_id in ids:
+                if event_id in predictions or event_id in labels or event_id in untimed:
+                    continue
                 seen_features.pop(event_id, None)
                 seen_labels.discard(event_id)
+            if changed is not None:
+                changed.update(ids)
+                self._cells_taken.pop(cell, None)
+                self._cells_dropped.append(cell)
 
     def _expire(self, what: _Timer, event_id: str) -> None:
+        self._touch(event_id)
         if what == "prediction":
             del self._predictions[event_id]
             self.expired_features += 1
@@ -415,75 +571,92 @@ class OnlineLearner:
 
     def _start_timer(self, since: int, what: _Timer, event_id: str) -> None:
         if self._ttl_us is not None:
-            self._timers[what].append((since, event_id))
+            self._timers[what].add(since, event_id)
 
     def _forget_later(self, since: int, event_id: str) -> None:
         """Forget a finished `event_id` once `since` is older than ttl (in buckets)."""
         if self._ttl_us is None:
             return
-        forget = self._forget
-        if forget and since - forget[-1][0] < self._bucket_us:
-            bucket = forget[-1]
-            bucket[1] = max(bucket[1], since)
-            bucket[2].append(event_id)
+        self._touch(event_id)
+        cell = since // self._bucket_us
+        bucket = self._forget.get(cell)
+        if bucket is None:
+            self._forget[cell] = [since, [event_id]]
+            heapq.heappush(self._forget_cells, cell)
         else:
-            forget.append([since, since, [event_id]])
+            if since > bucket[0]:
+                bucket[0] = since
+            bucket[1].append(event_id)
+
+    def _touch(self, event_id: str) -> None:
+        changed = self._changed
+        if changed is not None:
+            changed.add(event_id)
 
 
-_SEP = "\0"
+# The per-event records and what tracks their changes: packed apart (`pack_items`).
+_ITEMS = (
+    "_predictions",
+    "_labels",
+    "_untimed",
+    "_seen_features",
+    "_seen_labels",
+    "_timers",
+    "_forget",
+    "_forget_cells",
+    "_unfilled",
+    "_changed",
+    "_cells_taken",
+    "_cells_dropped",
+)
 
 
-def _pack(ids: Iterable[str]) -> str | tuple[str, ...]:
-    """`ids` as one string joined by NUL (in their order); as a tuple when there are
-    none or an id holds a NUL itself. `_unpack` gives the list back."""
-    listed = list(ids)
-    joined = _SEP.join(listed)
-    if not listed or joined.count(_SEP) != len(listed) - 1:
-        return tuple(listed)
-    return joined
-
-
-def _unpack(packed: str | tuple[str, ...]) -> list[str]:
-    return list(packed) if isinstance(packed, tuple) else packed.split(_SEP)
-
-
-def _pack_predictions(predictions: dict[str, _Prediction], models: list[str]) -> tuple[Any, ...]:
-    """The waiting predictions as a few flat columns: those with a ref keep only the
-    ref (its partitions once, then an index and an offset each) and each model's
-    prediction, not the vector or its time; the others are kept whole."""
-    whole = {e: p for e, p in predictions.items() if p.ref is None}
-    ids: list[str] = []
-    parts: dict[tuple[Any, ...], int] = {}
-    where, offsets = array("i"), array("q")
-    y_preds: dict[str, list[Any]] = {name: [] for name in models}
-    for event_id, prediction in predictions.items():
-        ref = prediction.ref
-        if ref is None:
-            continue
-        ids.append(event_id)
-        *part, offset = ref
-        where.append(parts.setdefault(tuple(part), len(parts)))
-        offsets.append(offset)
-        for name in models:
-            y_preds[name].append(prediction.y_pred.get(name))
-    return ("packed", whole, _pack(ids), tuple(parts), where, offsets, y_preds)
-
-
-def _unpack_predictions(
-    packed: tuple[Any, ...],
-) -> tuple[dict[str, _Prediction], dict[Any, str]]:
-    """`_pack_predictions` undone: the predictions, and ref -> event_id of those that
-    wait for their vector."""
-    _, whole, ids, parts, where, offsets, y_preds = packed
-    predictions = dict(whole)
-    unfilled = {}
-    names = list(y_preds)
-    for i, event_id in enumerate(_unpack(ids) if len(offsets) else []):
-        ref = (*parts[where[i]], offsets[i])
-        y_pred = {name: y_preds[name][i] for name in names}
-        predictions[event_id] = _Prediction(None, None, y_pred, ref)
-        unfilled[ref] = event_id
-    return predictions, unfilled
+def _old_layout(learner: OnlineLearner, state: dict[str, Any]) -> None:
+    """Load a state pickled before `LAYOUT` 3 (queues of timers in arrival order, forget
+    buckets in a deque, maybe packed ids) into today's structures."""
+    if "_clock" not in state:  # a checkpoint from before times were microseconds
+        state = _upgrade(state)
+    state = dict(state)
+    if isinstance(state["_seen_features"], tuple):  # packed ids
+        ids, times = state["_seen_features"]
+        state["_seen_features"] = dict(zip(ledger.unpack_ids(ids), times, strict=True))
+        state["_seen_labels"] = set(ledger.unpack_ids(state["_seen_labels"]))
+        state["_forget"] = [
+            [first, last, ledger.unpack_ids(ids)] for first, last, ids in state["_forget"]
+        ]
+    predictions = state["_predictions"]
+    if isinstance(predictions, tuple):  # packed: ("packed", whole, ids, parts, ...)
+        _, whole, ids, parts, where, offsets, y_preds = predictions
+        predictions = dict(whole)
+        names = list(y_preds)
+        for i, event_id in enumerate(ledger.unpack_ids(ids) if len(offsets) else []):
+            y_pred = {name: y_preds[name][i] for name in names}
+            predictions[event_id] = _Prediction(None, None, y_pred, (*parts[where[i]], offsets[i]))
+    queue = state["_queue"]
+    if queue and isinstance(queue[0][2], int):  # from before ties went by event_id
+        state["_queue"] = [(t, kind, e, seq, v) for t, kind, seq, e, v in queue]
+        heapq.heapify(state["_queue"])
+    timers, forget, clock = state["_timers"], state["_forget"], state["_clock"]
+    since = {what: {e: t for t, e in timers[what]} for what in _TIMERS}
+    rest = {k: v for k, v in state.items() if k not in (*_ITEMS, "_timers", "_forget")}
+    learner.__dict__.update(rest)
+    if "_by_max_proba" not in state:  # a checkpoint from before it
+        learner._by_max_proba = {n: predicts_by_max_proba(m) for n, m in learner.models.items()}
+    learner._bucket_us = state.get("_bucket_us", 1)
+    learner._items_apart = False
+    learner._clear_items()
+    learner._predictions = predictions
+    learner._unfilled = {p.ref: e for e, p in predictions.items() if p.x is None}
+    learner._labels = {e: (y, since["label"].get(e, clock)) for e, y in state["_labels"].items()}
+    learner._untimed = {e: (y, since["untimed"].get(e)) for e, y in state["_untimed"].items()}
+    learner._seen_features = state["_seen_features"]
+    learner._seen_labels = state["_seen_labels"]
+    for what in _TIMERS:
+        for t, e in timers[what]:
+            learner._timers[what].add(t, e)
+    for _, last, ids in forget:
+        for event_id in ids:
+            learner._forget_later(last, event_id)
 
 
 def micros(time: datetime) -> int:

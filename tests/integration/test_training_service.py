@@ -267,6 +267,17 @@ def produce_chunk(prefix: str, rows: list[Row], start: int, stop: int, delay: in
     asyncio.run(send())
 
 
+def checkpoint_items(prefix: str) -> tuple[dict[str, Any], int]:
+    """The checkpoint's summary, and how many entries its items hash holds."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        key = f"driftline:{prefix}training:checkpoint"
+        summary = json.loads(client.hget(key, "summary") or b"{}")
+        return summary, int(client.hlen(f"{key}:items"))
+    finally:
+        client.close()
+
+
 def live_counts(prefix: str) -> dict[str, int]:
     """Events learned per model, as its live slot in the registry says."""
     client = redis.Redis.from_url(REDIS_URL)
@@ -309,6 +320,8 @@ def test_a_restart_mid_stream_neither_skips_nor_relearns(
     live = models_of(service)
     service.stop(sig)
     first_log = service.log_path.read_text()
+    summary, entries = checkpoint_items(prefix)
+    assert summary["items"] == entries >= 2, "records saved as changes after a whole write"
 
     produce_chunk(prefix, weather, 2000, N_ROWS, delay)
     service.start()

@@ -373,6 +373,22 @@ def test_a_pickled_learner_resumes_exactly() -> None:
     assert resumed.expired_features == straight.expired_features > 0
 
 
+def test_a_checkpoint_from_before_per_event_records_resumes() -> None:
+    # Pickled by the release before the per-event records (layout 2: timers in arrival
+    # order, forget buckets, packed ids): random_stream(11) fed to half, advanced to 150 s.
+    items = random_stream(seed=11)
+    straight = recorder_learner(ttl=timedelta(seconds=45))
+    feed(straight, items)
+    expected = straight.advance(at(150)) + straight.advance(None)
+    resumed = pickle.loads((Path(__file__).parent / "data" / "learner-v2.pickle").read_bytes())
+    feed(resumed, items[len(items) // 2 :])
+    out = resumed.advance(at(150)) + resumed.advance(None)
+    assert out == expected[len(expected) - len(out) :]
+    assert log_of(resumed) == log_of(straight)
+    assert vars(resumed.scores["rec"]) == vars(straight.scores["rec"])
+    assert resumed.expired_features == straight.expired_features > 0
+
+
 @pytest.mark.parametrize("odd", ["", "a\0b"], ids=["empty-id", "id-with-nul"])
 def test_remembered_ids_survive_a_pickle_whatever_they_hold(odd: str) -> None:
     learner = recorder_learner(ttl=timedelta(seconds=60))
@@ -381,7 +397,7 @@ def test_remembered_ids_survive_a_pickle_whatever_they_hold(odd: str) -> None:
     resumed = pickle.loads(pickle.dumps(learner))
     assert resumed._seen_features == learner._seen_features
     assert resumed._seen_labels == learner._seen_labels == {odd, "c"}
-    assert list(resumed._forget) == list(learner._forget)
+    assert resumed._forget == learner._forget
     feed(resumed, [features(odd, 0), label("c", 1, 4)])
     assert resumed.duplicates == 2
 

@@ -272,3 +272,44 @@ def test_the_checkpoint_keeps_no_vector_of_a_waiting_prediction() -> None:
     per_item = (waiting(20_000, 50) - empty) / 20_000
     assert per_item < 80, per_item
     assert waiting(20_000, 5) - empty > 0.9 * (waiting(20_000, 50) - empty)
+
+
+def test_records_saved_as_changes_restore_as_one_run() -> None:
+    """The checkpoint's way: the per-event records written whole once, then only those
+    that changed since the write before; state pickled without them. Read back at any
+    point and run on, the outcome is the uninterrupted run's."""
+    for seed in range(2):
+        batches = messy_stream(400, seed)
+        straight = messy_state()
+        run_to_end(
+            LearnerFeed(straight, features="features", labels="labels", task="binary"), batches
+        )
+        expected = outcome(straight)
+        for cut in range(5, len(batches), 11):
+            state = messy_state()
+            feed = LearnerFeed(state, features="features", labels="labels", task="binary")
+            packs: list[dict[str, object]] = []
+            for i, batch in enumerate(batches[:cut]):
+                feed.take({tp: records for tp, records in batch.items() if records}, now=0.0)
+                feed.advance(now=0.0)
+                if i % 4 == 0 or i == cut - 1:
+                    changes = state.learner.take_changes()
+                    packs = [] if changes is None else packs
+                    packs.append(state.learner.pack_items(changes))
+            assert len(packs) > 1 or cut < 9
+            state.learner._items_apart = True
+            restored = pickle.loads(pickle.dumps(state))
+            state.learner._items_apart = False
+            assert restored.learner.awaiting_labels == 0, "no records in the pickle"
+            restored.learner.load_items(pickle.loads(pickle.dumps(packs)))
+            assert restored.learner.awaiting_labels == state.learner.awaiting_labels
+            assert restored.learner._seen_features == state.learner._seen_features
+            assert restored.learner._forget == state.learner._forget
+            start = {tp: restored.replay_from.get(tp, restored.offsets.get(tp, 0)) for tp in PARTS}
+            rest = [
+                {tp: [r for r in recs if r.offset >= start[tp]] for tp, recs in batch.items()}
+                for batch in batches
+            ]
+            again = LearnerFeed(restored, features="features", labels="labels", task="binary")
+            run_to_end(again, rest)
+            assert outcome(restored) == expected, (seed, cut)
