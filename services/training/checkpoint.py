@@ -313,6 +313,7 @@ class _Snapshot:
     n: int
     whole: bool
     items_bytes: int = 0
+    state_bytes: int = 0
 
     async def stage(self, pipe: Any, summary: dict[str, object]) -> None:
         try:
@@ -326,7 +327,7 @@ class _Snapshot:
         if self.whole:
             pipe.delete(store.items_key)
         pipe.hset(store.items_key, str(self.n - 1), items)
-        self.items_bytes = len(items)
+        self.items_bytes, self.state_bytes = len(items), len(blob)
 
     async def commit(self, pipe: Any) -> None:
         try:
@@ -340,6 +341,9 @@ class _Snapshot:
         else:
             store._chain.n = self.n
             store._chain.changes += self.items_bytes
+        metrics.CHECKPOINT_BYTES.labels("state").set(self.state_bytes)
+        metrics.CHECKPOINT_BYTES.labels("records").set(self.items_bytes)
+        metrics.CHECKPOINT_BYTES.labels("held").set(store._chain.whole + store._chain.changes)
 
     def failed(self) -> None:
         """Not written: the next checkpoint writes every record again."""

@@ -453,6 +453,11 @@ class OnlineLearner:
         return len(self._predictions)
 
     @property
+    def remembered(self) -> tuple[int, int]:
+        """Event ids remembered for de-duplication: of features, of labels."""
+        return len(self._seen_features), len(self._seen_labels)
+
+    @property
     def awaiting_features(self) -> int:
         return len(self._labels) + len(self._untimed)
 

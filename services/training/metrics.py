@@ -19,6 +19,7 @@ __all__ = [
     "BAD_MESSAGES",
     "BATCH_SECONDS",
     "CHECKPOINTS",
+    "CHECKPOINT_BYTES",
     "CONSUMED",
     "CONSUMER_LAG",
     "HELD_JUMPS",
@@ -39,6 +40,12 @@ PREDICTIONS = Counter(
     "driftline_training_predictions_published_total", "Learner predictions published", ["model"]
 )
 CHECKPOINTS = Counter("driftline_training_checkpoints_total", "Checkpoints written")
+CHECKPOINT_BYTES = Gauge(
+    "driftline_training_checkpoint_bytes",
+    "The last checkpoint written: state (models, buffers), records (the per-event records"
+    " it added), held (every entry of its records hash)",
+    ["part"],
+)
 VERSIONS_RETIRED = Counter(
     "driftline_training_versions_retired_total",
     "Registry versions deleted by retention (the newest REGISTRY_KEEP and pinned ones stay)",
@@ -102,6 +109,14 @@ class LearnerCollector(Collector):
         pending.add_metric(["features"], learner.awaiting_labels)
         pending.add_metric(["labels"], learner.awaiting_features)
         yield pending
+        remembered = GaugeMetricFamily(
+            "driftline_training_remembered",
+            "Event ids remembered for de-duplication (while they wait and a label TTL after)",
+            labels=["kind"],
+        )
+        remembered.add_metric(["features"], learner.remembered[0])
+        remembered.add_metric(["labels"], learner.remembered[1])
+        yield remembered
         yield GaugeMetricFamily(
             "driftline_training_buffered",
             "Items consumed but beyond the watermark",

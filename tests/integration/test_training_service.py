@@ -199,6 +199,9 @@ def test_learner_counts_equal_rivers_through_kafka(
     body = wait_learned(service, N_ROWS)
     assert_counts_match_river(body, reference)
     assert metric_value(service, "driftline_training_checkpoints_total") > 1
+    held = metric_value(service, "driftline_training_checkpoint_bytes", part="held")
+    assert held >= metric_value(service, "driftline_training_checkpoint_bytes", part="records") > 0
+    assert metric_value(service, "driftline_training_remembered", kind="features") > 0
     assert versions(body) == {name: 1 for name in MODELS}, "a model's first version, no more"
     deadline = time.monotonic() + 5  # the live slot follows the learner within a second
     while live_counts(prefix) != {name: N_ROWS for name in MODELS}:
