@@ -33,6 +33,7 @@ __all__ = [
     "RFC3339",
     "SCHEMA_FILES",
     "Alert",
+    "ChampionChanged",
     "DeadLetter",
     "DeadLetterSource",
     "ErrorDetail",
@@ -218,6 +219,27 @@ class Alert(Message):
     raised_at: Time
 
 
+class ChampionChanged(Message):
+    """The model serving answers with changed: which, by whom, why, on what evidence.
+
+    `action`: `promote` (the champion policy, with its `evidence`), `pin` (an operator
+    chose `model`, `version` if given), `unpin` (back to the policy's champion),
+    `rollback` (back to the previous champion). Training re-sends a promotion it
+    made again after a restart with the same `change_id`.
+    """
+
+    change_id: Annotated[str, StringConstraints(min_length=1)]
+    model: Annotated[str, StringConstraints(min_length=1)]
+    version: Annotated[str, StringConstraints(min_length=1)] | None = None
+    previous: str | None = None
+    action: Literal["promote", "pin", "unpin", "rollback"]
+    by: Annotated[str, StringConstraints(min_length=1)]
+    reason: Annotated[str, StringConstraints(min_length=1)]
+    evidence: dict[str, object] | None = None
+    event_time: Time | None = None
+    changed_at: Time
+
+
 SCHEMA_FILES: dict[type[Message], str] = {
     Event: "event.v1.json",
     Label: "label.v1.json",
@@ -226,4 +248,5 @@ SCHEMA_FILES: dict[type[Message], str] = {
     Prediction: "prediction.v1.json",
     ModelPublished: "model_published.v1.json",
     Alert: "alert.v1.json",
+    ChampionChanged: "champion_changed.v1.json",
 }

@@ -170,6 +170,22 @@ class DataDriftSettings(_Section):
     rearm: float = Field(default=0.8, gt=0, le=1)
 
 
+class ChampionSettings(_Section):
+    """How training picks the model serving answers with (`services.training.champion`).
+
+    `auto`: at the end of each `window` of events predicted and learned, a challenger
+    replaces the champion when it was right more often over that window and
+    McNemar's test on those paired predictions says so at `confidence`. `manual`:
+    the champion is `initial` until an operator pins another. `initial`: the first
+    model listed if unset.
+    """
+
+    policy: Literal["auto", "manual"] = "auto"
+    initial: Name | None = None
+    window: int = Field(default=1000, ge=30)
+    confidence: float = Field(default=0.9999, gt=0.5, lt=1)
+
+
 class PipelineConfig(_Section):
     """A whole pipeline file, checked: see DESIGN.md, "Pipeline config"."""
 
@@ -179,6 +195,7 @@ class PipelineConfig(_Section):
     models: tuple[ModelRef, ...]
     labels: Labels = Labels()
     data_drift: DataDriftSettings = DataDriftSettings()
+    champion: ChampionSettings = ChampionSettings()
 
     @field_validator("models")
     @classmethod
@@ -195,11 +212,22 @@ class PipelineConfig(_Section):
                 check_task(model.name, info.data["task"])
         return models
 
+    @model_validator(mode="after")
+    def _champion_listed(self) -> PipelineConfig:
+        initial = self.champion.initial
+        if initial is not None and initial not in {m.name for m in self.models}:
+            raise ValueError(f"champion.initial {initial!r} is not one of the pipeline's models")
+        return self
+
     def config_hash(self) -> str:
         """A stable 16-hex-digit fingerprint of the (normalised) config: what models
-        learn. Monitoring's `data_drift` section is left out (DESIGN.md: drift
-        thresholds leave a model's state alone)."""
-        return _fingerprint(self.model_dump(mode="json", exclude={"data_drift"}))
+        learn. Monitoring's `data_drift` section and the champion policy are left out
+        (DESIGN.md: they leave a model's state alone)."""
+        return _fingerprint(self.model_dump(mode="json", exclude={"data_drift", "champion"}))
+
+    def initial_champion(self) -> str:
+        """The champion before any change: `champion.initial`, or the first model listed."""
+        return self.champion.initial or self.models[0].name
 
     def feature_set_version(self) -> str:
         """A fingerprint of the `features` section only: same features, same version."""

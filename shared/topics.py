@@ -56,6 +56,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("predictions", configs=_kept(STREAM_RETENTION_MS)),
     TopicSpec("models", compacted=True),  # latest version per model name is state
     TopicSpec("alerts", configs=_kept(KEEP_LONGER_MS)),
+    # every change of champion, kept for good: the audit trail (a few per day)
+    TopicSpec("champions", configs=_kept(-1)),
 )
 
 
@@ -103,6 +105,10 @@ class Topics:
     @property
     def alerts(self) -> str:
         return self.name("alerts")
+
+    @property
+    def champions(self) -> str:
+        return self.name("champions")
 
 
 def _new_topic(spec: TopicSpec, prefix: str, partitions: int) -> NewTopic:

@@ -144,6 +144,14 @@ class ChampionInfo(BaseModel):
     # Events the served model has learned: past its version's count once this
     # process follows the learner's live slot (None when unknown).
     n_learned: int | None = None
+    # Why it is the champion: the change that made it so (None: the initial one,
+    # the pipeline's `champion.initial` or first model), as sent on `champions`
+    pinned: str | None = None  # the version an operator pinned, if any
+    since: datetime | None = None
+    action: str | None = None  # promote, pin, unpin, rollback
+    by: str | None = None
+    reason: str | None = None
+    evidence: dict[str, Any] | None = None
 
 
 class ModelsResponse(BaseModel):
@@ -219,6 +227,7 @@ async def models(context: Context) -> ModelsResponse:
     """The champion being served, and every version seen of every model."""
     holder = context.holder
     current = holder.current
+    why = holder.view.last
     return ModelsResponse(
         champion=ChampionInfo(
             name=holder.champion,
@@ -226,6 +235,12 @@ async def models(context: Context) -> ModelsResponse:
             loaded_at=current.loaded_at if current else None,
             load_error=holder.load_error,
             n_learned=current.n_learned if current else None,
+            pinned=holder.pinned,
+            since=why.changed_at if why else None,
+            action=why.action if why else None,
+            by=why.by if why else None,
+            reason=why.reason if why else None,
+            evidence=why.evidence if why else None,
         ),
         models={
             name: [

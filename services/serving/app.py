@@ -73,7 +73,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.set_process(process)
         pipeline = load_pipeline(settings.pipeline_config)  # fail fast on a bad config
-        holder = ModelHolder(champion=pipeline.models[0].name, keep=settings.registry_keep)
+        holder = ModelHolder(champion=pipeline.initial_champion(), keep=settings.registry_keep)
         store = LiveRows(
             settings.redis_url,
             namespace=f"driftline:{settings.topic_prefix}features",

@@ -30,7 +30,8 @@ async def watched_models(
     settings: ServingSettings, holder: ModelHolder, *, client_id: str
 ) -> AsyncIterator[ModelWatcher]:
     """A `models` reader caught up (the champion's newest version loaded) and running."""
-    topic = Topics(settings.topic_prefix).models
+    topics = Topics(settings.topic_prefix)
+    topic = topics.models
     bootstrap = settings.kafka_bootstrap_servers
     registry = Redis.from_url(
         settings.redis_url,
@@ -47,6 +48,7 @@ async def watched_models(
             await partitions_of(bootstrap, topic),
             holder,
             RedisArtifactLoader(registry),
+            champions=(topics.champions, await partitions_of(bootstrap, topics.champions)),
         )
         await watcher.catch_up(settings.models_catch_up_timeout_s)
         running = [tasks.start(watcher.run(), name="serving-models-watcher", essential=True)]

@@ -49,6 +49,8 @@ class LiveFollower:
     async def poll(self) -> bool:
         """Swap to the live slot if it is ahead of what is served; whether it swapped."""
         name = self.holder.champion
+        if self.holder.pinned is not None:  # an operator chose a version: stay on it
+            return False
         started = time.perf_counter()
         try:
             stamp = await self.registry.live_stamp(name)

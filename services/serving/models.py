@@ -34,6 +34,7 @@ from river.base import Classifier
 from services.serving import metrics
 from services.serving.errors import ModelLoadError, ModelNotReady, PredictionFailed
 from shared.catalogue import RiverModel, predict, predicts_by_max_proba
+from shared.champions import ChampionView
 from shared.clock import utcnow
 from shared.explain import explain
 from shared.messages import Lineage, ModelPublished
@@ -205,6 +206,8 @@ class ModelHolder:
 
     def __init__(self, champion: str, keep: int = 20) -> None:
         self.champion = champion
+        self.pinned: str | None = None  # a version an operator pinned: no newer is taken
+        self.view = ChampionView(champion)  # the `champions` topic, as read so far
         self.keep = keep
         self.current: LoadedModel | None = None
         self.seen: dict[str, dict[str, ModelPublished]] = {}
@@ -227,8 +230,10 @@ class ModelHolder:
 
     def is_newer(self, message: ModelPublished) -> bool:
         """Whether `message` is a champion version ahead of the model served."""
-        return message.name == self.champion and self.is_ahead(
-            message.version, message.lineage.n_learned
+        return (
+            message.name == self.champion
+            and self.pinned is None
+            and self.is_ahead(message.version, message.lineage.n_learned)
         )
 
     async def offer(self, message: ModelPublished, loader: ArtifactLoader) -> bool:
@@ -254,7 +259,7 @@ class ModelHolder:
         model from the live slot).
         """
         current = self.current
-        if not self.is_ahead(loaded.version, loaded.n_learned):
+        if loaded.name != self.champion or not self.is_ahead(loaded.version, loaded.n_learned):
             return False
         self.current = loaded
         self.load_error = None
@@ -272,9 +277,48 @@ class ModelHolder:
         """Whether a model at `version` having learned `n_learned` events is further
         along than the model served (or none is)."""
         current = self.current
-        return current is None or _age(version, n_learned) > _age(
-            current.version, current.n_learned
+        if current is None or current.name != self.champion:
+            return True
+        return _age(version, n_learned) > _age(current.version, current.n_learned)
+
+    async def follow_view(self, loader: ArtifactLoader) -> bool:
+        """Serve the champion `view` names (its pinned version, else its newest seen):
+        loaded first, swapped in with one assignment; until then the model served
+        stays. Whether it swapped."""
+        name, version = self.view.model, self.view.version
+        self.champion, self.pinned = name, version
+        current = self.current
+        if current is not None and current.name == name and version in (None, current.version):
+            return False
+        target = self.seen.get(name, {}).get(version) if version else self.newest(name)
+        if target is None:
+            log.warning(
+                "champion %s%s has no version seen yet: serving %s meanwhile",
+                name,
+                f" version {version}" if version else "",
+                f"{current.name} {current.version}" if current else "nothing",
+            )
+            return False
+        try:
+            model = await loader.load(target.artifact_key)
+        except ModelLoadError as error:
+            metrics.MODEL_LOAD_ERRORS.labels(name).inc()
+            self.load_error = f"model {name!r} version {target.version!r}: {error.detail}"
+            log.error("cannot load the new champion: %s", self.load_error)
+            return False
+        loaded = LoadedModel(name, target.version, model, n_learned=target.lineage.n_learned)
+        if (self.champion, self.pinned) != (name, version):
+            return False  # the champion changed again while this one loaded
+        self.current = loaded
+        self.load_error = None
+        metrics.MODEL_SWAPS.labels(name, metrics.process_name()).inc()
+        log.info(
+            "serving champion %s version %s (was %s)",
+            name,
+            target.version,
+            f"{current.name} {current.version}" if current else "none",
         )
+        return True
 
     def require(self) -> LoadedModel:
         """The model to predict with, or ModelNotReady saying why there is none."""

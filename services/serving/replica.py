@@ -64,13 +64,17 @@ async def restore_replica(
     pipeline: PipelineConfig,
     settings: CommonSettings,
     now: float,
+    champion: str | None = None,
 ) -> TrainingState:
     """The replica's own checkpoint, else training's, else a fresh state.
 
-    Its own first: training's may be ahead of the predictions the replica published
-    before it stopped, and the events in between would never be scored.
+    Its own first (when it learned `champion`, the initial one if None): training's
+    may be ahead of the predictions the replica published before it stopped, and the
+    events in between would never be scored. A new champion comes from training's
+    (its own learned only the one before): the events since training's checkpoint are
+    scored again, by the new champion.
     """
-    champion = pipeline.models[0].name
+    champion = champion or pipeline.initial_champion()
     state = resume(await own.load(), own.key, pipeline, settings, now)
     if state is not None and champion in state.learner.models:
         return state

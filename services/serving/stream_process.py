@@ -21,7 +21,7 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from services.serving import metrics
@@ -34,6 +34,7 @@ from services.serving.stream import FeatureScorer
 from services.training.checkpoint import CheckpointStore, checkpoint_key
 from services.training.feed import LearnerFeed
 from shared import tasks
+from shared.champions import ChampionView, decode_change, read_changes
 from shared.kafka import make_consumer, make_producer
 from shared.logs import configure_logging
 from shared.pipeline import load_pipeline
@@ -86,7 +87,7 @@ async def _followed_model(
 ) -> AsyncIterator[Running]:
     """`STREAM_MODEL=follow`: `features` scored in its group with the model followed."""
     pipeline = load_pipeline(settings.pipeline_config)
-    holder = ModelHolder(champion=pipeline.models[0].name, keep=settings.registry_keep)
+    holder = ModelHolder(champion=pipeline.initial_champion(), keep=settings.registry_keep)
     consumer = make_consumer(
         topics.features,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -138,9 +139,19 @@ async def _replicated_learner(
     try:
         clock = asyncio.get_running_loop().time
         upstream = await exits.enter_async_context(learner_upstream(settings, CLIENT_ID))
+        champions = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID)
+        await champions.start()
+        exits.push_async_callback(champions.stop)
+        view = ChampionView(pipeline.initial_champion())
+        numbers = await partitions_of(bootstrap, topics.champions)
+        for change in await read_changes(
+            champions, [TopicPartition(topics.champions, p) for p in numbers]
+        ):
+            view.apply(change)
+        champion = view.model
         training = CheckpointStore(redis, registry, checkpoint_key(prefix))
         own = CheckpointStore(redis, registry, f"driftline:{prefix}serving:replica")
-        state = await restore_replica(own, training, pipeline, settings, clock())
+        state = await restore_replica(own, training, pipeline, settings, clock(), champion)
         feed = LearnerFeed(
             state,
             features=topics.features,
@@ -154,7 +165,7 @@ async def _replicated_learner(
             feed,
             registry,
             own,
-            champion=pipeline.models[0].name,
+            champion=champion,
             predictions_topic=topics.predictions,
             checkpoint_seconds=settings.replica_checkpoint_seconds,
             batch_size=settings.batch_size,
@@ -170,6 +181,8 @@ async def _replicated_learner(
         running = [
             tasks.start(replica.run(), name="serving-learner-replica"),
             tasks.start(replica.follow_versions(), name="serving-replica-versions"),
+            # a new champion: this process ends and is started again to learn it
+            tasks.start(_until_changed(champions, view), name="serving-champion-changed"),
         ]
         try:
             yield running, [replica]
@@ -179,6 +192,19 @@ async def _replicated_learner(
         await exits.aclose()
         await consumer.stop()
         await redis.aclose()
+
+
+async def _until_changed(consumer: AIOKafkaConsumer, view: ChampionView) -> None:
+    """Return once the `champions` topic names another champion than `view`'s."""
+    while True:
+        batch = await consumer.getmany(timeout_ms=1000)
+        for record in (r for records in batch.values() for r in records):
+            change = decode_change(record)
+            if change is not None and view.apply(change):
+                log.info(
+                    "the champion is now %s: the stream scorer restarts to learn it", view.model
+                )
+                return
 
 
 async def score_stream(settings: ServingSettings, status: StreamStatus) -> None:

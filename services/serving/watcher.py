@@ -1,9 +1,11 @@
 """The `models` reader: the registry's announcements, from the beginning, then live.
 
 The reader uses no consumer group: it assigns every partition of the compacted
-`models` topic and seeks to the beginning, so each replica sees every version. At
-start, `catch_up` reads to the end offsets, keeps the newest version per model and
-loads the champion's; `run` then hot-swaps each newer champion version as it comes.
+`models` topic (and of `champions`) and seeks to the beginning, so each replica sees
+every version and every change of champion. At start, `catch_up` reads to the end
+offsets, keeps the newest version per model, folds the champion changes
+(`shared.champions`) and loads the champion's version; `run` then hot-swaps each
+newer champion version, and each new champion, as it comes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 
 from services.serving import metrics
 from services.serving.models import ArtifactLoader, ModelHolder
+from shared.champions import decode_change
 from shared.messages import ModelPublished
 
 __all__ = ["ModelWatcher", "decode_published"]
@@ -53,10 +56,15 @@ class ModelWatcher:
         partitions: list[int],
         holder: ModelHolder,
         loader: ArtifactLoader,
+        champions: tuple[str, list[int]] | None = None,
     ) -> None:
         self.consumer = consumer
         self.topic = topic
         self.partitions = [TopicPartition(topic, p) for p in partitions]
+        # the `champions` topic and its partitions (None: the champion never changes)
+        self.champions = (
+            [] if champions is None else [TopicPartition(champions[0], p) for p in champions[1]]
+        )
         self.holder = holder
         self.loader = loader
         self.last_poll = time.monotonic()
@@ -71,25 +79,31 @@ class ModelWatcher:
         return running and self.seconds_since_poll() < max_idle_s
 
     async def catch_up(self, timeout_s: float = 30.0) -> None:
-        """Read every announcement so far, then load the champion's newest version."""
-        self.consumer.assign(self.partitions)
-        await self.consumer.seek_to_beginning(*self.partitions)
-        end = await self.consumer.end_offsets(self.partitions)
+        """Read every announcement and change so far, then load the champion's version."""
+        every = self.partitions + self.champions
+        self.consumer.assign(every)
+        await self.consumer.seek_to_beginning(*every)
+        end = await self.consumer.end_offsets(every)
         deadline = time.monotonic() + timeout_s
+        changes = []
         while not await self._reached(end):
             if time.monotonic() > deadline:
                 log.warning("models topic not read to its end in %ss; going on", timeout_s)
                 break
             batch = await self.consumer.getmany(timeout_ms=200)
             for record in (r for records in batch.values() for r in records):
+                if record.topic != self.topic:
+                    changes.append(record)
+                    continue
                 message = decode_published(record)
                 if message is not None:
                     self.holder.record(message)
-        newest = self.holder.newest(self.holder.champion)
+        changes.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+        for change in filter(None, map(decode_change, changes)):
+            self.holder.view.apply(change)
         seen = {name: self.holder.versions(name) for name in self.holder.seen}
-        log.info("models seen at start: %s", seen)
-        if newest is not None:
-            await self.holder.offer(newest, self.loader)
+        log.info("models seen at start: %s; champion %s", seen, self.holder.view.model)
+        await self.holder.follow_view(self.loader)
 
     async def _reached(self, end: dict[TopicPartition, int]) -> bool:
         for tp, offset in end.items():
@@ -103,6 +117,9 @@ class ModelWatcher:
             batch = await self.consumer.getmany(timeout_ms=500)
             self.last_poll = time.monotonic()
             for record in (r for records in batch.values() for r in records):
+                if record.topic != self.topic:
+                    await self._champion_change(record)
+                    continue
                 message = decode_published(record)
                 if message is None:
                     continue
@@ -111,3 +128,13 @@ class ModelWatcher:
                 except Exception:  # never let one announcement stop the hot swaps
                     metrics.MODEL_LOAD_ERRORS.labels(message.name).inc()
                     log.exception("cannot apply %s version %s", message.name, message.version)
+
+    async def _champion_change(self, record: ConsumerRecord) -> None:
+        change = decode_change(record)
+        if change is None or not self.holder.view.apply(change):
+            return
+        log.info("champion %s: %s (%s)", change.action, change.model, change.reason)
+        try:
+            await self.holder.follow_view(self.loader)
+        except Exception:  # never let one change stop the hot swaps
+            log.exception("cannot serve the new champion %s", change.model)

@@ -59,4 +59,8 @@ async def models(request: Request) -> dict[str, Any]:
         "last_checkpoint": saved_at,
         "config_hash": state.config_hash,
         "restored": worker.restored,
+        # the champion policy: its champion, the window being counted, the last one
+        "champion": None
+        if state.champion is None
+        else {**state.champion.standing(), "last_window": state.champion.last},
     }

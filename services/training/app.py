@@ -14,6 +14,7 @@ from services.training import metrics
 from services.training.api import router
 from services.training.checkpoint import CheckpointStore, checkpoint_key, restore_state
 from services.training.config import TrainingSettings
+from services.training.promotions import announce_champion
 from services.training.worker import TrainingWorker
 from shared import health, tasks
 from shared.kafka import make_consumer, make_producer
@@ -53,6 +54,15 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         state = await restore_state(store, pipeline, settings, worker_clock())
         await producer.start()
         await consumer.start()
+        if state.champion is not None:
+            await announce_champion(
+                bootstrap,
+                topics.champions,
+                producer,
+                state.champion,
+                pipeline.initial_champion(),
+                client_id="driftline-training",
+            )
         upstream = await exits.enter_async_context(
             learner_upstream(settings, client_id="driftline-training")
         )

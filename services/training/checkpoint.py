@@ -32,6 +32,7 @@ from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
 from services.training import metrics
+from services.training.champion import ChampionPolicy, policy_for
 from services.training.learner import OnlineLearner
 from shared.catalogue import build_model
 from shared.clock import utcnow
@@ -99,6 +100,7 @@ class TrainingState:
     # How many entries of the checkpoint's items hash hold the learner's per-event
     # records (0: they are inside the learner's pickle)
     items: int = 0
+    champion: ChampionPolicy | None = None  # which model serving answers with (`champion`)
 
     def __getstate__(self) -> dict[str, object]:
         """The state, with where to re-read the vectors of the waiting predictions: the
@@ -115,6 +117,7 @@ class TrainingState:
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("replay_from", {})  # a checkpoint from before the re-read
         state.setdefault("items", 0)
+        state.setdefault("champion", None)
         self.__dict__.update(state)
         self.replay = {tp: self.offsets[tp] for tp in self.replay_from}
 
@@ -364,6 +367,7 @@ def fresh_state(pipeline: PipelineConfig, settings: CommonSettings) -> TrainingS
         learner=OnlineLearner(models, ttl=pipeline.labels.ttl),
         watermark=_tuned(LearnerWatermark(), settings),
         config_hash=pipeline.config_hash(),
+        champion=policy_for(pipeline, None),
     )
 
 
@@ -404,6 +408,7 @@ def resume(
         )
         return None
     _tuned(state.watermark, settings).restart(now)
+    state.champion = policy_for(pipeline, state.champion)
     log.info(
         "restored the checkpoint at %s of %s: records=%d versions=%s",
         key,

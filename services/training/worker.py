@@ -29,7 +29,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from services.training.checkpoint import CheckpointStore, TrainingState
 from services.training.feed import LearnerFeed
 from services.training.learner import LearnerOutput, PredictionMade
 from services.training.live import LiveModels
+from services.training.promotions import promotion_record
 from shared import tasks
 from shared.catalogue import Task
 from shared.clock import utcnow
@@ -302,7 +303,7 @@ class TrainingWorker:
             else:  # written while the loop goes on learning
                 self._saving = tasks.start(self._end_checkpoint(finish), name="checkpoint")
 
-    async def _publish(self, outputs: Iterable[LearnerOutput]) -> None:
+    async def _publish(self, outputs: list[LearnerOutput]) -> None:
         """Queue the learner's predictions; their acks are awaited before a checkpoint."""
         now = utcnow()
         entities = self.state.entities
@@ -318,6 +319,11 @@ class TrainingWorker:
             counts[output.model] = counts.get(output.model, 0) + 1
             predicted.add(output.event_id)
         self._unacked += await send_all(self.producer, self.topics.predictions, records)
+        policy = self.state.champion
+        if policy is not None:
+            clock = self.state.learner.clock
+            changes = [promotion_record(p, clock) for p in policy.observe(outputs)]
+            self._unacked += await send_all(self.producer, self.topics.champions, changes)
         if len(self._unacked) > MAX_UNACKED_BATCHES:
             await self._await_acks()
         for model, count in counts.items():

@@ -30,7 +30,7 @@ from shared.catalogue import RiverModel, build_model
 from shared.clock import utcnow
 from shared.feature_store import EntityRow, RedisOnlineStore
 from shared.features import FeatureComputer
-from shared.messages import Event, FeatureVector, Label, Prediction
+from shared.messages import ChampionChanged, Event, FeatureVector, Label, Prediction
 from shared.pipeline import PipelineConfig
 from shared.topics import ensure_topics
 from tests.support import (
@@ -378,3 +378,68 @@ def test_a_killed_stream_scorer_is_restarted_and_scores_on(
     kcat_produce(f"{prefix}labels", [(b"c1", Label(event_id="after", label=True).to_json())])
     found = wait_until(lambda: [p for p in predictions(prefix) if p.source == "stream"])
     assert [p.event_id for p in found] == ["after"]
+
+
+def champion_change(prefix: str, model: str, change_id: str, action: str = "promote") -> None:
+    message = ChampionChanged(
+        change_id=change_id,
+        model=model,
+        previous=None,
+        action=action,  # type: ignore[arg-type]
+        by="test",
+        reason=f"{model} is better (a test says so)",
+        evidence={"b": 1, "c": 40},
+        changed_at=utcnow(),
+    )
+    kcat_produce(f"{prefix}champions", [(b"champion", message.to_json())])
+
+
+def test_a_new_champion_is_served_without_failing_a_request(
+    service_factory: Factory, topics: str, pipeline_path: Path, redis_keys: None
+) -> None:
+    prefix = topics
+    first, second = trained(flip=False), trained(flip=True)
+    publish_model(prefix, "logreg", "1", first)
+    publish_model(prefix, "hat", "3", second)  # stands in for a hat: any River model loads
+    write_row(
+        prefix,
+        Event(event_id="e", event_time=utcnow(), entity_id="c7", features={"x1": 3.0, "x2": 1.0}),
+    )
+    service = service_factory(
+        "serving", PIPELINE_CONFIG=str(pipeline_path), STREAM_MODEL="follow"
+    ).start()
+    assert httpx.get(f"{service.url}/models").json()["champion"]["name"] == "logreg"
+    results: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            while not stop.is_set():
+                r = client.post(
+                    "/predict", headers=READER, json={"entity_id": "c7", "features": {"x1": 2}}
+                )
+                results.append((r.status_code, r.json().get("model")))
+
+    clients = [threading.Thread(target=hammer) for _ in range(2)]
+    for client in clients:
+        client.start()
+    time.sleep(0.5)
+    champion_change(prefix, "hat", "t:1")
+    assert wait_until(lambda: any(m == "hat" for _, m in results[-5:]), timeout=30)
+    champion_change(prefix, "hat", "t:1")  # the same change again (a restart re-sends it)
+    time.sleep(1.0)
+    stop.set()
+    for client in clients:
+        client.join()
+    assert results and all(status == 200 for status, _ in results), results[:5]
+    models = [m for _, m in results]
+    assert models[0] == "logreg" and models[-1] == "hat"
+    assert models == sorted(models, key=lambda m: m == "hat"), "never back to logreg"
+    champion = httpx.get(f"{service.url}/models").json()["champion"]
+    assert (champion["name"], champion["version"], champion["action"]) == ("hat", "3", "promote")
+    assert champion["reason"] == "hat is better (a test says so)" and champion["since"]
+
+    # a restarted serving reads the topic from its beginning: the champion stays hat
+    service.stop()
+    service.start()
+    assert httpx.get(f"{service.url}/models").json()["champion"]["name"] == "hat"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import random
 import re
 import signal
 import time
@@ -423,3 +424,39 @@ def test_labels_that_come_before_slow_features_wait_for_them(
         assert model["n_learned"] == n
     got = {m["name"]: (m["n_scored"], m["n_correct"]) for m in body["models"]}
     assert got == river_counts(rows, None)
+
+
+def test_the_better_model_is_promoted_on_champions_with_its_evidence(
+    service_factory: Factory, prefix: str, tmp_path: Path
+) -> None:
+    """Inside a circle or not: the logistic regression listed first cannot draw it
+    (67% right), the tree can (83%). Training promotes the tree once, with McNemar's
+    evidence, and says so on `champions`."""
+    rng = random.Random(4)
+    rows: list[Row] = []
+    for _ in range(N_ROWS):
+        a, b = rng.random(), rng.random()
+        rows.append(({"feat_1": a, "feat_2": b}, int((a - 0.5) ** 2 + (b - 0.5) ** 2 < 0.1)))
+    create_topics(prefix)
+    pipeline = tmp_path / "xor.yaml"
+    pipeline.write_text(PIPELINE + "champion:\n  window: 300\n")
+    service = service_factory("training", PIPELINE_CONFIG=str(pipeline), IDLE_MS="1000")
+    produce_chunk(prefix, rows, 0, N_ROWS, 5)
+    service.start()
+    body = wait_learned(service, N_ROWS)
+    champion = body["champion"]
+    assert champion["champion"] == "hoeffding_tree" and champion["policy"] == "auto"
+    changes = [json.loads(m["payload"]) for m in kcat_read(f"{prefix}champions")]
+    promoted = {c["change_id"]: c for c in changes}
+    assert len(promoted) == 1, changes
+    (change,) = promoted.values()
+    assert (change["model"], change["previous"], change["action"]) == (
+        "hoeffding_tree",
+        "logreg",
+        "promote",
+    )
+    evidence = change["evidence"]
+    assert evidence["test"] == "mcnemar" and evidence["window"] == 300
+    assert evidence["c"] > evidence["b"] and evidence["p_value"] < 1e-4
+    assert evidence["challenger"]["accuracy"] > evidence["champion"]["accuracy"] + 0.1
+    assert change["by"] == "training (policy auto)" and change["event_time"] is not None

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from shared.messages import (
     SCHEMA_FILES,
     Alert,
+    ChampionChanged,
     DeadLetter,
     Event,
     FeatureVector,
@@ -129,6 +130,31 @@ VALID: dict[type[Message], list[dict[str, Any]]] = {
             "raised_at": T,
         },
     ],
+    ChampionChanged: [
+        {
+            "change_id": "weather:auto:1",
+            "model": "hat",
+            "previous": "logreg",
+            "action": "promote",
+            "by": "training (policy auto)",
+            "reason": "hat beat logreg over the last 1000 events",
+            "evidence": {"b": 40, "c": 90, "statistic": 18.5, "p_value": 0.00002},
+            "event_time": T,
+            "changed_at": T,
+        },
+        {
+            "change_id": "c2",
+            "model": "logreg",
+            "version": "7",
+            "previous": None,
+            "action": "pin",
+            "by": "admin",
+            "reason": "pinned",
+            "evidence": None,
+            "event_time": None,
+            "changed_at": T,
+        },
+    ],
 }
 
 # (document, why it is invalid): both the schema and the model must refuse each.
@@ -242,6 +268,25 @@ INVALID: dict[type[Message], list[dict[str, Any]]] = {
             "details": {},
             "severity": "urgent",
             "raised_at": T,
+        },
+    ],
+    ChampionChanged: [
+        {"change_id": "c", "model": "hat", "action": "promote", "by": "t", "reason": "r"},
+        {
+            "change_id": "c",
+            "model": "hat",
+            "action": "crown",
+            "by": "t",
+            "reason": "r",
+            "changed_at": T,
+        },
+        {
+            "change_id": "c",
+            "model": "",
+            "action": "pin",
+            "by": "t",
+            "reason": "r",
+            "changed_at": T,
         },
     ],
 }

@@ -1,0 +1,88 @@
+"""The champion policy's decisions on the `champions` topic (`shared.champions`).
+
+Each promotion is sent with its evidence, in the same batch as the predictions that
+led to it, so its acknowledgement is awaited before the next checkpoint: a crash
+before it makes the restart decide and send it again, with the same `change_id`
+(serving applies it once). At start, training reads the topic and, if it names
+another champion than the policy's (a fresh start, or a checkpoint from before the
+last change sent), says the policy's own.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from services.training.champion import ChampionPolicy, Promotion
+from shared.champions import ChampionView, read_changes
+from shared.clock import utcnow
+from shared.kafka import make_consumer
+from shared.messages import ChampionChanged
+from shared.topics import partitions_of
+
+__all__ = ["BY", "KEY", "announce_champion", "promotion_record"]
+
+log = logging.getLogger(__name__)
+
+KEY = b"champion"  # one key: every change on one partition, in order
+BY = "training (policy auto)"
+
+
+def promotion_record(promotion: Promotion, event_time: datetime | None) -> tuple[bytes, bytes]:
+    """The (key, value) of a promotion's `ChampionChanged`."""
+    evidence = promotion.evidence
+    reason = (
+        f"{promotion.model} beat {promotion.previous} over {evidence['window']} events"
+        f" (accuracy {evidence['challenger']['accuracy']:.3f} against"
+        f" {evidence['champion']['accuracy']:.3f}; McNemar p={evidence['p_value']:.2g})"
+    )
+    message = ChampionChanged(
+        change_id=promotion.change_id,
+        model=promotion.model,
+        previous=promotion.previous,
+        action="promote",
+        by=BY,
+        reason=reason,
+        evidence=evidence,
+        event_time=event_time,
+        changed_at=utcnow(),
+    )
+    log.info("promoted %s: %s", promotion.model, reason)
+    return KEY, message.to_json()
+
+
+async def announce_champion(
+    bootstrap: str,
+    topic: str,
+    producer: AIOKafkaProducer,
+    policy: ChampionPolicy,
+    initial: str,
+    client_id: str,
+) -> None:
+    """Send the policy's champion on `topic` if the topic names another one."""
+    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        view = ChampionView(initial)
+        for change in await read_changes(consumer, partitions):
+            view.apply(change)
+    finally:
+        await consumer.stop()
+    if view.policy_model == policy.champion:
+        return
+    message = ChampionChanged(
+        change_id=f"{policy.epoch}:{policy.changes}:start",
+        model=policy.champion,
+        previous=view.policy_model,
+        action="promote",
+        by=BY,
+        reason=f"training started with {policy.champion} as its champion"
+        " (from its checkpoint, or a fresh start)",
+        evidence=policy.last,
+        changed_at=utcnow(),
+    )
+    await producer.send_and_wait(topic, message.to_json(), key=KEY)
+    log.info("announced the champion %s (the topic said %s)", policy.champion, view.policy_model)

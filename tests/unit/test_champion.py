@@ -1,0 +1,97 @@
+"""The champion policy on paired predictions: promotes on evidence, never flaps."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+from services.training.champion import ChampionPolicy, mcnemar
+from services.training.learner import Learned, LearnerOutput
+
+
+def paired(n: int, accuracy: dict[str, float], rng: random.Random, start: int = 0) -> list:
+    """`n` events, each model right with its own probability, independently."""
+    outputs: list[LearnerOutput] = []
+    for i in range(start, start + n):
+        for model, p in accuracy.items():
+            outputs.append(Learned(f"e{i}", model, rng.random() < p))
+    return outputs
+
+
+def test_an_abrupt_drift_after_which_the_second_model_is_better_promotes_it_once() -> None:
+    rng = random.Random(1)
+    policy = ChampionPolicy(["old", "new"], "old", window=500)
+    before = paired(5_000, {"old": 0.85, "new": 0.75}, rng)
+    assert policy.observe(before) == []
+    after = paired(5_000, {"old": 0.60, "new": 0.85}, rng, start=5_000)
+    promotions = policy.observe(after)
+    assert [(p.model, p.previous) for p in promotions] == [("new", "old")]
+    evidence = promotions[0].evidence
+    assert evidence["challenger"]["accuracy"] > evidence["champion"]["accuracy"] + 0.15
+    assert evidence["c"] > evidence["b"] and evidence["p_value"] < 0.001
+    assert evidence["window"] == 500 and evidence["test"] == "mcnemar"
+    assert policy.champion == "new"
+
+
+def test_the_promotion_comes_within_two_windows_of_the_drift() -> None:
+    rng = random.Random(2)
+    policy = ChampionPolicy(["a", "b"], "a", window=300)
+    policy.observe(paired(3_000, {"a": 0.9, "b": 0.7}, rng))
+    promoted_at = None
+    for i in range(3_000, 6_000):
+        if policy.observe(paired(1, {"a": 0.55, "b": 0.9}, rng, start=i)):
+            promoted_at = i
+            break
+    assert promoted_at is not None and promoted_at - 3_000 < 600
+
+
+def test_equal_models_on_a_stationary_stream_are_never_promoted() -> None:
+    for seed in range(5):
+        rng = random.Random(seed)
+        policy = ChampionPolicy(["a", "b", "c"], "a", window=500)
+        assert policy.observe(paired(20_000, {"a": 0.8, "b": 0.8, "c": 0.8}, rng)) == []
+        assert policy.champion == "a"
+
+
+def test_it_does_not_flap_between_two_close_models() -> None:
+    rng = random.Random(7)
+    policy = ChampionPolicy(["a", "b"], "a", window=1000)
+    promotions = policy.observe(paired(100_000, {"a": 0.80, "b": 0.81}, rng))
+    assert len(promotions) <= 1
+
+
+def test_manual_policy_counts_but_never_promotes_and_a_pin_moves_the_champion() -> None:
+    rng = random.Random(3)
+    policy = ChampionPolicy(["a", "b"], "a", window=200, auto=False)
+    assert policy.observe(paired(2_000, {"a": 0.5, "b": 0.95}, rng)) == []
+    assert policy.last is not None and policy.last["models"]["b"]["accuracy"] > 0.9
+    policy.set_champion("b")
+    assert policy.champion == "b" and policy.standing()["n"] == 0
+
+
+def test_regression_outputs_carry_no_evidence() -> None:
+    policy = ChampionPolicy(["a", "b"], "a", window=30)
+    outputs = [Learned(f"e{i}", m, None) for i in range(100) for m in ("a", "b")]
+    assert policy.observe(outputs) == [] and policy.standing()["n"] == 0
+
+
+def test_a_pickled_policy_decides_as_one_that_was_never_stopped() -> None:
+    rng = random.Random(5)
+    stream = paired(4_000, {"a": 0.7, "b": 0.7}, rng) + paired(
+        4_000, {"a": 0.6, "b": 0.9}, rng, start=4_000
+    )
+    straight = ChampionPolicy(["a", "b"], "a", window=400)
+    expected = straight.observe(stream)
+    resumed = ChampionPolicy(["a", "b"], "a", window=400)
+    resumed.epoch = straight.epoch  # one policy, stopped and started again
+    half = 2 * 4_123  # mid-window (an event's outputs come in one advance: never split)
+    got = resumed.observe(stream[:half])
+    resumed = pickle.loads(pickle.dumps(resumed))
+    got += resumed.observe(stream[half:])
+    assert got == expected and len(expected) == 1
+
+
+def test_mcnemar_statistic_and_p_value() -> None:
+    assert mcnemar(0, 0) == (0.0, 1.0)
+    statistic, p = mcnemar(30, 10)
+    assert statistic == (20 - 1) ** 2 / 40 and 0.002 < p < 0.003
