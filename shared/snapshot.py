@@ -7,6 +7,10 @@ future. Pickling a learner that remembers a few hundred thousand finished events
 takes a few hundred milliseconds, which stalled training's loop on every checkpoint
 (monitoring's snapshots use it too). Where `os.fork` does not exist the bytes are
 made in place.
+
+The bytes are signed (`shared.signing`: the envelope every pickle kept in Redis
+carries): the child computes the HMAC and writes the envelope's head, then the pickle,
+so neither process copies the payload into a second buffer.
 """
 
 from __future__ import annotations
@@ -18,25 +22,28 @@ import pickle
 import signal
 import traceback
 
+from shared.signing import SigningKey, header, sign
+
 __all__ = ["pickle_later"]
 
 
-def pickle_later(obj: object) -> asyncio.Future[bytes]:
-    """Start pickling `obj` as it is now; the future resolves to its bytes."""
+def pickle_later(obj: object, key: SigningKey) -> asyncio.Future[bytes]:
+    """Start pickling `obj` as it is now; the future resolves to its bytes, signed with
+    `key` (`shared.signing.loads_signed` reads them)."""
     loop = asyncio.get_running_loop()
     if not hasattr(os, "fork"):
         done: asyncio.Future[bytes] = loop.create_future()
-        done.set_result(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+        done.set_result(sign(key, pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)))
         return done
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: pickle, write, exit without running any parent cleanup
-        _child(obj, read_fd, write_fd)
+        _child(obj, key, read_fd, write_fd)
     os.close(write_fd)
     return loop.run_in_executor(None, _collect, pid, read_fd)
 
 
-def _child(obj: object, read_fd: int, write_fd: int) -> None:
+def _child(obj: object, key: SigningKey, read_fd: int, write_fd: int) -> None:
     code = 1
     try:
         os.close(read_fd)
@@ -46,6 +53,7 @@ def _child(obj: object, read_fd: int, write_fd: int) -> None:
         gc.disable()  # a collection would touch (and copy) every page of the snapshot
         data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
         with os.fdopen(write_fd, "wb") as out:
+            out.write(header(key, data))
             out.write(data)
         code = 0
     except BaseException:

@@ -46,7 +46,7 @@ async def watched_models(
             topic,
             await partitions_of(bootstrap, topic),
             holder,
-            RedisArtifactLoader(registry),
+            RedisArtifactLoader(registry, settings.signing_key()),
         )
         await watcher.catch_up(settings.models_catch_up_timeout_s)
         running = [tasks.start(watcher.run(), name="serving-models-watcher", essential=True)]
@@ -54,7 +54,9 @@ async def watched_models(
         if settings.live_follow_s > 0:
             namespace = f"driftline:{settings.topic_prefix}registry"
             follower = LiveFollower(
-                ModelRegistry(registry, namespace), holder, every_s=settings.live_follow_s
+                ModelRegistry(registry, namespace, signing_key=settings.signing_key()),
+                holder,
+                every_s=settings.live_follow_s,
             )
             await follower.poll()
             running.append(tasks.start(follower.run(), name="serving-live-follower"))

@@ -6,6 +6,14 @@ input partition, and the model versions published so far. `CheckpointStore.save`
 writes it under one Redis key in the same MULTI/EXEC as the registry versions of
 every model that learned something since its last version, so the versions and the
 checkpoint they belong to become visible together or not at all.
+
+The state's bytes are signed with the registry's signing key (`shared.signing`) and
+verified before they are unpickled. A checkpoint whose signature is missing or wrong
+is refused (counted in `driftline_registry_rejected_total{what="checkpoint"}`, logged)
+and read as no checkpoint: the learner starts from the beginning of the topics. The
+training service's own store (`keep_refused`) first renames the refused hash to
+`<key>:refused`, so that a checkpoint refused only because the key was changed by
+mistake is not overwritten: with the right key back, renaming it back resumes it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from shared.messages import ModelPublished, PartitionOffset
 from shared.pipeline import PipelineConfig
 from shared.registry import ModelRegistry
 from shared.settings import CommonSettings
+from shared.signing import SignatureError, loads_signed
 from shared.snapshot import pickle_later
 from shared.watermark import EPSILON, LearnerWatermark
 
@@ -60,7 +69,7 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(*MOVED.get((module, name), (module, name)))
 
 
-def _loads(data: bytes) -> object:
+def _loads(data: bytes | memoryview) -> object:
     return _Unpickler(io.BytesIO(data)).load()
 
 
@@ -130,30 +139,51 @@ def checkpoint_key(topic_prefix: str) -> str:
 
 
 class CheckpointStore:
-    """Reads and writes the `TrainingState` under `key`, with the registry versions."""
+    """Reads and writes the `TrainingState` under `key`, with the registry versions,
+    signed with the registry's signing key (see the module doc for `keep_refused`)."""
 
-    def __init__(self, redis: Redis, registry: ModelRegistry, key: str) -> None:
+    def __init__(
+        self, redis: Redis, registry: ModelRegistry, key: str, *, keep_refused: bool = False
+    ) -> None:
         self.redis = redis
         self.registry = registry
         self.key = key
+        self.keep_refused = keep_refused
 
     async def load(self) -> TrainingState | None:
+        """The checkpointed state; None if there is none or its signature is refused."""
         data = await self.redis.hget(self.key, "state")
         if data is None:
             return None
         if not isinstance(data, bytes):
             raise TypeError(f"checkpoint {self.key!r} was read as text, not bytes")
-        state = await asyncio.to_thread(_loads, data)
+        key = self.registry.signing_key
+        try:
+            state = await asyncio.to_thread(loads_signed, key, data, "checkpoint", _loads)
+        except SignatureError as error:
+            await self._refused(error)
+            return None
         if not isinstance(state, TrainingState):
             raise TypeError(f"checkpoint {self.key!r} holds a {type(state).__name__}")
         return state
+
+    async def _refused(self, error: SignatureError) -> None:
+        aside = f"{self.key}:refused"
+        if self.keep_refused:
+            await self.redis.rename(self.key, aside)
+        log.error(
+            "REFUSED the checkpoint at %s (not unpickled): %s; read as no checkpoint%s",
+            self.key,
+            error,
+            f"; it is kept at {aside}" if self.keep_refused else "",
+        )
 
     def write(self, state: TrainingState) -> Awaitable[None]:
         """Snapshot `state` now (a forked child pickles it, see `snapshot`) and return the
         write of it alone, no versions: serving's replica of the learner keeps its own."""
         state.saved_at = utcnow()
         summary = {"saved_at": state.saved_at.isoformat(), "records": state.records}
-        pickled = pickle_later(state)
+        pickled = pickle_later(state, self.registry.signing_key)
 
         async def finish() -> None:
             blob = await pickled
@@ -219,7 +249,7 @@ class CheckpointStore:
                 "offsets": [o.model_dump() for o in offsets],
                 "n_learned": {n: s.n_learned for n, s in learner.scores.items()},
             }
-            pickled = pickle_later(state)
+            pickled = pickle_later(state, self.registry.signing_key)
         except BaseException:
             state.versions, state.published_n, state.saved_at = before
             raise
