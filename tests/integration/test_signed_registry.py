@@ -122,8 +122,9 @@ def test_serving_refuses_a_crafted_artifact_live_slot_and_checkpoint_and_keeps_s
 
     announce(prefix, client, "2", crafted)  # unsigned
     assert wait_until(lambda: rejected(service, "artifact", "missing") >= 1)
-    live = {"version": "3", "n_learned": "100", "artifact": sign(OTHER_KEY, crafted)}
-    client.hset(f"driftline:{prefix}registry:logreg:live", mapping=live)  # another key's
+    other = sign(OTHER_KEY, crafted)  # signed, with another key
+    live = f"driftline:{prefix}registry:logreg:live"
+    client.hset(live, mapping={"version": "3", "n_learned": "100", "artifact": other})
     assert wait_until(lambda: rejected(service, "live", "wrong") >= 1)
 
     assert predicted_version(service) == (200, "1"), "the version served stays"
