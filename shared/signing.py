@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter
 from pydantic import SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from shared.http_keys import load_key, require_key
 from shared.settings import CommonSettings
@@ -169,6 +170,9 @@ def local_signing_key() -> SigningKey | None:
 class SigningSettings(CommonSettings):
     """`CommonSettings` plus the signing key: the settings of a service that signs or
     verifies what it keeps in Redis. No key: the service does not start."""
+
+    # a refused setting's error shows no input: it would print the key (or REDIS_URL's password)
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", hide_input_in_errors=True)
 
     # The key, or a file holding it (compose's secret); else .secrets/signing_key.
     driftline_signing_key: SecretStr | None = None
