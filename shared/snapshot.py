@@ -1,6 +1,6 @@
 """Pickling a service's state without pausing its loop: a forked child does it.
 
-`pickle_later(obj)` forks: the child pickles `obj` as it was at that instant (the
+`pickle_later(obj, key)` forks: the child pickles `obj` as it was at that instant (the
 kernel's copy-on-write pages are the snapshot, as in Redis's BGSAVE) and writes the
 bytes to a pipe; the parent goes on at once and gets the bytes from the returned
 future. Pickling a learner that remembers a few hundred thousand finished events
@@ -8,9 +8,10 @@ takes a few hundred milliseconds, which stalled training's loop on every checkpo
 (monitoring's snapshots use it too). Where `os.fork` does not exist the bytes are
 made in place.
 
-The bytes are signed (`shared.signing`: the envelope every pickle kept in Redis
-carries): the child computes the HMAC and writes the envelope's head, then the pickle,
-so neither process copies the payload into a second buffer.
+The bytes are signed with `key` (`shared.signing`: the envelope every pickle kept in
+Redis carries): the child computes the HMAC and writes the envelope's head, then the
+pickle, so neither process copies the payload into a second buffer, and the parent's
+loop spends nothing on the MAC.
 """
 
 from __future__ import annotations
