@@ -39,6 +39,7 @@ from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack, Service
 from shared.catalogue import build_model
 from shared.kafka import make_consumer, make_producer
 from shared.registry import ModelRegistry
+from shared.signing import local_signing_key
 from shared.topics import Topics, ensure_topics
 
 __all__ = ["run_alone_bench", "run_scorer_bench"]
@@ -140,9 +141,10 @@ async def _publish(prefix: str, topics: Topics, champion: tuple[str, Any]) -> No
     name, model = champion
     redis = Redis.from_url(REDIS_URL)
     try:
-        published = await ModelRegistry(redis, f"driftline:{prefix}registry").save(
-            name, model, {}, []
-        )
+        key = local_signing_key()
+        assert key is not None, "no signing key: run `make secrets`"
+        registry = ModelRegistry(redis, f"driftline:{prefix}registry", signing_key=key)
+        published = await registry.save(name, model, {}, [])
     finally:
         await redis.aclose()
     producer = make_producer(BOOTSTRAP, client_id="bench-champion")

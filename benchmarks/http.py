@@ -24,7 +24,6 @@ import base64
 import contextlib
 import json
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -43,6 +42,7 @@ import httpx
 from benchmarks.stack import REDIS_URL
 from services.serving.api import PredictRequest
 from shared.http_keys import bearer
+from shared.signing import dumps_signed, local_signing_key
 
 __all__ = [
     "LoadResult",
@@ -384,7 +384,9 @@ async def _seed(prefix: str, entity_ids: Sequence[str]) -> None:
         x1 = float(i % 10 - 5)
         model.learn_one({"x1": x1, "x2": 1.0, "x1_sum_1h": x1}, x1 > 0)
     artifact = f"driftline:{prefix}bench:logreg:1"
-    await redis.set(artifact, pickle.dumps(model))
+    key = local_signing_key()
+    assert key is not None, "no signing key: run `make secrets`"
+    await redis.set(artifact, dumps_signed(key, model))
     computer = FeatureComputer(PipelineConfig.model_validate(yaml.safe_load(PIPELINE)))
     rows = []
     for i, entity in enumerate(entity_ids):

@@ -4,6 +4,7 @@ driftline topics                         create the topics of DESIGN.md
 driftline replay weather.csv --label-column target --label-delay 10 --rate 500
 driftline replay synth:agrawal-drift --n 20000
 driftline replay river:Phishing --label-delay 5m
+driftline resign --old-key-file OLD      re-sign what Redis holds with the new signing key
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from shared.durations import parse_duration
 from shared.replay import SYNTHETIC, ReplayPlan, plan_messages, replay, rows_from_source
+from shared.resign import Resigned, resign
 from shared.settings import CommonSettings
+from shared.signing import SigningKey, SigningSettings
 from shared.topics import Topics, ensure_topics
 
 __all__ = ["main"]
@@ -46,7 +49,44 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     rp.add_argument("--id-prefix", help="event_id prefix (default: source name + a run id)")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rs = commands.add_parser(
+        "resign",
+        help="re-sign the registry, checkpoints and snapshot under the signing key (rotation)",
+    )
+    rs.add_argument(
+        "--old-key-file",
+        required=True,
+        type=Path,
+        help="a file holding the key they are signed with now; the new key is"
+        " DRIFTLINE_SIGNING_KEY (or its _FILE, or .secrets/signing_key)",
+    )
     return parser
+
+
+def _resign(args: argparse.Namespace) -> int:
+    settings = SigningSettings()
+    old = SigningKey(args.old_key_file.read_text().strip().encode())
+    new = settings.signing_key()
+    if old == new:
+        print("driftline resign: the old key is the signing key already", file=sys.stderr)
+        return 2
+
+    async def run() -> Resigned:
+        redis = settings.redis()
+        try:
+            return await resign(redis, settings.topic_prefix, old, new)
+        finally:
+            await redis.aclose()
+
+    done = asyncio.run(run())
+    counts = done.counts
+    print(
+        f"re-signed {counts['resigned']}, already under the new key {counts['current']},"
+        f" signed with neither key {counts['unverified']} (left as they are)"
+    )
+    for name in done.unverified:
+        print(f"  not signed with the old key: {name}", file=sys.stderr)
+    return 1 if done.unverified else 0
 
 
 def _replay(args: argparse.Namespace, settings: CommonSettings) -> int:
@@ -86,6 +126,12 @@ def _replay(args: argparse.Namespace, settings: CommonSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "resign":
+        try:
+            return _resign(args)
+        except (ValueError, OSError) as exc:  # no key, a short one, an unreadable file
+            print(f"driftline resign: {exc}", file=sys.stderr)
+            return 2
     settings = CommonSettings()
     if args.command == "topics":
         created = asyncio.run(

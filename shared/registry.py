@@ -1,8 +1,8 @@
 """The model registry: every checkpointed version of every model, in Redis.
 
 A version is three Redis keys under the registry's namespace: the artifact (the
-pickled River model, a plain string key that serving reads with `GET` and
-`pickle.loads`), its `ModelPublished` metadata as JSON next to it, and the model's
+pickled River model, signed: a plain string key that serving reads with `GET` and
+`shared.signing.loads_signed`), its `ModelPublished` metadata as JSON next to it, and the model's
 sorted set of versions (score = version number). Versions are consecutive integers
 per model, written as strings ("1", "2", ...). `stage` queues one version's writes
 on a caller's MULTI/EXEC pipeline, so a service can make the versions and its own
@@ -19,10 +19,14 @@ learned. Training rewrites it about every half second and serving swaps to it, s
 what is served follows the learner within a second; the slot is never a version
 (nothing to roll back to) and is overwritten in place, so it does not grow.
 
-Unpickling runs code chosen by whoever can write these keys: the registry's Redis
-must be trusted exactly as much as the training service.
+Every artifact and live slot is signed (`shared.signing`: an HMAC-SHA256 envelope
+made with the signing key) and verified before it is unpickled: bytes that Redis
+holds but no holder of the key wrote (an unsigned or tampered pickle, a model from
+before signing) raise `SignatureError` and are counted, never unpickled. A signature
+says who made the bytes, not that they are the newest: anyone who can write to the
+registry's Redis can still put back an older signed artifact.
 
-    registry = ModelRegistry(redis, namespace="driftline:registry")
+    registry = ModelRegistry(redis, namespace="driftline:registry", signing_key=key)
     published = await registry.save("logreg", model, {"accuracy": 0.8}, offsets)
     model = await registry.load(published)            # or registry.load(artifact_key)
     [v.version for v in await registry.versions("logreg")]   # ["1", ..., published.version]
@@ -31,7 +35,6 @@ must be trusted exactly as much as the training service.
 from __future__ import annotations
 
 import asyncio
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +46,7 @@ from redis.asyncio.client import Pipeline
 from shared.clock import utcnow
 from shared.explain import influence
 from shared.messages import Lineage, ModelPublished, PartitionOffset
+from shared.signing import SigningKey, dumps_signed, loads_signed
 
 __all__ = ["LiveModel", "ModelRegistry", "RegistryError", "version_order"]
 
@@ -69,12 +73,20 @@ class LiveModel:
 class ModelRegistry:
     """Versions of named models: pickled artifact + `ModelPublished` metadata per version."""
 
-    def __init__(self, redis: Redis, namespace: str = "driftline:registry", keep: int = 20) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        namespace: str = "driftline:registry",
+        keep: int = 20,
+        *,
+        signing_key: SigningKey,
+    ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
         self.redis = redis
         self.namespace = namespace
         self.keep = keep
+        self.signing_key = signing_key
 
     # ---- keys
 
@@ -140,7 +152,7 @@ class ModelRegistry:
             published_at=published_at or utcnow(),
             influence=influence(model) or None,
         )
-        pipe.set(published.artifact_key, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        pipe.set(published.artifact_key, dumps_signed(self.signing_key, model))
         pipe.set(self.meta_key(name, version), published.to_json())
         pipe.zadd(self.versions_key(name), {version: int(version)})
         if retire:
@@ -175,7 +187,7 @@ class ModelRegistry:
 
     async def put_live(self, name: str, version: str, n_learned: int, model: Any) -> None:
         """Overwrite `name`'s live slot with `model` (not a version: see the module doc)."""
-        blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = dumps_signed(self.signing_key, model)
         mapping = {"version": version, "n_learned": str(n_learned), "artifact": blob}
         await self.redis.hset(self.live_key(name), mapping=mapping)  # type: ignore[arg-type]
 
@@ -189,12 +201,13 @@ class ModelRegistry:
         return LiveModel(name, _text(version), int(n))
 
     async def load_live(self, name: str) -> LiveModel | None:
-        """The live slot with its model unpickled, or None if it is empty."""
+        """The live slot with its model unpickled, or None if it is empty; a slot not
+        signed with the key raises `SignatureError` (counted; nothing unpickled)."""
         fields = ["version", "n_learned", "artifact"]
         version, n, blob = await self.redis.hmget(self.live_key(name), fields)
         if version is None or n is None or not isinstance(blob, bytes):
             return None
-        model = await asyncio.to_thread(pickle.loads, blob)
+        model = await asyncio.to_thread(loads_signed, self.signing_key, blob, "live")
         return LiveModel(name, _text(version), int(n), model)
 
     async def versions(self, name: str, limit: int | None = None) -> list[ModelPublished]:
@@ -220,14 +233,15 @@ class ModelRegistry:
         return ModelPublished.model_validate_json(meta)
 
     async def load(self, ref: ModelPublished | str) -> Any:
-        """The model a version's metadata (or a plain artifact key) points to, unpickled."""
+        """The model a version's metadata (or a plain artifact key) points to, unpickled;
+        an artifact not signed with the key raises `SignatureError` (counted)."""
         key = ref.artifact_key if isinstance(ref, ModelPublished) else ref
         data = await self.redis.get(key)
         if data is None:
             raise RegistryError(f"artifact {key!r} is not in Redis")
         if not isinstance(data, bytes):
             raise RegistryError(f"artifact {key!r} was read as text (use decode_responses=False)")
-        return await asyncio.to_thread(pickle.loads, data)
+        return await asyncio.to_thread(loads_signed, self.signing_key, data, "artifact")
 
 
 def _text(value: bytes | str) -> str:

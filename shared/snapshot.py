@@ -1,12 +1,17 @@
 """Pickling a service's state without pausing its loop: a forked child does it.
 
-`pickle_later(obj)` forks: the child pickles `obj` as it was at that instant (the
+`pickle_later(obj, key)` forks: the child pickles `obj` as it was at that instant (the
 kernel's copy-on-write pages are the snapshot, as in Redis's BGSAVE) and writes the
 bytes to a pipe; the parent goes on at once and gets the bytes from the returned
 future. Pickling a learner that remembers a few hundred thousand finished events
 takes a few hundred milliseconds, which stalled training's loop on every checkpoint
 (monitoring's snapshots use it too). Where `os.fork` does not exist the bytes are
 made in place.
+
+The bytes are signed with `key` (`shared.signing`: the envelope every pickle kept in
+Redis carries): the child computes the HMAC and writes the envelope's head, then the
+pickle, so neither process copies the payload into a second buffer, and the parent's
+loop spends nothing on the MAC.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import struct
 import traceback
 from collections.abc import Callable
 
+from shared.signing import SigningKey, header, sign
+
 __all__ = ["parts_later", "pickle_later"]
 
 
-def pickle_later(obj: object) -> asyncio.Future[bytes]:
-    """Start pickling `obj` as it is now; the future resolves to its bytes."""
-    done = parts_later(lambda: [pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)])
+def pickle_later(obj: object, key: SigningKey) -> asyncio.Future[bytes]:
+    """Start pickling `obj` as it is now; the future resolves to its bytes, signed with
+    `key` (`shared.signing.loads_signed` reads them)."""
+    done = parts_later(lambda: [pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)], key)
     return asyncio.ensure_future(_first(done))
 
 
@@ -33,23 +41,23 @@ async def _first(parts: asyncio.Future[list[bytes]]) -> bytes:
     return (await parts)[0]
 
 
-def parts_later(make: Callable[[], list[bytes]]) -> asyncio.Future[list[bytes]]:
+def parts_later(make: Callable[[], list[bytes]], key: SigningKey) -> asyncio.Future[list[bytes]]:
     """Run `make` on the memory as it is now (in a forked child); the future resolves
-    to the byte strings it returns."""
+    to the byte strings it returns, each signed with `key`."""
     loop = asyncio.get_running_loop()
     if not hasattr(os, "fork"):
         done: asyncio.Future[list[bytes]] = loop.create_future()
-        done.set_result(make())
+        done.set_result([sign(key, part) for part in make()])
         return done
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: make, write, exit without running any parent cleanup
-        _child(make, read_fd, write_fd)
+        _child(make, key, read_fd, write_fd)
     os.close(write_fd)
     return loop.run_in_executor(None, _collect, pid, read_fd)
 
 
-def _child(make: Callable[[], list[bytes]], read_fd: int, write_fd: int) -> None:
+def _child(make: Callable[[], list[bytes]], key: SigningKey, read_fd: int, write_fd: int) -> None:
     code = 1
     try:
         os.close(read_fd)
@@ -59,8 +67,10 @@ def _child(make: Callable[[], list[bytes]], read_fd: int, write_fd: int) -> None
         gc.disable()  # a collection would touch (and copy) every page of the snapshot
         parts = make()
         with os.fdopen(write_fd, "wb") as out:
-            for part in parts:
-                out.write(struct.pack("<Q", len(part)))
+            for part in parts:  # the envelope's head, then the payload: no second copy
+                head = header(key, part)
+                out.write(struct.pack("<Q", len(head) + len(part)))
+                out.write(head)
                 out.write(part)
         code = 0
     except BaseException:

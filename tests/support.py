@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -19,12 +22,44 @@ import httpx
 
 from shared.http_keys import bearer
 from shared.settings import local_redis_url
+from shared.signing import SigningKey, local_signing_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url()
 WRITER = bearer("writer")  # headers for POST /events and /labels
 READER = bearer("reader")  # headers for POST /predict
+
+
+def _signing_key() -> SigningKey:
+    """The key the services started here sign and verify with: the environment's or
+    `.secrets/signing_key`; with neither (no `make secrets` yet), one made for this run
+    and put into the environment that services started here inherit."""
+    key = local_signing_key()
+    if key is None:
+        os.environ["DRIFTLINE_SIGNING_KEY"] = secrets.token_urlsafe(32)
+        key = local_signing_key()
+        assert key is not None
+    return key
+
+
+SIGNING_KEY = _signing_key()  # what tests sign the artifacts they write with
+
+
+class RunsCode:
+    """Unpickled, this runs a shell command that creates `marker`: what an attacker who
+    can write to Redis would store in place of a model or a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def crafted_pickle(marker: Path) -> bytes:
+    """A pickle whose loading creates the file `marker` (see `RunsCode`)."""
+    return pickle.dumps(RunsCode(marker))
 
 
 def free_port() -> int:

@@ -57,7 +57,10 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         redis = settings.redis()
         exits.push_async_callback(redis.aclose)
         snapshots = SnapshotStore(
-            redis, snapshot_key(settings.topic_prefix), identity(pipeline, settings)
+            redis,
+            snapshot_key(settings.topic_prefix),
+            identity(pipeline, settings),
+            signing_key=settings.signing_key(),
         )
         snapshot = await snapshots.load() if settings.snapshot_seconds > 0 else None
         monitor = (

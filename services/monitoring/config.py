@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from services.monitoring.webhooks import parse_urls
-from shared.settings import CommonSettings
+from shared.signing import SigningSettings
 
 __all__ = ["MonitoringSettings"]
 
 
-class MonitoringSettings(CommonSettings):
+class MonitoringSettings(SigningSettings):
     host: str = "127.0.0.1"
     port: int = 8002
     group_id: str = "driftline-monitoring"

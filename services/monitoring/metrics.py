@@ -22,8 +22,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from services.monitoring.monitor import Monitor
+from shared.signing import REJECTED as REGISTRY_REJECTED
 
-__all__ = ["BatchHistogram", "MonitorCollector", "MonitoringMetrics"]
+__all__ = ["REGISTRY_REJECTED", "BatchHistogram", "MonitorCollector", "MonitoringMetrics"]
 
 P = "driftline_monitoring_"
 
@@ -168,6 +169,8 @@ class MonitoringMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.registry.register(self.record_latency)
+        # the process-wide count of refused snapshots (`shared.signing`), shown here too
+        self.registry.register(REGISTRY_REJECTED)
         self.snapshot_bytes = Gauge(
             f"{P}snapshot_bytes",
             "Size of the last state snapshot written (what a restart reads on from)",

@@ -10,7 +10,11 @@ the loop does not pause), and writes the bytes to one Redis key (no TTL, so neve
 evicted). At start, a snapshot taken with the same pipeline and scoring settings is
 loaded and the worker seeks to its offsets: what came after is read as before, so the
 counts are those a replay from the beginning gives. No snapshot, one taken with other
-settings, or bytes that do not load: the replay from the beginning (logged).
+settings, or bytes that do not load: the replay from the beginning (logged). The bytes
+are signed with the signing key (`shared.signing`) and verified before unpickling: a
+snapshot without a signature or with a wrong one is refused, counted in
+`driftline_registry_rejected_total{what="snapshot"}`, and replayed past in the same way
+(the next snapshot overwrites it).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import pickle
 from dataclasses import dataclass
 from typing import cast
 
@@ -27,6 +30,7 @@ from redis.asyncio import Redis
 from services.monitoring.config import MonitoringSettings
 from services.monitoring.monitor import Monitor
 from shared.pipeline import PipelineConfig
+from shared.signing import SignatureError, SigningKey, loads_signed
 from shared.snapshot import pickle_later
 from shared.watermark import Partition, Watermark
 
@@ -75,10 +79,11 @@ def identity(pipeline: PipelineConfig, settings: MonitoringSettings) -> str:
 class SnapshotStore:
     """One snapshot per topic prefix, in Redis."""
 
-    def __init__(self, redis: Redis, key: str, identity: str) -> None:
+    def __init__(self, redis: Redis, key: str, identity: str, *, signing_key: SigningKey) -> None:
         self.redis = redis
         self.key = key
         self.identity = identity
+        self.signing_key = signing_key
 
     async def load(self) -> Snapshot | None:
         data = await self.redis.get(self.key)
@@ -86,7 +91,15 @@ class SnapshotStore:
             log.info("no monitoring snapshot at %s: replaying from the beginning", self.key)
             return None
         try:
-            snapshot = pickle.loads(cast(bytes, data))
+            snapshot = loads_signed(self.signing_key, cast(bytes, data), "snapshot")
+        except SignatureError as error:
+            log.error(
+                "REFUSED the monitoring snapshot at %s (not unpickled): %s;"
+                " replaying from the beginning",
+                self.key,
+                error,
+            )
+            return None
         except Exception:
             log.exception("the monitoring snapshot does not load: replaying from the beginning")
             return None
@@ -103,7 +116,9 @@ class SnapshotStore:
     ) -> asyncio.Future[int]:
         """Pickle the state as it is now (a forked child); the future resolves to the
         bytes written once they are in Redis."""
-        pickled = pickle_later(Snapshot(self.identity, monitor, watermark, offsets))
+        pickled = pickle_later(
+            Snapshot(self.identity, monitor, watermark, offsets), self.signing_key
+        )
 
         async def write() -> int:
             data = await pickled

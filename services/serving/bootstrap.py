@@ -47,7 +47,7 @@ async def watched_models(
             topic,
             await partitions_of(bootstrap, topic),
             holder,
-            RedisArtifactLoader(registry),
+            RedisArtifactLoader(registry, settings.signing_key()),
             champions=(topics.champions, await partitions_of(bootstrap, topics.champions)),
         )
         await watcher.catch_up(settings.models_catch_up_timeout_s)
@@ -56,7 +56,9 @@ async def watched_models(
         if settings.live_follow_s > 0:
             namespace = f"driftline:{settings.topic_prefix}registry"
             follower = LiveFollower(
-                ModelRegistry(registry, namespace), holder, every_s=settings.live_follow_s
+                ModelRegistry(registry, namespace, signing_key=settings.signing_key()),
+                holder,
+                every_s=settings.live_follow_s,
             )
             await follower.poll()
             running.append(tasks.start(follower.run(), name="serving-live-follower"))

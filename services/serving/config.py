@@ -7,12 +7,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from shared.http_keys import require_key
-from shared.settings import CommonSettings
+from shared.signing import SigningSettings
 
 __all__ = ["ServingSettings"]
 
 
-class ServingSettings(CommonSettings):
+class ServingSettings(SigningSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     # HTTP worker processes, each a uvicorn server with its own model watcher. On a

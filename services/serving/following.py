@@ -7,7 +7,10 @@ slot stamp (its version and count of events learned: one small Redis read) every
 off the event loop) and swaps it in the way a new version is (`ModelHolder.swap`).
 Loading takes the process's time, so the pace adapts as in training: after a load
 that took more than `budget` of the interval, the next poll waits longer. A failed
-read is counted and logged; the model served stays.
+read is counted and logged; the model served stays. A slot whose signature is missing
+or wrong (`shared.signing`) is refused before unpickling, counted in
+`driftline_registry_rejected_total{what="live"}` and logged once: the follower reads
+the slot again only when its stamp moves.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from services.serving import metrics
 from services.serving.models import LoadedModel, ModelHolder
 from shared.registry import ModelRegistry
+from shared.signing import SignatureError
 
 __all__ = ["LiveFollower"]
 
@@ -40,6 +44,7 @@ class LiveFollower:
         self.every_s = every_s
         self.budget = budget
         self.wait_s = every_s
+        self.refused: tuple[str, int] | None = None  # the stamp of a slot refused
 
     async def run(self) -> None:
         while True:
@@ -52,11 +57,19 @@ class LiveFollower:
         if self.holder.pinned is not None:  # an operator chose a version: stay on it
             return False
         started = time.perf_counter()
+        seen: tuple[str, int] | None = None
         try:
             stamp = await self.registry.live_stamp(name)
             if stamp is None or not self.holder.is_ahead(stamp.version, stamp.n_learned):
                 return False
+            seen = (stamp.version, stamp.n_learned)
+            if seen == self.refused:
+                return False
             live = await self.registry.load_live(name)
+        except SignatureError as error:  # not written with our key: never unpickled
+            self.refused = seen
+            log.error("REFUSED %s's live slot (not unpickled): %s", name, error)
+            return False
         except Exception as error:  # Redis away, a bad pickle: keep serving what we have
             metrics.LIVE_LOAD_ERRORS.labels(name).inc()
             log.warning("cannot read %s's live slot: %r", name, error)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the serving service (names prefixed `driftline_serving_`).
+"""Prometheus metrics of the serving service (names prefixed `driftline_serving_`, and
+`driftline_registry_rejected_total`: artifacts and live slots refused, `shared.signing`).
 
 Serving runs as several processes (HTTP workers and the stream scorer, see
 `processes`); under `python -m services.serving` their metrics are file-backed
@@ -21,6 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from shared.signing import REJECTED as REGISTRY_REJECTED
+
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "INVALID_MESSAGES",
@@ -32,6 +35,7 @@ __all__ = [
     "PREDICTIONS",
     "PREDICT_ERRORS",
     "PUBLISH_ERRORS",
+    "REGISTRY_REJECTED",
     "REQUESTS",
     "REQUEST_LATENCY",
     "STREAM_LAG",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +38,7 @@ from shared.clock import utcnow
 from shared.explain import explain
 from shared.messages import Lineage, ModelPublished
 from shared.registry import version_order
+from shared.signing import SignatureError, SigningKey, loads_signed
 
 __all__ = [
     "ArtifactLoader",
@@ -144,14 +144,17 @@ class ArtifactLoader(Protocol):
 
 
 class RedisArtifactLoader:
-    """Artifacts are plain Redis keys holding a pickled River model.
+    """Artifacts are plain Redis keys holding a pickled River model, signed.
 
-    Unpickling runs code chosen by whoever can write those keys: the registry's Redis
-    must be trusted exactly as much as the training service.
+    Unpickling runs code chosen by whoever wrote the bytes, so the signature (an
+    HMAC-SHA256 of the signing key, `shared.signing`) is verified first: an artifact
+    without it, or with a wrong one, is refused unread (`ModelLoadError`; counted in
+    `driftline_registry_rejected_total{what="artifact"}`) and the version served stays.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, signing_key: SigningKey) -> None:
         self.redis = redis
+        self.signing_key = signing_key
 
     async def load(self, artifact_key: str) -> RiverModel:
         try:
@@ -163,7 +166,10 @@ class RedisArtifactLoader:
         if isinstance(data, str):  # a client opened with decode_responses=True
             raise ModelLoadError(f"artifact {artifact_key!r} was read as text, not bytes")
         try:
-            return await asyncio.to_thread(pickle.loads, data)
+            return await asyncio.to_thread(loads_signed, self.signing_key, data, "artifact")
+        except SignatureError as error:
+            log.error("REFUSED artifact %s (not unpickled): %s", artifact_key, error)
+            raise ModelLoadError(f"artifact {artifact_key!r} refused: {error}") from error
         except Exception as error:
             raise ModelLoadError(
                 f"artifact {artifact_key!r} cannot be unpickled: {error!r}"

@@ -125,7 +125,9 @@ async def _replicated_learner(
         socket_timeout=settings.artifact_timeout_s,
         socket_connect_timeout=settings.artifact_timeout_s,
     )
-    registry = ModelRegistry(redis, namespace=f"driftline:{prefix}registry")
+    registry = ModelRegistry(
+        redis, namespace=f"driftline:{prefix}registry", signing_key=settings.signing_key()
+    )
     consumer = make_consumer(
         bootstrap_servers=bootstrap,
         group_id=settings.group_id,  # partitions assigned: the group only holds offsets

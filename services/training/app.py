@@ -43,9 +43,12 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         await ensure_topics(bootstrap, prefix, settings.topic_partitions)
         redis = settings.redis()
         registry = ModelRegistry(
-            redis, namespace=f"driftline:{prefix}registry", keep=settings.registry_keep
+            redis,
+            namespace=f"driftline:{prefix}registry",
+            keep=settings.registry_keep,
+            signing_key=settings.signing_key(),
         )
-        store = CheckpointStore(redis, registry, key=checkpoint_key(prefix))
+        store = CheckpointStore(redis, registry, key=checkpoint_key(prefix), keep_refused=True)
         producer = make_producer(bootstrap, client_id="driftline-training")
         consumer = make_consumer(
             bootstrap_servers=bootstrap, group_id=settings.group_id, client_id="driftline-training"

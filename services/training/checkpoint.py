@@ -14,6 +14,14 @@ records that changed since the one before (`OnlineLearner.take_changes`), and wr
 them all, replacing the others, only when the changes written add up to more than
 the last whole write. So a checkpoint costs the models plus what changed since the
 last one, and Redis holds at most about twice the records.
+
+The state's bytes are signed with the registry's signing key (`shared.signing`) and
+verified before they are unpickled. A checkpoint whose signature is missing or wrong
+is refused (counted in `driftline_registry_rejected_total{what="checkpoint"}`, logged)
+and read as no checkpoint: the learner starts from the beginning of the topics. The
+training service's own store (`keep_refused`) first renames the refused hash to
+`<key>:refused`, so that a checkpoint refused only because the key was changed by
+mistake is not overwritten: with the right key back, renaming it back resumes it.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from shared.messages import ModelPublished, PartitionOffset
 from shared.pipeline import PipelineConfig
 from shared.registry import ModelRegistry
 from shared.settings import CommonSettings
+from shared.signing import SignatureError, SigningKey, loads_signed
 from shared.snapshot import parts_later
 from shared.watermark import EPSILON, LearnerWatermark
 
@@ -72,7 +81,7 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(*MOVED.get((module, name), (module, name)))
 
 
-def _loads(data: bytes) -> object:
+def _loads(data: bytes | memoryview) -> object:
     return _Unpickler(io.BytesIO(data)).load()
 
 
@@ -159,16 +168,21 @@ class _Chain:
 
 
 class CheckpointStore:
-    """Reads and writes the `TrainingState` under `key`, with the registry versions."""
+    """Reads and writes the `TrainingState` under `key`, with the registry versions,
+    signed with the registry's signing key (see the module doc for `keep_refused`)."""
 
-    def __init__(self, redis: Redis, registry: ModelRegistry, key: str) -> None:
+    def __init__(
+        self, redis: Redis, registry: ModelRegistry, key: str, *, keep_refused: bool = False
+    ) -> None:
         self.redis = redis
         self.registry = registry
         self.key = key
+        self.keep_refused = keep_refused
         self.items_key = f"{key}:items"
         self._chain: _Chain | None = None
 
     async def load(self) -> TrainingState | None:
+        """The checkpointed state; None if there is none or its signature is refused."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(self.key, "state")
         pipe.hgetall(self.items_key)
@@ -177,17 +191,39 @@ class CheckpointStore:
             return None
         if not isinstance(data, bytes):
             raise TypeError(f"checkpoint {self.key!r} was read as text, not bytes")
-        state = await asyncio.to_thread(_loads, data)
+        key = self.registry.signing_key
+        try:
+            state = await asyncio.to_thread(loads_signed, key, data, "checkpoint", _loads)
+        except SignatureError as error:
+            await self._refused(error)
+            return None
         if not isinstance(state, TrainingState):
             raise TypeError(f"checkpoint {self.key!r} holds a {type(state).__name__}")
         if state.items:
             blobs = [items.get(str(i).encode()) for i in range(state.items)]
             if any(blob is None for blob in blobs):
                 raise ValueError(f"checkpoint {self.key!r} lacks entries of {self.items_key!r}")
-            await asyncio.to_thread(_load_items, state, blobs)
+            try:
+                await asyncio.to_thread(_load_items, key, state, blobs)
+            except SignatureError as error:
+                await self._refused(error)
+                return None
             changes = sum(len(blob) for blob in blobs[1:])
             self._chain = _Chain(state, len(blobs), len(blobs[0]), changes)
         return state
+
+    async def _refused(self, error: SignatureError) -> None:
+        aside = f"{self.key}:refused"
+        if self.keep_refused:
+            await self.redis.rename(self.key, aside)
+            if await self.redis.exists(self.items_key):
+                await self.redis.rename(self.items_key, f"{aside}:items")
+        log.error(
+            "REFUSED the checkpoint at %s (not unpickled): %s; read as no checkpoint%s",
+            self.key,
+            error,
+            f"; it is kept at {aside}" if self.keep_refused else "",
+        )
 
     def write(self, state: TrainingState) -> Awaitable[None]:
         """Snapshot `state` now (a forked child pickles it, see `snapshot`) and return the
@@ -299,7 +335,7 @@ class CheckpointStore:
             return [pickled, pickle.dumps(packed, pickle.HIGHEST_PROTOCOL)]
 
         try:
-            parts = parts_later(make)
+            parts = parts_later(make, self.registry.signing_key)
         except BaseException:
             learner.lose_changes()
             raise
@@ -354,8 +390,8 @@ class _Snapshot:
         self.store._chain = None
 
 
-def _load_items(state: TrainingState, blobs: list[bytes]) -> None:
-    state.learner.load_items(pickle.loads(blob) for blob in blobs)
+def _load_items(key: SigningKey, state: TrainingState, blobs: list[bytes]) -> None:
+    state.learner.load_items(loads_signed(key, blob, "checkpoint", pickle.loads) for blob in blobs)
     state.learner.take_changes()  # tracked from here: the next checkpoint adds to these
     state.items = 0
 

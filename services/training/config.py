@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import CommonSettings
+from shared.signing import SigningSettings
 
 __all__ = ["TrainingSettings"]
 
 
-class TrainingSettings(CommonSettings):
+class TrainingSettings(SigningSettings):
     host: str = "127.0.0.1"
     port: int = 8003
     group_id: str = "driftline-training"

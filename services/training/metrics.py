@@ -1,4 +1,5 @@
-"""Prometheus metrics of the training service (names prefixed `driftline_training_`).
+"""Prometheus metrics of the training service (names prefixed `driftline_training_`, and
+`driftline_registry_rejected_total`: checkpoints refused, `shared.signing`).
 
 Counts kept by the learner itself (learned, scored, correct, expired, duplicates,
 late) live in its checkpoint, so they are read from it at scrape time by
@@ -14,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from services.training.learner import OnlineLearner
+from shared.signing import REJECTED as REGISTRY_REJECTED
 
 __all__ = [
     "BAD_MESSAGES",
@@ -26,6 +28,7 @@ __all__ = [
     "LATENCY",
     "LEARNER",
     "PREDICTIONS",
+    "REGISTRY_REJECTED",
     "VERSIONS_RETIRED",
     "LearnerCollector",
 ]

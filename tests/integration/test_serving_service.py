@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import re
 import signal
 import threading
@@ -32,11 +31,13 @@ from shared.feature_store import EntityRow, RedisOnlineStore
 from shared.features import FeatureComputer
 from shared.messages import ChampionChanged, Event, FeatureVector, Label, Prediction
 from shared.pipeline import PipelineConfig
+from shared.signing import dumps_signed
 from shared.topics import ensure_topics
 from tests.support import (
     BOOTSTRAP,
     READER,
     REDIS_URL,
+    SIGNING_KEY,
     ServiceProcess,
     kcat_produce,
     kcat_read,
@@ -100,7 +101,7 @@ def publish_model(prefix: str, name: str, version: str, model: RiverModel) -> No
     """Store the artifact in Redis, then announce the version on `models`."""
     key = f"test:{prefix}registry:{name}:{version}"
     client = SyncRedis.from_url(REDIS_URL)
-    client.set(key, pickle.dumps(model))
+    client.set(key, dumps_signed(SIGNING_KEY, model))
     client.close()
     message = published(name, version, key)
     kcat_produce(f"{prefix}models", [(name.encode(), message.to_json())])

@@ -304,6 +304,19 @@ def test_redis_needs_the_password_every_service_gets_as_a_secret(
         assert service["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
 
 
+def test_the_services_that_sign_or_verify_get_the_signing_key_as_a_secret(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    # DESIGN, "Operations contract": every artifact and checkpoint is signed
+    assert compose["secrets"]["signing_key"] == {"file": ".secrets/signing_key"}
+    for name in ("training", "serving", "monitoring"):
+        service = services[name]
+        assert "signing_key" in service["secrets"], name
+        assert service["environment"]["DRIFTLINE_SIGNING_KEY_FILE"] == "/run/secrets/signing_key"
+    for name in ("ingestion", "features", "topics"):  # no pickles: no key
+        assert "signing_key" not in services[name].get("secrets", []), name
+
+
 def test_every_build_of_the_image_takes_the_same_base(
     services: dict[str, dict[str, Any]],
 ) -> None:

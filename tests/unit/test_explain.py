@@ -92,11 +92,13 @@ def test_influence_is_shares_of_what_each_model_relies_on(name: str) -> None:
 
 def test_a_published_version_carries_its_influence() -> None:
     from shared.registry import ModelRegistry
+    from shared.signing import SigningKey
 
     class Pipe:
         def set(self, *args: Any) -> None: ...
         def zadd(self, *args: Any) -> None: ...
 
     model = _trained("logreg")
-    published = ModelRegistry(None).stage(Pipe(), "logreg", "1", model, {}, [])  # type: ignore[arg-type]
+    registry = ModelRegistry(None, signing_key=SigningKey(b"0123456789abcdef"))  # type: ignore[arg-type]
+    published = registry.stage(Pipe(), "logreg", "1", model, {}, [])  # type: ignore[arg-type]
     assert published.influence == influence(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +17,8 @@ from services.training.learner import OnlineLearner
 from services.training.live import LiveModels
 from shared.messages import ModelPublished
 from shared.registry import ModelRegistry
-from tests.support import REDIS_URL
+from shared.signing import REJECTED, SigningKey, sign
+from tests.support import REDIS_URL, SIGNING_KEY, crafted_pickle
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +29,7 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 async def registry(stack: None) -> AsyncIterator[ModelRegistry]:
     redis = Redis.from_url(REDIS_URL)
     namespace = f"driftline:t{uuid.uuid4().hex[:10]}.registry"
-    yield ModelRegistry(redis, namespace=namespace)
+    yield ModelRegistry(redis, namespace=namespace, signing_key=SIGNING_KEY)
     keys = [k async for k in redis.scan_iter(match=f"{namespace}:*")]
     if keys:
         await redis.delete(*keys)
@@ -108,3 +110,31 @@ async def test_a_broken_slot_keeps_the_model_served(registry: ModelRegistry) -> 
     await registry.redis.hset(key, mapping={"version": "1", "n_learned": "5", "artifact": b"junk"})
     assert not await LiveFollower(registry, holder).poll()
     assert holder.require().version == "1" and holder.require().n_learned is None
+
+
+async def test_a_slot_not_signed_with_the_key_is_refused_unread_once(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    holder = ModelHolder("lr")
+    await holder.offer(published("lr", "1", "k"), InMemoryArtifactLoader({"k": "a model"}))
+    marker, key = tmp_path / "ran", registry.live_key("lr")
+    follower = LiveFollower(registry, holder)
+
+    def refused(reason: str) -> float:
+        return float(REJECTED.labels("live", reason)._value.get())
+
+    before = refused("missing"), refused("wrong")
+    crafted = crafted_pickle(marker)
+    await registry.redis.hset(key, mapping={"version": "2", "n_learned": "5", "artifact": crafted})
+    assert not await follower.poll()
+    assert not await follower.poll(), "the same slot is not read again"
+    other = sign(SigningKey(b"somebody else's key"), crafted)
+    await registry.redis.hset(key, mapping={"version": "2", "n_learned": "6", "artifact": other})
+    assert not await follower.poll()
+    assert not marker.exists()
+    assert (refused("missing"), refused("wrong")) == (before[0] + 1, before[1] + 1)
+    assert holder.require().version == "1"
+
+    await registry.put_live("lr", "2", 7, learner_after(7).models["lr"])  # signed: taken
+    assert await follower.poll()
+    assert (holder.require().version, holder.require().n_learned) == ("2", 7)

@@ -15,10 +15,13 @@ from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore, identity
 from shared.messages import FeatureVector, Label, Prediction
 from shared.pipeline import DataDriftSettings, Features, load_pipeline
+from shared.signing import REJECTED, SigningKey, sign
 from shared.watermark import Watermark
+from tests.support import crafted_pickle
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
+KEY = SigningKey(b"monitoring-snapshot-test-key")
 
 
 class DictRedis:
@@ -58,7 +61,9 @@ def _monitor() -> Monitor:
 
 
 def _store(redis: DictRedis, identity: str = "same") -> SnapshotStore:
-    return SnapshotStore(cast(Redis, redis), "driftline:monitoring:snapshot", identity)
+    return SnapshotStore(
+        cast(Redis, redis), "driftline:monitoring:snapshot", identity, signing_key=KEY
+    )
 
 
 def test_a_snapshot_loads_as_the_state_it_was_taken_from() -> None:
@@ -88,6 +93,24 @@ def test_no_snapshot_another_identity_or_garbage_means_a_replay() -> None:
     assert asyncio.run(_store(redis, "after").load()) is None  # other settings
     redis.data["driftline:monitoring:snapshot"] = b"not a pickle"
     assert asyncio.run(_store(redis).load()) is None
+
+
+def test_a_snapshot_not_signed_with_the_key_is_refused_unread_and_replayed(
+    tmp_path: Path,
+) -> None:
+    redis, marker = DictRedis(), tmp_path / "ran"
+    key = "driftline:monitoring:snapshot"
+
+    def refused(reason: str) -> float:
+        return float(REJECTED.labels("snapshot", reason)._value.get())
+
+    before = refused("missing"), refused("wrong")
+    redis.data[key] = crafted_pickle(marker)  # unsigned, as written before signing
+    assert asyncio.run(_store(redis).load()) is None
+    redis.data[key] = sign(SigningKey(b"not the monitoring key"), crafted_pickle(marker))
+    assert asyncio.run(_store(redis).load()) is None
+    assert not marker.exists()
+    assert (refused("missing"), refused("wrong")) == (before[0] + 1, before[1] + 1)
 
 
 def test_a_snapshot_keeps_the_data_drift_windows_and_the_vectors_waiting() -> None:

@@ -28,9 +28,10 @@ SUFFIXES = re.compile(r"_(bucket|sum|count|total)$")
 
 
 def _exported() -> set[str]:
-    """Every metric name the services define (suffixes Prometheus adds stripped)."""
+    """Every metric name the services define, or the shared library defines for them
+    (`driftline_registry_rejected_total`), with the suffixes Prometheus adds stripped."""
     names: set[str] = set()
-    for path in (ROOT / "services").rglob("*.py"):
+    for path in [*(ROOT / "services").rglob("*.py"), *(ROOT / "shared").rglob("*.py")]:
         text = path.read_text()
         names |= set(re.findall(r'"(driftline_[a-z_]+)"', text))
         if 'P = "driftline_monitoring_"' in text:

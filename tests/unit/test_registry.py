@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -12,7 +13,8 @@ from river import linear_model
 
 from shared.messages import ModelPublished, PartitionOffset
 from shared.registry import ModelRegistry, RegistryError
-from tests.support import REDIS_URL
+from shared.signing import MAGIC, REJECTED, SignatureError, verify
+from tests.support import REDIS_URL, SIGNING_KEY, crafted_pickle
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +24,7 @@ OFFSETS = [PartitionOffset(topic="features", partition=0, offset=12)]
 @pytest.fixture
 async def registry(redis: Redis) -> AsyncIterator[ModelRegistry]:
     namespace = f"driftline:t{uuid.uuid4().hex[:10]}.registry"
-    yield ModelRegistry(redis, namespace=namespace)
+    yield ModelRegistry(redis, namespace=namespace, signing_key=SIGNING_KEY)
     keys = [k async for k in redis.scan_iter(match=f"{namespace}:*")]
     if keys:
         await redis.delete(*keys)
@@ -54,7 +56,7 @@ async def test_versions_count_up_per_model_and_keep_their_metadata(
     assert await registry.next_version("lr") == "3"
 
 
-async def test_the_artifact_is_a_plain_key_holding_the_pickled_model(
+async def test_the_artifact_is_a_plain_key_holding_the_pickled_model_signed(
     registry: ModelRegistry, redis: Redis
 ) -> None:
     model = trained(20)
@@ -62,12 +64,26 @@ async def test_the_artifact_is_a_plain_key_holding_the_pickled_model(
     raw = await redis.get(published.artifact_key)
     assert isinstance(raw, bytes)
     x = {"x": 2.0}
-    assert pickle.loads(raw).predict_proba_one(x) == model.predict_proba_one(x)
+    assert raw.startswith(MAGIC)
+    assert pickle.loads(verify(SIGNING_KEY, raw)).predict_proba_one(x) == model.predict_proba_one(x)
     assert (await registry.load(published)).weights == model.weights
     assert (await registry.load(published.artifact_key)).weights == model.weights
     meta = await redis.get(registry.meta_key("lr", "1"))
     assert meta is not None
     assert ModelPublished.model_validate_json(meta) == published
+
+
+async def test_an_artifact_not_signed_with_the_key_is_refused_unread(
+    registry: ModelRegistry, redis: Redis, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    published = await registry.save("lr", trained(3), {}, OFFSETS)
+    await redis.set(published.artifact_key, crafted_pickle(marker))  # overwritten in Redis
+    before = REJECTED.labels("artifact", "missing")._value.get()
+    with pytest.raises(SignatureError, match="no signature"):
+        await registry.load(published)
+    assert not marker.exists()
+    assert REJECTED.labels("artifact", "missing")._value.get() == before + 1
 
 
 async def test_stage_joins_a_callers_transaction(registry: ModelRegistry, redis: Redis) -> None:
@@ -92,7 +108,7 @@ async def test_missing_versions_and_artifacts_are_registry_errors(
 
 async def test_retention_keeps_the_newest_and_the_pinned_versions(redis: Redis) -> None:
     namespace = f"driftline:t{uuid.uuid4().hex[:10]}.registry"
-    registry = ModelRegistry(redis, namespace=namespace, keep=3)
+    registry = ModelRegistry(redis, namespace=namespace, keep=3, signing_key=SIGNING_KEY)
     try:
         for n in (1, 2):
             await registry.save("lr", trained(n), {}, OFFSETS)
@@ -122,4 +138,4 @@ async def test_retention_keeps_the_newest_and_the_pinned_versions(redis: Redis) 
 
 def test_retention_keeps_at_least_one_version() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        ModelRegistry(Redis.from_url(REDIS_URL), keep=0)
+        ModelRegistry(Redis.from_url(REDIS_URL), keep=0, signing_key=SIGNING_KEY)
