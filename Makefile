@@ -25,15 +25,15 @@ SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8
 
 setup: system-deps venv jars secrets ## everything a fresh machine needs
 
-secrets: ## .secrets/: redis_password, writer_key, reader_key, signing_key, grafana_admin_password, if missing
+secrets: ## .secrets/: redis_password, writer_key, reader_key, signing_key, api_key, grafana_admin_password, if missing
 	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
-	@for name in redis_password writer_key reader_key signing_key grafana_admin_password; do \
+	@for name in redis_password writer_key reader_key signing_key api_key grafana_admin_password; do \
 		test -s $(SECRETS)/$$name || { \
 		umask 077; head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 \
 		> $(SECRETS)/$$name; echo "created $(SECRETS)/$$name"; }; done
 	@# the 700 folder guards it here; compose bind-mounts the file itself into the
 	@# containers, where the services' unprivileged user must be able to read it
-	@cd $(SECRETS) && chmod 644 redis_password writer_key reader_key signing_key grafana_admin_password
+	@cd $(SECRETS) && chmod 644 redis_password writer_key reader_key signing_key api_key grafana_admin_password
 
 system-deps:
 	@missing=""; \

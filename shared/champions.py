@@ -47,6 +47,8 @@ class ChampionView:
         self.pinned: tuple[str, str | None] | None = None  # (model, version) an operator chose
         self.history: deque[ChampionChanged] = deque(maxlen=HISTORY)
         self._ids: deque[str] = deque(maxlen=HISTORY)
+        # the champions served one after the other, (model, pinned version), newest last
+        self.served: deque[tuple[str, str | None]] = deque([(initial, None)], maxlen=HISTORY)
 
     @property
     def model(self) -> str:
@@ -56,6 +58,11 @@ class ChampionView:
     def version(self) -> str | None:
         """The pinned version, or None: the model's newest."""
         return self.pinned[1] if self.pinned else None
+
+    @property
+    def previous(self) -> tuple[str, str | None] | None:
+        """The champion before this one (what a rollback returns to), None if none."""
+        return self.served[-2] if len(self.served) > 1 else None
 
     @property
     def last(self) -> ChampionChanged | None:
@@ -81,7 +88,10 @@ class ChampionView:
         else:  # unpin
             self.pinned = None
             self.policy_model = change.model
-        return (self.model, self.version) != before
+        now = (self.model, self.version)
+        if now != before:
+            self.served.append(now)
+        return now != before
 
 
 def decode_change(record: ConsumerRecord) -> ChampionChanged | None:

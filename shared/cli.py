@@ -5,6 +5,7 @@ driftline replay weather.csv --label-column target --label-delay 10 --rate 500
 driftline replay synth:agrawal-drift --n 20000
 driftline replay river:Phishing --label-delay 5m
 driftline resign --old-key-file OLD      re-sign what Redis holds with the new signing key
+driftline models list|promote|unpin|rollback   the champion (see `shared.models_cli`)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared import models_cli
 from shared.durations import parse_duration
 from shared.replay import SYNTHETIC, ReplayPlan, plan_messages, replay, rows_from_source
 from shared.resign import Resigned, resign
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a file holding the key they are signed with now; the new key is"
         " DRIFTLINE_SIGNING_KEY (or its _FILE, or .secrets/signing_key)",
     )
+    models_cli.add_parser(commands)
     return parser
 
 
@@ -126,6 +129,8 @@ def _replay(args: argparse.Namespace, settings: CommonSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "models":
+        return models_cli.run(args)
     if args.command == "resign":
         try:
             return _resign(args)

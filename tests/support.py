@@ -29,6 +29,7 @@ BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url()
 WRITER = bearer("writer")  # headers for POST /events and /labels
 READER = bearer("reader")  # headers for POST /predict
+ADMIN = bearer("api")  # headers for serving's /admin endpoints
 
 
 def _signing_key() -> SigningKey:

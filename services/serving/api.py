@@ -41,6 +41,7 @@ from services.serving.errors import (
     validation_response,
 )
 from services.serving.handlers import encode_prediction, predict_request
+from services.serving.models import ModelHolder
 from shared.features import to_float
 
 __all__ = [
@@ -49,12 +50,15 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "VersionInfo",
+    "champion_info",
     "router",
 ]
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+HISTORY_SHOWN = 20
 
 MAX_TEXT = 4096  # the longest string feature value an Event accepts
 _JSON_TYPES: dict[type, str] = {list: "an array", dict: "an object"}
@@ -154,8 +158,29 @@ class ChampionInfo(BaseModel):
     evidence: dict[str, Any] | None = None
 
 
+def champion_info(holder: ModelHolder) -> ChampionInfo:
+    """The champion this process serves, and why it is the champion."""
+    current = holder.current
+    why = holder.view.last
+    return ChampionInfo(
+        name=holder.champion,
+        version=current.version if current else None,
+        loaded_at=current.loaded_at if current else None,
+        load_error=holder.load_error,
+        n_learned=current.n_learned if current else None,
+        pinned=holder.pinned,
+        since=why.changed_at if why else None,
+        action=why.action if why else None,
+        by=why.by if why else None,
+        reason=why.reason if why else None,
+        evidence=why.evidence if why else None,
+    )
+
+
 class ModelsResponse(BaseModel):
     champion: ChampionInfo
+    # the latest changes of champion (`champions` topic), oldest first
+    history: list[dict[str, Any]] = []
     models: dict[str, list[VersionInfo]]  # every version seen, per model name, oldest first
 
 
@@ -226,22 +251,9 @@ async def predict(request: Request) -> Response:
 async def models(context: Context) -> ModelsResponse:
     """The champion being served, and every version seen of every model."""
     holder = context.holder
-    current = holder.current
-    why = holder.view.last
     return ModelsResponse(
-        champion=ChampionInfo(
-            name=holder.champion,
-            version=current.version if current else None,
-            loaded_at=current.loaded_at if current else None,
-            load_error=holder.load_error,
-            n_learned=current.n_learned if current else None,
-            pinned=holder.pinned,
-            since=why.changed_at if why else None,
-            action=why.action if why else None,
-            by=why.by if why else None,
-            reason=why.reason if why else None,
-            evidence=why.evidence if why else None,
-        ),
+        champion=champion_info(holder),
+        history=[c.model_dump(mode="json") for c in list(holder.view.history)[-HISTORY_SHOWN:]],
         models={
             name: [
                 VersionInfo(

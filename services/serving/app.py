@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.serving import metrics
+from services.serving import admin, metrics
 from services.serving.api import router
 from services.serving.bootstrap import watched_models
 from services.serving.config import ServingSettings
@@ -32,6 +32,7 @@ from shared.body_limit import BodyLimit
 from shared.features import FeatureComputer
 from shared.http_keys import KeyCheck
 from shared.kafka import make_producer
+from shared.messages import ChampionChanged
 from shared.pipeline import load_pipeline
 from shared.topics import Topics
 
@@ -55,6 +56,7 @@ def build_app(lifespan: Lifespan) -> FastAPI:
     """The FastAPI app around a lifespan that sets `app.state.context` (tests pass fakes)."""
     app = FastAPI(title="Driftline serving", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(admin.router)
     install_error_handlers(app)
     return app
 
@@ -85,6 +87,10 @@ def create_app(
         publisher = PredictionPublisher(
             producer, topics.predictions, max_pending=settings.max_pending_publishes
         )
+
+        async def send_change(change: ChampionChanged) -> None:
+            await producer.send_and_wait(topics.champions, change.to_json(), key=b"champion")
+
         try:
             async with watched_models(settings, holder, client_id=CLIENT_ID) as watcher:
                 publisher.start()
@@ -105,6 +111,10 @@ def create_app(
                     sink=publisher,
                     liveness=liveness,
                     reader=KeyCheck(settings.driftline_reader_key, "reader"),
+                    admin=KeyCheck(settings.driftline_api_key, "API"),
+                    models=tuple(m.name for m in pipeline.models),
+                    send_change=send_change,
+                    admin_wait_s=settings.admin_wait_s,
                 )
                 log.info(
                     "%s serving %s (champion %s) from %s",

@@ -57,6 +57,12 @@ class ServingSettings(SigningSettings):
     driftline_reader_key: SecretStr | None = None
     driftline_reader_key_file: str | None = None
     predict_needs_key: bool = True
+    # The key the admin endpoints need (DESIGN: DRIFTLINE_API_KEY), or a file holding
+    # it; else .secrets/api_key. Required: without it serving does not start.
+    driftline_api_key: SecretStr | None = None
+    driftline_api_key_file: str | None = None
+    # Longest an admin change waits to be read back (and served) by its own process.
+    admin_wait_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _reader_key(self) -> ServingSettings:
@@ -68,5 +74,12 @@ class ServingSettings(SigningSettings):
             self.driftline_reader_key,
             self.driftline_reader_key_file,
             ", or set PREDICT_NEEDS_KEY=false",
+        )
+        return self
+
+    @model_validator(mode="after")
+    def _api_key(self) -> ServingSettings:
+        self.driftline_api_key = require_key(
+            "api", self.driftline_api_key, self.driftline_api_key_file
         )
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
@@ -12,6 +12,7 @@ from services.serving.models import ModelHolder
 from shared.feature_store import RowReader
 from shared.features import FeatureComputer
 from shared.http_keys import KeyCheck
+from shared.messages import ChampionChanged
 
 __all__ = ["Context", "PredictionSink", "ServingContext"]
 
@@ -41,6 +42,12 @@ class ServingContext:
     liveness: Callable[[], tuple[bool, dict[str, Any]]] = field(default=_always_alive)
     # the key POST /predict needs (none: open, as `PREDICT_NEEDS_KEY=false` makes it)
     reader: KeyCheck = field(default_factory=lambda: KeyCheck(None, "reader"))
+    # the admin endpoints: their key (None refuses every call), the pipeline's models,
+    # and how a change of champion is sent (on `champions`, read back by every process)
+    admin: KeyCheck | None = None
+    models: tuple[str, ...] = ()
+    send_change: Callable[[ChampionChanged], Awaitable[None]] | None = None
+    admin_wait_s: float = 10.0
 
 
 def get_context(request: Request) -> ServingContext:

@@ -7,9 +7,12 @@ default, the replica of the learner, is tested in `test_serving_replica.py`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -34,6 +37,7 @@ from shared.pipeline import PipelineConfig
 from shared.signing import dumps_signed
 from shared.topics import ensure_topics
 from tests.support import (
+    ADMIN,
     BOOTSTRAP,
     READER,
     REDIS_URL,
@@ -444,3 +448,73 @@ def test_a_new_champion_is_served_without_failing_a_request(
     service.stop()
     service.start()
     assert httpx.get(f"{service.url}/models").json()["champion"]["name"] == "hat"
+
+
+def cli(service: ServiceProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "models", *args],
+        env={**os.environ, "SERVING_URL": service.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_operators_pin_unpin_and_roll_back_the_champion_with_the_api_key(
+    service_factory: Factory, topics: str, pipeline_path: Path, redis_keys: None
+) -> None:
+    prefix = topics
+    publish_model(prefix, "logreg", "1", trained(flip=False))
+    publish_model(prefix, "hat", "2", trained(flip=True))
+    publish_model(prefix, "hat", "3", trained(flip=False))
+    service = service_factory(
+        "serving", PIPELINE_CONFIG=str(pipeline_path), STREAM_MODEL="follow"
+    ).start()
+    url = f"{service.url}/admin/champion"
+    assert httpx.post(url, json={"model": "hat"}).status_code == 401
+    wrong = httpx.post(url, json={"model": "hat"}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and "not the API key" in wrong.json()["detail"]
+    assert httpx.delete(url).status_code == 401
+    assert httpx.post(f"{url}/rollback", headers=READER).status_code == 403  # another key
+    unknown = httpx.post(url, json={"model": "arf"}, headers=ADMIN)
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "model"]
+    missing = httpx.post(url, json={"model": "hat", "version": "9"}, headers=ADMIN)
+    assert missing.status_code == 422 and "no version '9'" in missing.json()["detail"][0]["msg"]
+    assert httpx.get(f"{service.url}/models").json()["champion"]["name"] == "logreg"
+
+    pinned = httpx.post(
+        url, json={"model": "hat", "version": "2", "reason": "a test"}, headers=ADMIN
+    )
+    assert pinned.status_code == 200, pinned.text
+    champion = pinned.json()["champion"]
+    assert (champion["name"], champion["version"], champion["pinned"]) == ("hat", "2", "2")
+    assert champion["action"] == "pin" and champion["by"].startswith("admin")
+    listed = cli(service, "list")
+    assert listed.returncode == 0 and "champion hat version 2, pinned at 2" in listed.stdout
+    answer = httpx.post(
+        f"{service.url}/predict", headers=READER, json={"entity_id": "new", "features": {"x1": 2}}
+    ).json()
+    assert (answer["model"], answer["model_version"]) == ("hat", "2")
+
+    unpinned = cli(service, "unpin")
+    assert unpinned.returncode == 0 and "champion logreg version 1" in unpinned.stdout
+    back = cli(service, "rollback")
+    assert back.returncode == 0 and "champion hat version 2" in back.stdout, back.stderr
+    refused = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "models", "promote", "hat"],
+        env={**os.environ, "SERVING_URL": service.url, "DRIFTLINE_API_KEY": "wrong"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "driftline models promote: refused (403): the key sent is not the API key"
+    )
+    audit = [json.loads(m["payload"]) for m in kcat_read(f"{prefix}champions")]
+    assert [(c["action"], c["model"], c["version"]) for c in audit] == [
+        ("pin", "hat", "2"),
+        ("unpin", "logreg", None),
+        ("rollback", "hat", "2"),
+    ]
+    assert all(c["by"].startswith("admin (API key, from ") for c in audit)
