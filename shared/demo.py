@@ -1,7 +1,8 @@
 """`make demo`: replay a stream with an abrupt concept drift through the running stack,
 then print what happened: accuracy per model before and after the drift (what the
 learner scored, and what serving answered), the drift alerts and where they fired,
-and the throughput.
+the champion's changes (training's policy, with its evidence), the served accuracy
+after the drift climbing back window by window, and the throughput.
 
 Run with the stack up (`make up`): `python -m shared.demo [--n 10000]`.
 """
@@ -34,8 +35,11 @@ SERVING = "http://127.0.0.1:8000"
 MONITORING = "http://127.0.0.1:8002"
 
 
-async def _read_topic(bootstrap: str, topic: str, keep: str) -> list[dict[str, Any]]:
-    """Every message of `topic` whose event_id starts with `keep`."""
+RECOVERY_BIN = 500  # events per row of the recovery table
+
+
+async def _read_topic(bootstrap: str, topic: str, keep: str | None) -> list[dict[str, Any]]:
+    """Every message of `topic` whose event_id starts with `keep` (None: every one)."""
     consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id="driftline-demo")
     await consumer.start()
     try:
@@ -49,7 +53,7 @@ async def _read_topic(bootstrap: str, topic: str, keep: str) -> list[dict[str, A
             for messages in batch.values():
                 for m in messages:
                     value = json.loads(m.value)
-                    if str(value.get("event_id") or "").startswith(keep):
+                    if keep is None or str(value.get("event_id") or "").startswith(keep):
                         found.append(value)
         return found
     finally:
@@ -87,6 +91,34 @@ def _wait_for_learner(model: str, before: int, expected: int, timeout: float) ->
                 break
             time.sleep(1)
     return time.monotonic() - started
+
+
+def _row_at(moment: str | None, plan: ReplayPlan) -> int | None:
+    """The row whose event time `moment` is (the plan's clock), None if unknown."""
+    if not moment:
+        return None
+    return int((datetime.fromisoformat(moment) - plan.start) / plan.step)
+
+
+def _recovery(
+    predictions: list[dict[str, Any]], labels: dict[str, Any], drift_at: int, n: int
+) -> list[tuple[int, float, int]]:
+    """Served (`stream`) accuracy after the drift per `RECOVERY_BIN` events: (first row,
+    accuracy, n)."""
+    bins: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for p in predictions:
+        if p["source"] != "stream" or p["y_pred"] is None or p["event_id"] not in labels:
+            continue
+        row = int(p["event_id"].rsplit("-", 1)[1])
+        if row >= drift_at:
+            cell = bins[(row - drift_at) // RECOVERY_BIN]
+            cell[0] += int(p["y_pred"] == labels[p["event_id"]])
+            cell[1] += 1
+    return [
+        (drift_at + k * RECOVERY_BIN, right / total, total)
+        for k, (right, total) in sorted(bins.items())
+        if total
+    ]
 
 
 def _accuracy_split(
@@ -162,6 +194,52 @@ async def _run(n: int, rate: float | None) -> None:
         print(
             f"  {alert['subject']:<24} {alert['detector']}: fired at event {event_id.rsplit('-', 1)[1]}"
         )
+    started = datetime.now(UTC) - timedelta(seconds=stats.seconds + waited + 60)
+    changes = [
+        c
+        for c in await _read_topic(bootstrap, topics.champions, None)
+        if datetime.fromisoformat(c["changed_at"]) >= started
+    ]
+    print(f"\nChampion changes during this run: {len(changes)}")
+    for change in changes:
+        row = _row_at(change.get("event_time"), plan)
+        where = f" at event {row}" if row is not None else ""
+        print(
+            f"  {change['action']} {change['model']}{where} by {change['by']}: {change['reason']}"
+        )
+    drifts = [
+        a
+        for a in await _read_topic(bootstrap, topics.alerts, None)
+        if a.get("detector", "").startswith("training")
+        and datetime.fromisoformat(a["raised_at"]) >= started
+    ]
+    for alert in drifts:
+        details = alert["details"]
+        row = _row_at(details.get("event_time"), plan)
+        print(
+            f"  training saw {alert['subject']}'s errors rise"
+            f" {details['error_before']:.2f} -> {details['error_after']:.2f}"
+            f" at event {row}: {details['action']}"
+        )
+    recovery = _recovery(predictions, labels, drift_at, n)
+    if recovery:
+        print(f"\nServed accuracy after the drift, per {RECOVERY_BIN} events:")
+        for first, accuracy, total in recovery:
+            bar = "#" * round(accuracy * 40)
+            print(
+                f"  events {first:>6}-{first + RECOVERY_BIN - 1:<6} {accuracy:6.3f} {bar} ({total})"
+            )
+        split = _accuracy_split(predictions, labels, drift_at)
+        served = [v for (_, source), v in split.items() if source == "stream"]
+        level = max((acc_b for acc_b, n_b, _, _ in served if n_b), default=None)
+        back = next(
+            (f for f, acc, _ in recovery if level is not None and acc >= level - 0.05), None
+        )
+        if back is not None and level is not None:
+            print(
+                f"  back within 5 points of the served accuracy before the drift ({level:.3f})"
+                f" {back - drift_at + RECOVERY_BIN} events after it"
+            )
     if answer.status_code == 200:
         body = answer.json()
         print(

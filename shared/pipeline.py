@@ -184,6 +184,10 @@ class ChampionSettings(_Section):
     initial: Name | None = None
     window: int = Field(default=1000, ge=30)
     confidence: float = Field(default=0.9999, gt=0.5, lt=1)
+    # on the champion's concept drift (ADWIN on its errors, in training): judge the
+    # models at once on what comes after (`promote_best`), and also refit the batch
+    # challengers (`retrain_batch`), or only say so (`none`)
+    on_drift: Literal["promote_best", "retrain_batch", "none"] = "promote_best"
 
 
 class PipelineConfig(_Section):

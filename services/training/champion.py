@@ -18,6 +18,11 @@ McNemar's test on that window says it beats the champion:
 - Hysteresis: the next window starts after the change, so the new champion is judged
   only on events that came after it was chosen, and to go back the old one must in
   turn be significantly better. Two models of equal accuracy do not flap.
+- Concept drift: ADWIN watches the champion's errors. When it finds they rose, the
+  policy reports a `Drift` with the action the pipeline configured (`on_drift`):
+  `promote_best` starts a short window (`window` / 4) at once, so the model best
+  after the drift is promoted (by the same test) as soon as the evidence is there;
+  `retrain_batch` also asks the batch challengers to fit again; `none` only reports.
 
 Events whose label is not a class (regression) carry no "right or wrong": the policy
 then keeps its champion. Decisions depend only on the learner's outputs, which follow
@@ -42,12 +47,16 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Literal
+
+from river import drift
 
 from services.training.learner import Learned, LearnerOutput
 from shared.pipeline import PipelineConfig
 
-__all__ = ["ChampionPolicy", "Promotion", "mcnemar", "policy_for"]
+__all__ = ["ChampionPolicy", "Drift", "Promotion", "mcnemar", "policy_for"]
+
+Action = Literal["promote_best", "retrain_batch", "none"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,18 @@ class Promotion:
     model: str
     previous: str
     evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The champion's errors rose (ADWIN): what was seen and the action that follows."""
+
+    alert_id: str
+    model: str
+    action: Action
+    error_before: float
+    error_after: float
+    events: int  # events the policy had counted for the champion when it was found
 
 
 def mcnemar(b: int, c: int) -> tuple[float, float]:
@@ -83,31 +104,47 @@ class ChampionPolicy:
         window: int = 1000,
         confidence: float = 0.9999,
         auto: bool = True,
+        on_drift: Action = "promote_best",
     ) -> None:
         self.models = list(models)
         self.champion = champion
+        self.on_drift: Action = on_drift
         self.changes = 0
+        self.drifts = 0
+        self.events = 0  # events counted (scored) since the policy began
+        self._adwin = drift.ADWIN()
+        self._round = window  # the current window's length (shorter after a drift)
         self.epoch = uuid.uuid4().hex[:12]  # with `changes`, names each change uniquely
         self.last: dict[str, Any] | None = None  # the last window's standing, when it closed
         self._champion_at = self.models.index(champion)
-        self.configure(window=window, confidence=confidence, auto=auto)
+        self.configure(window=window, confidence=confidence, auto=auto, on_drift=on_drift)
         self._reset()
 
-    def configure(self, *, window: int, confidence: float, auto: bool) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_adwin" not in state:  # pickled before drift detection
+            self.on_drift, self.drifts, self.events = "promote_best", 0, 0
+            self._adwin, self._round = drift.ADWIN(), self.window
+
+    def configure(
+        self, *, window: int, confidence: float, auto: bool, on_drift: Action = "promote_best"
+    ) -> None:
         """New settings (a restored policy takes the pipeline file's own)."""
         self.window, self.confidence, self.auto = window, confidence, auto
+        self.on_drift = on_drift
         # statistic > z^2 <=> p-value < 1 - confidence
         self._z2 = NormalDist().inv_cdf(1 - (1 - confidence) / 2) ** 2
 
     def set_champion(self, model: str) -> None:
         """Make `model` the champion (an operator's pin); a new window starts."""
         self.champion, self._champion_at = model, self.models.index(model)
+        self._adwin = drift.ADWIN()
         self._reset()
 
-    def observe(self, outputs: Iterable[LearnerOutput]) -> list[Promotion]:
+    def observe(self, outputs: Iterable[LearnerOutput]) -> list[Promotion | Drift]:
         """Take the learner's outputs (each event's `Learned`, one per model, in a row);
-        return the promotions they led to."""
-        promotions = []
+        return the promotions and drifts they led to, in order."""
+        promotions: list[Promotion | Drift] = []
         event_id, bits, scored = None, 0, False
         index = {name: i for i, name in enumerate(self.models)}
         for output in outputs:
@@ -131,7 +168,7 @@ class ChampionPolicy:
         return {
             "champion": self.champion,
             "policy": "auto" if self.auto else "manual",
-            "window": self.window,
+            "window": self._round,
             "n": n,
             "models": {
                 name: {
@@ -145,14 +182,19 @@ class ChampionPolicy:
 
     # ---- internals
 
-    def _reset(self) -> None:
+    def _reset(self, length: int | None = None) -> None:
+        self._round = self.window if length is None else length
         self._n = 0
         self._right = [0] * len(self.models)  # per model, right in this window
         self._b = [0] * len(self.models)  # champion right, model wrong
         self._c = [0] * len(self.models)  # champion wrong, model right
 
-    def _event(self, bits: int) -> list[Promotion]:
+    def _event(self, bits: int) -> list[Promotion | Drift]:
         champion_right = bits >> self._champion_at & 1
+        self.events += 1
+        found = self._watch(champion_right)
+        if found is not None and self.on_drift != "none" and self.auto:
+            self._reset(max(30, self.window // 4))  # judge the models on what came after
         right, b, c = self._right, self._b, self._c
         for i in range(len(right)):
             if bits >> i & 1:
@@ -162,12 +204,29 @@ class ChampionPolicy:
             elif champion_right:
                 b[i] += 1
         self._n += 1
-        if self._n < self.window:
-            return []
+        if self._n < self._round:
+            return [] if found is None else [found]
         promotion = self._challenge() if self.auto else None
         self.last = self.standing()
         self._reset()
-        return [] if promotion is None else [promotion]
+        decided: list[Promotion | Drift] = [] if found is None else [found]
+        return decided if promotion is None else [*decided, promotion]
+
+    def _watch(self, champion_right: int) -> Drift | None:
+        """Feed the champion's error to ADWIN; a `Drift` if the error rate rose."""
+        before = self._adwin.estimation
+        self._adwin.update(0.0 if champion_right else 1.0)
+        if not self._adwin.drift_detected or self._adwin.estimation <= before:
+            return None
+        self.drifts += 1
+        return Drift(
+            f"training:{self.epoch}:drift:{self.drifts}",
+            self.champion,
+            self.on_drift,
+            before,
+            self._adwin.estimation,
+            self.events,
+        )
 
     def _challenge(self) -> Promotion | None:
         best, gain = None, 0
@@ -196,6 +255,7 @@ class ChampionPolicy:
         }
         previous = self.champion
         self.champion, self._champion_at = self.models[i], i
+        self._adwin = drift.ADWIN()  # the new champion's errors, from now on
         self.changes += 1
         return Promotion(f"{self.epoch}:{self.changes}", self.champion, previous, evidence)
 
@@ -213,6 +273,12 @@ def policy_for(pipeline: PipelineConfig, policy: ChampionPolicy | None) -> Champ
             window=settings.window,
             confidence=settings.confidence,
             auto=auto,
+            on_drift=settings.on_drift,
         )
-    policy.configure(window=settings.window, confidence=settings.confidence, auto=auto)
+    policy.configure(
+        window=settings.window,
+        confidence=settings.confidence,
+        auto=auto,
+        on_drift=settings.on_drift,
+    )
     return policy

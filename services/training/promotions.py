@@ -15,19 +15,46 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from services.training.champion import ChampionPolicy, Promotion
+from services.training.champion import ChampionPolicy, Drift, Promotion
 from shared.champions import ChampionView, read_changes
 from shared.clock import utcnow
 from shared.kafka import make_consumer
-from shared.messages import ChampionChanged
+from shared.messages import Alert, ChampionChanged
 from shared.topics import partitions_of
 
-__all__ = ["BY", "KEY", "announce_champion", "promotion_record"]
+__all__ = ["BY", "KEY", "announce_champion", "drift_record", "promotion_record"]
 
 log = logging.getLogger(__name__)
 
 KEY = b"champion"  # one key: every change on one partition, in order
 BY = "training (policy auto)"
+
+
+def drift_record(found: Drift, event_time: datetime | None) -> tuple[bytes, bytes]:
+    """The (key, value) of the `Alert` training raises when its champion's errors rose."""
+    alert = Alert(
+        alert_id=found.alert_id,
+        kind="concept_drift",
+        subject=found.model,
+        detector="training: ADWIN on the champion's errors",
+        severity="warning",
+        details={
+            "action": found.action,
+            "error_before": found.error_before,
+            "error_after": found.error_after,
+            "events": found.events,
+            "event_time": event_time.isoformat() if event_time else None,
+        },
+        raised_at=utcnow(),
+    )
+    log.warning(
+        "concept drift of the champion %s (error %.3f -> %.3f): %s",
+        found.model,
+        found.error_before,
+        found.error_after,
+        found.action,
+    )
+    return found.model.encode(), alert.to_json()
 
 
 def promotion_record(promotion: Promotion, event_time: datetime | None) -> tuple[bytes, bytes]:

@@ -39,11 +39,12 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from services.training import metrics
+from services.training.champion import Drift, Promotion
 from services.training.checkpoint import CheckpointStore, TrainingState
 from services.training.feed import LearnerFeed
 from services.training.learner import LearnerOutput, PredictionMade
 from services.training.live import LiveModels
-from services.training.promotions import promotion_record
+from services.training.promotions import drift_record, promotion_record
 from shared import tasks
 from shared.catalogue import Task
 from shared.clock import utcnow
@@ -319,17 +320,30 @@ class TrainingWorker:
             counts[output.model] = counts.get(output.model, 0) + 1
             predicted.add(output.event_id)
         self._unacked += await send_all(self.producer, self.topics.predictions, records)
-        policy = self.state.champion
-        if policy is not None:
-            clock = self.state.learner.clock
-            changes = [promotion_record(p, clock) for p in policy.observe(outputs)]
-            self._unacked += await send_all(self.producer, self.topics.champions, changes)
+        if self.state.champion is not None:
+            await self._champion(self.state.champion.observe(outputs))
         if len(self._unacked) > MAX_UNACKED_BATCHES:
             await self._await_acks()
         for model, count in counts.items():
             metrics.PREDICTIONS.labels(model).inc(count)
         for event_id in predicted:
             entities.pop(event_id, None)
+
+    async def _champion(self, decided: list[Promotion | Drift]) -> None:
+        """Send the policy's promotions and drifts; run a drift's action on the models."""
+        if not decided:
+            return
+        clock = self.state.learner.clock
+        changes = [promotion_record(d, clock) for d in decided if isinstance(d, Promotion)]
+        drifts = [d for d in decided if isinstance(d, Drift)]
+        self._unacked += await send_all(self.producer, self.topics.champions, changes)
+        alerts = [drift_record(d, clock) for d in drifts]
+        self._unacked += await send_all(self.producer, self.topics.alerts, alerts)
+        if any(d.action == "retrain_batch" for d in drifts):
+            for name, model in self.state.learner.models.items():
+                if hasattr(model, "retrain_now"):
+                    model.retrain_now()
+                    log.info("refitting the batch challenger %s after the drift", name)
 
     async def _await_acks(self) -> None:
         """Wait for every prediction sent so far (raises if one failed)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import random
 
-from services.training.champion import ChampionPolicy, mcnemar
+from services.training.champion import ChampionPolicy, Drift, Promotion, mcnemar
 from services.training.learner import Learned, LearnerOutput
 
 
@@ -24,46 +24,65 @@ def test_an_abrupt_drift_after_which_the_second_model_is_better_promotes_it_once
     before = paired(5_000, {"old": 0.85, "new": 0.75}, rng)
     assert policy.observe(before) == []
     after = paired(5_000, {"old": 0.60, "new": 0.85}, rng, start=5_000)
-    promotions = policy.observe(after)
+    decided = policy.observe(after)
+    promotions = [p for p in decided if isinstance(p, Promotion)]
     assert [(p.model, p.previous) for p in promotions] == [("new", "old")]
+    drifts = [d for d in decided if isinstance(d, Drift)]
+    assert [(d.model, d.action) for d in drifts] == [("old", "promote_best")]
+    assert drifts[0].error_after > drifts[0].error_before
     evidence = promotions[0].evidence
     assert evidence["challenger"]["accuracy"] > evidence["champion"]["accuracy"] + 0.15
     assert evidence["c"] > evidence["b"] and evidence["p_value"] < 0.001
-    assert evidence["window"] == 500 and evidence["test"] == "mcnemar"
+    assert evidence["window"] == 125 and evidence["test"] == "mcnemar"  # judged after the drift
     assert policy.champion == "new"
 
 
-def test_the_promotion_comes_within_two_windows_of_the_drift() -> None:
-    rng = random.Random(2)
-    policy = ChampionPolicy(["a", "b"], "a", window=300)
-    policy.observe(paired(3_000, {"a": 0.9, "b": 0.7}, rng))
-    promoted_at = None
-    for i in range(3_000, 6_000):
-        if policy.observe(paired(1, {"a": 0.55, "b": 0.9}, rng, start=i)):
-            promoted_at = i
-            break
-    assert promoted_at is not None and promoted_at - 3_000 < 600
+def promoted_after_drift(on_drift: str, seed: int) -> int:
+    """Events after an abrupt drift until "b" is promoted over "a" (window 1,000)."""
+    rng = random.Random(seed)
+    policy = ChampionPolicy(["a", "b"], "a", window=1_000, on_drift=on_drift)  # type: ignore[arg-type]
+    policy.observe(paired(3_500, {"a": 0.9, "b": 0.7}, rng))
+    for i in range(3_500, 9_000):
+        decided = policy.observe(paired(1, {"a": 0.55, "b": 0.9}, rng, start=i))
+        if any(isinstance(d, Promotion) for d in decided):
+            return i - 3_500
+    raise AssertionError("never promoted")
+
+
+def test_a_drift_of_the_champion_has_the_models_judged_at_once_on_what_came_after() -> None:
+    for seed in range(3):
+        quick, waiting = (
+            promoted_after_drift("promote_best", seed),
+            promoted_after_drift("none", seed),
+        )
+        assert quick < 600, quick  # ADWIN's delay plus a quarter window
+        assert waiting >= 500 and quick < waiting, (quick, waiting)
 
 
 def test_equal_models_on_a_stationary_stream_are_never_promoted() -> None:
     for seed in range(5):
         rng = random.Random(seed)
         policy = ChampionPolicy(["a", "b", "c"], "a", window=500)
-        assert policy.observe(paired(20_000, {"a": 0.8, "b": 0.8, "c": 0.8}, rng)) == []
+        decided = policy.observe(paired(20_000, {"a": 0.8, "b": 0.8, "c": 0.8}, rng))
+        assert not [d for d in decided if isinstance(d, Promotion)]
         assert policy.champion == "a"
 
 
 def test_it_does_not_flap_between_two_close_models() -> None:
     rng = random.Random(7)
     policy = ChampionPolicy(["a", "b"], "a", window=1000)
-    promotions = policy.observe(paired(100_000, {"a": 0.80, "b": 0.81}, rng))
-    assert len(promotions) <= 1
+    decided = policy.observe(paired(100_000, {"a": 0.80, "b": 0.81}, rng))
+    assert len([d for d in decided if isinstance(d, Promotion)]) <= 1
 
 
 def test_manual_policy_counts_but_never_promotes_and_a_pin_moves_the_champion() -> None:
     rng = random.Random(3)
     policy = ChampionPolicy(["a", "b"], "a", window=200, auto=False)
-    assert policy.observe(paired(2_000, {"a": 0.5, "b": 0.95}, rng)) == []
+    assert not [
+        d
+        for d in policy.observe(paired(2_000, {"a": 0.5, "b": 0.95}, rng))
+        if isinstance(d, Promotion)
+    ]
     assert policy.last is not None and policy.last["models"]["b"]["accuracy"] > 0.9
     policy.set_champion("b")
     assert policy.champion == "b" and policy.standing()["n"] == 0
