@@ -154,7 +154,14 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         )
         await models_reader.start()
         exits.push_async_callback(models_reader.stop)
-        models = ModelsFollower(models_reader, topics.models, bootstrap)
+        models = ModelsFollower(
+            models_reader,
+            topics.models,
+            bootstrap,
+            champions=topics.champions,
+            alerts=topics.alerts,
+            initial=pipeline.initial_champion(),
+        )
         models_task = tasks.start(models.run(), name="monitoring-models")
         exits.push_async_callback(tasks.cancel, models_task)
         app.state.models = models

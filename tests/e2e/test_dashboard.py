@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from shared.messages import Lineage, ModelPublished
+from shared.messages import Alert, ChampionChanged, Lineage, ModelPublished
 from tests.support import ServiceProcess, WebhookReceiver, kcat_produce, kcat_read
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -269,6 +269,40 @@ def test_the_dashboard_draws_the_live_stream_in_chromium(
     assert texts(page, f"{logreg} .value") == ["75.0%", "20.0%", "5.0%"]
     assert texts(page, '#influence .influence[data-model="hat"] .bar-name') == ["z", "x"]
 
+    # the champion: training's promotion with its evidence, and the drift it acted on
+    drifted = Alert(
+        alert_id="training:e:drift:1",
+        kind="concept_drift",
+        subject="logreg",
+        detector="training: ADWIN on the champion's errors",
+        details={"action": "promote_best", "error_before": 0.2, "error_after": 0.45},
+        raised_at=datetime.now(UTC),
+    )
+    kcat_produce(f"{prefix}alerts", [(b"logreg", drifted.to_json())])
+    promoted = ChampionChanged(
+        change_id="e:1",
+        model="hat",
+        previous="logreg",
+        action="promote",
+        by="training (policy auto)",
+        reason="hat beat logreg over 250 events",
+        evidence={"test": "mcnemar", "b": 12, "c": 70, "p_value": 1e-10},
+        changed_at=datetime.now(UTC),
+    )
+    kcat_produce(f"{prefix}champions", [(b"champion", promoted.to_json())])
+    page.wait_for_selector('#champion[data-model="hat"]', timeout=30_000)
+    assert "promote by training (policy auto), hat beat logreg" in (
+        page.text_content("#champion") or ""
+    )
+    assert texts(page, '#changes tr.change[data-action="promote"] td:nth-child(6)') == [
+        "12 / 70, p=1.0e-10"
+    ]
+    assert texts(page, "#actions tr.action td:nth-child(4)") == ["promote_best"]
+    page.wait_for_function(
+        """() => document.querySelector('#influence .influence[data-model="hat"] h3')
+                 .textContent.endsWith('(served)')"""
+    )
+
     # it keeps polling (never idle), and the receiver has the data drift alert
     polls = int(page.evaluate("document.body.dataset.polls"))
     page.wait_for_function(f"() => Number(document.body.dataset.polls) > {polls}")
@@ -279,5 +313,9 @@ def test_the_dashboard_draws_the_live_stream_in_chromium(
     posted = receiver.wait_for(len(kinds))
     drift = [a for a in posted if a["kind"] == "data_drift"]
     assert [(a["subject"], a["details"]["feature"]) for a in drift] == [("x", "x")]
-    on_topic = [json.loads(m["payload"]) for m in kcat_read(f"{prefix}alerts")]
+    on_topic = [
+        a
+        for a in (json.loads(m["payload"]) for m in kcat_read(f"{prefix}alerts"))
+        if not a["detector"].startswith("training")  # the one this test put there
+    ]
     assert sorted(a["alert_id"] for a in on_topic) == sorted(a["alert_id"] for a in posted)

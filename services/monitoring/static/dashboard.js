@@ -266,8 +266,35 @@ function drawLag(lag) {
   fill($("#lag tbody"), rows);
 }
 
+function drawChampion(models) {
+  const c = models.champion;
+  const line = $("#champion");
+  line.dataset.model = c.model;
+  line.textContent = `${c.model}${c.pinned ? ` (pinned at version ${c.pinned})` : ""}: ` +
+    (c.action ? `${c.action} by ${c.by}, ${c.reason}` : c.reason) +
+    (c.pinned && c.policy_model !== c.model ? `; the policy would serve ${c.policy_model}` : "");
+  const changes = models.changes.slice(0, 20).map((x) => {
+    const e = x.evidence || {};
+    const evidence = e.test ? `${e.b} / ${e.c}, p=${Number(e.p_value).toExponential(1)}` : "";
+    return row(
+      [[x.changed_at, "l"], [x.action, "l"], [x.model + (x.version ? ` v${x.version}` : ""), "l"], [x.by, "l"], [x.reason, "l"], evidence],
+      { class: "change", "data-action": x.action, "data-model": x.model },
+    );
+  });
+  fill($("#changes tbody"), changes);
+  const actions = models.actions.slice(0, 20).map((a) => {
+    const d = a.details || {};
+    return row(
+      [[a.raised_at, "l"], [a.subject, "l"], `${fmt(d.error_before, 3)} → ${fmt(d.error_after, 3)}`, [d.action, "l"], [d.event_time, "l"]],
+      { class: "action", "data-action": d.action },
+    );
+  });
+  fill($("#actions tbody"), actions);
+}
+
 function drawInfluence(models, summary) {
-  const served = new Set((summary ? summary.models : []).filter((m) => m.source !== "learner").map((m) => m.model));
+  const served = new Set(models.champion ? [models.champion.model]
+    : (summary ? summary.models : []).filter((m) => m.source !== "learner").map((m) => m.model));
   const cards = models.models.map((m) => {
     const card = el("div", { class: "influence" + (served.has(m.name) ? " served" : ""), "data-model": m.name });
     card.append(el("h3", {}, `${m.name} v${m.version}${served.has(m.name) ? " (served)" : ""}`));
@@ -320,6 +347,7 @@ async function poll() {
     [drift && timeline, () => drawFeatures(drift, timeline)],
     [lag, () => drawLag(lag)],
     [models, () => drawInfluence(models, summary)],
+    [models && models.champion, () => drawChampion(models)],
     [alerts, () => drawAlerts(alerts)],
   ];
   for (const [data, draw] of draws) {
