@@ -75,11 +75,26 @@ async def restore_replica(
     scored again, by the new champion.
     """
     champion = champion or pipeline.initial_champion()
-    state = resume(await own.load(), own.key, pipeline, settings, now)
-    if state is not None and champion in state.learner.models:
-        return state
+    mine = resume(await own.load(), own.key, pipeline, settings, now)
+    if mine is not None and champion in mine.learner.models:
+        return mine
     state = resume(await training.load(), training.key, pipeline, settings, now)
-    return state if state is not None else fresh_state(pipeline, settings)
+    if state is None:
+        return fresh_state(pipeline, settings)
+    if mine is not None:  # a new champion: what the replica had read, training passed
+        skipped = {
+            f"{tp.topic}/{tp.partition}": (mine.offsets.get(tp, 0), offset)
+            for tp, offset in state.offsets.items()
+            if offset > mine.offsets.get(tp, 0) and tp.topic.endswith("features")
+        }
+        if skipped:
+            log.warning(
+                "the new champion %s starts from training's checkpoint, ahead of what the"
+                " replica had scored: vectors at offsets %s get no stream prediction",
+                champion,
+                skipped,
+            )
+    return state
 
 
 def stream_records(

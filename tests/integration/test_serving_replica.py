@@ -31,7 +31,7 @@ from tests.integration.test_training_service import (
     weather,
     write_pipeline,
 )
-from tests.support import REDIS_URL, ServiceProcess, kcat_read, metric_value
+from tests.support import ADMIN, REDIS_URL, ServiceProcess, kcat_read, metric_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -104,3 +104,56 @@ def test_stream_predictions_equal_the_learners_across_a_restore_and_a_kill(
     assert len(copies) < N_ROWS, "it did not relearn from the beginning"
     health = httpx.get(f"{serving.url}/healthz").json()
     assert health["stream_restarts"] == 1 and health["status"] == "ok"
+
+
+def test_a_new_champion_is_learned_by_the_replica_and_scores_as_training(
+    service_factory: Factory, prefix: str, tmp_path: Path, weather: list[Row]
+) -> None:
+    """The replica scorer learns only the champion: pinned to another model, it starts
+    again from training's checkpoint (which holds every model) and its stream
+    predictions are the learner's of the new champion."""
+    create_topics(prefix)
+    pipeline = tmp_path / "manual.yaml"
+    pipeline.write_text(Path(write_pipeline(tmp_path)).read_text() + "champion: {policy: manual}\n")
+    training = service_factory(
+        "training", PIPELINE_CONFIG=str(pipeline), IDLE_MS="500", CHECKPOINT_SECONDS="1"
+    )
+    produce_chunk(prefix, weather, 0, 1000, DELAY)
+    training.start()
+    wait_learned(training, 1000 - DELAY)
+    serving = service_factory("serving", PIPELINE_CONFIG=str(pipeline), IDLE_MS="500").start()
+    produce_chunk(prefix, weather, 1000, 2000, DELAY)
+    scored = {"source": "stream", "model": "logreg"}
+    assert wait_until(
+        lambda: metric_value(serving, "driftline_serving_predictions_total", 0, **scored) > 300
+    )
+    pinned = httpx.post(
+        f"{serving.url}/admin/champion", json={"model": "hoeffding_tree"}, headers=ADMIN, timeout=30
+    )
+    assert pinned.status_code in (200, 202), pinned.text
+    assert wait_until(lambda: httpx.get(f"{serving.url}/healthz").json()["stream_restarts"] >= 1)
+    time.sleep(3)  # the new scorer restores training's checkpoint (it lags a live stream)
+    produce_chunk(prefix, weather, 2000, N_ROWS, DELAY)
+    wait_learned(training, N_ROWS)
+
+    def tree_events() -> set[str]:
+        return {
+            p["event_id"]
+            for p in predictions(prefix)
+            if p["source"] == "stream" and p["model"] == "hoeffding_tree"
+        }
+
+    wanted = {f"w{i}" for i in range(2000, N_ROWS)}
+    assert wait_until(lambda: wanted <= tree_events(), timeout=120), "the new champion never scored"
+    found = predictions(prefix)
+    learner = {
+        p["event_id"]: p
+        for p in found
+        if p["source"] == "learner" and p["model"] == "hoeffding_tree"
+    }
+    for p in found:
+        if p["source"] == "stream" and p["model"] == "hoeffding_tree":
+            same = {k: p[k] for k in ("y_pred", "probabilities", "entity_id", "event_time")}
+            assert same == {k: learner[p["event_id"]][k] for k in same}, p["event_id"]
+    health = httpx.get(f"{serving.url}/healthz").json()
+    assert health["stream_restarts"] >= 1 and health["status"] == "ok"
