@@ -192,6 +192,8 @@ class Lineage(Message):
     offsets: list[PartitionOffset]
     config_hash: str | None = None
     n_learned: Annotated[int, Field(ge=0)] | None = None
+    # SHA-256 of the model's pickle: a rebuild from the topics is identical if it matches
+    content_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class ModelPublished(Message):

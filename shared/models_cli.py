@@ -4,6 +4,7 @@
     driftline models promote MODEL [--version V] [--reason TEXT]
     driftline models unpin                    back to the champion policy
     driftline models rollback                 back to the champion served before
+    driftline models reproduce MODEL VERSION  rebuild a version from the topics, compare
 
 They call serving (`SERVING_URL`, default http://127.0.0.1:8000) with the API key
 (`DRIFTLINE_API_KEY`, else `DRIFTLINE_API_KEY_FILE`, else `.secrets/api_key`), print
@@ -13,6 +14,7 @@ one line per outcome, and exit non-zero with the reason when refused.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -40,6 +42,11 @@ def add_parser(commands: Any) -> None:
     promote.add_argument("--reason", help="why (kept on the champions topic)")
     verbs.add_parser("unpin", help="return to the champion policy's choice")
     verbs.add_parser("rollback", help="return to the champion served before this one")
+    again = verbs.add_parser(
+        "reproduce", help="re-learn a version from the topics up to its offsets and compare"
+    )
+    again.add_argument("model")
+    again.add_argument("version")
 
 
 class Refused(Exception):
@@ -87,7 +94,44 @@ def _champion_line(champion: dict[str, Any]) -> str:
     return f"champion {champion['name']} version {champion['version']}{pinned}{why}"
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    """In this process: needs Kafka, Redis, the signing key and the pipeline file."""
+    from services.training.reproduce import Cannot, describe, reproduce
+    from shared.pipeline import load_pipeline
+    from shared.registry import ModelRegistry
+    from shared.signing import SigningSettings
+
+    settings = SigningSettings()
+
+    async def go() -> int:
+        redis = settings.redis()
+        registry = ModelRegistry(
+            redis,
+            namespace=f"driftline:{settings.topic_prefix}registry",
+            signing_key=settings.signing_key(),
+        )
+        try:
+            report = await reproduce(
+                registry,
+                load_pipeline(settings.pipeline_config),
+                settings,
+                args.model,
+                args.version,
+            )
+        except Cannot as error:
+            print(f"driftline models reproduce: {error}", file=sys.stderr)
+            return 2
+        finally:
+            await redis.aclose()
+        print(describe(report))
+        return 0 if report.identical else 1
+
+    return asyncio.run(go())
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.verb == "reproduce":
+        return _reproduce(args)
     try:
         if args.verb == "list":
             answer = _call("GET", "/models")

@@ -35,6 +35,8 @@ registry's Redis can still put back an older signed artifact.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +48,7 @@ from redis.asyncio.client import Pipeline
 from shared.clock import utcnow
 from shared.explain import influence
 from shared.messages import Lineage, ModelPublished, PartitionOffset
-from shared.signing import SigningKey, dumps_signed, loads_signed
+from shared.signing import SigningKey, dumps_signed, loads_signed, sign
 
 __all__ = ["LiveModel", "ModelRegistry", "RegistryError", "version_order"]
 
@@ -143,16 +145,22 @@ class ModelRegistry:
     ) -> ModelPublished:
         """Queue the writes of one version on `pipe` (executed by the caller), and the
         removal of the versions in `retire` (from `retiring`, read just before)."""
+        pickled = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         published = ModelPublished(
             name=name,
             version=version,
-            lineage=Lineage(offsets=list(offsets), config_hash=config_hash, n_learned=n_learned),
+            lineage=Lineage(
+                offsets=list(offsets),
+                config_hash=config_hash,
+                n_learned=n_learned,
+                content_sha256=hashlib.sha256(pickled).hexdigest(),
+            ),
             metrics={k: float(v) for k, v in metrics.items()},
             artifact_key=self.artifact_key(name, version),
             published_at=published_at or utcnow(),
             influence=influence(model) or None,
         )
-        pipe.set(published.artifact_key, dumps_signed(self.signing_key, model))
+        pipe.set(published.artifact_key, sign(self.signing_key, pickled))
         pipe.set(self.meta_key(name, version), published.to_json())
         pipe.zadd(self.versions_key(name), {version: int(version)})
         if retire:

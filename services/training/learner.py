@@ -443,6 +443,12 @@ class OnlineLearner:
             self._unscheduled.clear()
         return out
 
+    def next_time(self) -> datetime | None:
+        """The time of the next buffered item (None: nothing buffered)."""
+        if not self._queue:
+            return None
+        return EPOCH + timedelta(microseconds=self._queue[0][0])
+
     @property
     def buffered(self) -> int:
         """Items added but not yet processed (beyond the watermark)."""

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -460,3 +463,61 @@ def test_the_better_model_is_promoted_on_champions_with_its_evidence(
     assert evidence["c"] > evidence["b"] and evidence["p_value"] < 1e-4
     assert evidence["challenger"]["accuracy"] > evidence["champion"]["accuracy"] + 0.1
     assert change["by"] == "training (policy auto)" and change["event_time"] is not None
+
+
+def test_a_version_is_rebuilt_from_the_topics_identical(
+    service_factory: Factory, prefix: str, tmp_path: Path, weather: list[Row]
+) -> None:
+    """`driftline models reproduce` re-learns a version from the topics up to its
+    lineage's offsets: the same bytes as the stored artifact."""
+    create_topics(prefix)
+    pipeline = write_pipeline(tmp_path)
+    service = service_factory(
+        "training",
+        PIPELINE_CONFIG=pipeline,
+        IDLE_MS="1000",
+        CHECKPOINT_EVERY="1500",
+        CHECKPOINT_SECONDS="3600",
+        VERSION_SECONDS="0",
+    )
+    produce_chunk(prefix, weather, 0, N_ROWS, 10)
+    service.start()
+    body = wait_learned(service, N_ROWS)
+    env = {**os.environ, "TOPIC_PREFIX": prefix, "PIPELINE_CONFIG": pipeline}
+    verdicts = {
+        "logreg": "identical (the same bytes: the content hash matches)",
+        # a tree's Gaussian estimators hold unseeded random generators: bytes cannot match
+        "hoeffding_tree": "identical predictions on the last 1000 vectors (bytes differ)",
+    }
+    for model in body["models"]:
+        middle = model["versions"][len(model["versions"]) // 2]
+        assert 0 < middle["n_learned"] < N_ROWS, model["versions"]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "shared.cli",
+                "models",
+                "reproduce",
+                model["name"],
+                middle["version"],
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert verdicts[model["name"]] in done.stdout, done.stdout
+        assert f"{middle['n_learned']} events learned" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "models", "reproduce", "hoeffding_tree", "999"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "driftline models reproduce: hoeffding_tree version 999 is not in the registry"
+    )
