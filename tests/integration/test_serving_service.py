@@ -133,6 +133,37 @@ def predictions(prefix: str) -> list[Prediction]:
     return [Prediction.model_validate_json(m["payload"]) for m in kcat_read(f"{prefix}predictions")]
 
 
+class Hammer:
+    """Two clients calling `POST /predict` in a loop until `stop`, which checks that
+    every call was answered 200 and returns the answers in order."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers: list[tuple[int, dict[str, Any]]] = []
+        self.done = threading.Event()
+        self.clients = [threading.Thread(target=self._call) for _ in range(2)]
+        for client in self.clients:
+            client.start()
+
+    def _call(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self.done.is_set():
+                r = client.post(
+                    "/predict", headers=READER, json={"entity_id": "c7", "features": {"x1": 2}}
+                )
+                self.answers.append((r.status_code, r.json()))
+
+    def last(self, n: int) -> list[dict[str, Any]]:
+        return [answer for _, answer in self.answers[-n:]]
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.done.set()
+        for client in self.clients:
+            client.join()
+        assert self.answers and all(s == 200 for s, _ in self.answers), self.answers[:5]
+        return [answer for _, answer in self.answers]
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -213,36 +244,18 @@ def test_predict_uses_live_features_and_hot_swaps_without_failing(
     )
     assert [(p.source, p.model_version, p.entity_id) for p in logged] == [("http", "1", "c7")]
 
-    results: list[tuple[int, str | None, Any]] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(base_url=service.url, timeout=10) as client:
-            while not stop.is_set():
-                r = client.post(
-                    "/predict", headers=READER, json={"entity_id": "c7", "features": {"x1": 2}}
-                )
-                answer = r.json()
-                results.append(
-                    (r.status_code, answer.get("model_version"), answer.get("prediction"))
-                )
-
-    clients = [threading.Thread(target=hammer) for _ in range(2)]
-    for client in clients:
-        client.start()
+    hammer = Hammer(service.url)
     time.sleep(0.5)
     publish_model(prefix, "logreg", "2", second)
-    assert wait_until(lambda: any(v == "2" for _, v, _ in results[-5:]), timeout=30)
+    assert wait_until(lambda: any(a["model_version"] == "2" for a in hammer.last(5)), timeout=30)
     publish_model(prefix, "logreg", "1", first)  # an older version again: ignored
     time.sleep(1.0)
-    stop.set()
-    for client in clients:
-        client.join()
-
-    assert results and all(status == 200 for status, _, _ in results), results[:5]
-    versions = [v for _, v, _ in results]
+    results = hammer.stop()
+    versions = [a["model_version"] for a in results]
     assert len(versions) >= 20 and versions[-1] == "2" and "1" in versions
-    by_version = {v: {p for _, vv, p in results if vv == v} for v in ("1", "2")}
+    by_version = {
+        v: {a["prediction"] for a in results if a["model_version"] == v} for v in ("1", "2")
+    }
     assert by_version == {
         "1": {first.predict_one(model_input(expected))},
         "2": {second.predict_one(model_input(expected))},
@@ -414,30 +427,13 @@ def test_a_new_champion_is_served_without_failing_a_request(
         "serving", PIPELINE_CONFIG=str(pipeline_path), STREAM_MODEL="follow"
     ).start()
     assert httpx.get(f"{service.url}/models").json()["champion"]["name"] == "logreg"
-    results: list[tuple[int, str | None]] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(base_url=service.url, timeout=10) as client:
-            while not stop.is_set():
-                r = client.post(
-                    "/predict", headers=READER, json={"entity_id": "c7", "features": {"x1": 2}}
-                )
-                results.append((r.status_code, r.json().get("model")))
-
-    clients = [threading.Thread(target=hammer) for _ in range(2)]
-    for client in clients:
-        client.start()
+    hammer = Hammer(service.url)
     time.sleep(0.5)
     champion_change(prefix, "hat", "t:1")
-    assert wait_until(lambda: any(m == "hat" for _, m in results[-5:]), timeout=30)
+    assert wait_until(lambda: any(a["model"] == "hat" for a in hammer.last(5)), timeout=30)
     champion_change(prefix, "hat", "t:1")  # the same change again (a restart re-sends it)
     time.sleep(1.0)
-    stop.set()
-    for client in clients:
-        client.join()
-    assert results and all(status == 200 for status, _ in results), results[:5]
-    models = [m for _, m in results]
+    models = [a["model"] for a in hammer.stop()]
     assert models[0] == "logreg" and models[-1] == "hat"
     assert models == sorted(models, key=lambda m: m == "hat"), "never back to logreg"
     champion = httpx.get(f"{service.url}/models").json()["champion"]
