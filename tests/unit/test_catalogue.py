@@ -115,9 +115,7 @@ def test_entry_clone_is_unfitted_and_relearns_the_same(spec: ModelSpec) -> None:
     model = build(spec)
     learn(model, rows[:200])
     clone = model.clone()
-    assert answers(clone, rows[200:], classifier) == answers(
-        build(spec), rows[200:], classifier
-    )
+    assert answers(clone, rows[200:], classifier) == answers(build(spec), rows[200:], classifier)
     learn(clone, rows[:200])
     assert answers(clone, rows[200:], classifier) == answers(model, rows[200:], classifier)
 
