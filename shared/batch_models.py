@@ -58,6 +58,8 @@ import atexit
 import logging
 import math
 import multiprocessing
+import os
+import threading
 import time
 import warnings
 from collections.abc import Hashable
@@ -95,6 +97,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
 }
 HALVING_FACTOR = 3
 HGB_MAX_ITER = 100
+PARENT_POLL_S = 1.0  # how often the worker checks that its parent is alive
 
 
 @dataclass(frozen=True)
@@ -227,11 +230,28 @@ _POOL: ProcessPoolExecutor | None = None
 
 def _pool() -> ProcessPoolExecutor:
     """The process's one fitting worker, started on first use (spawned: a fork of a
-    threaded service would copy its locks)."""
+    threaded service would copy its locks); it ends when its parent does, however that
+    ends (kill -9 too)."""
     global _POOL
     if _POOL is None:
-        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _POOL = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_follow_parent,
+            initargs=(os.getpid(),),
+        )
     return _POOL
+
+
+def _follow_parent(parent: int) -> None:
+    """In the worker: exit as soon as `parent` is gone (an orphan is re-parented)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def _drop_pool() -> None:
