@@ -62,7 +62,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -223,6 +223,96 @@ def fit_window(job: FitJob) -> FitResult:
     return FitResult(fitted, labels, job.columns, info)
 
 
+# ---- predicting one row fast: scikit-learn's per-call overhead is ~0.6 ms for 100 trees
+
+
+def _compile(kind: str, estimator: Any) -> Callable[[list[float]], list[float]]:
+    """`predict_proba` of one row (a list in the fit's column order) as plain Python over
+    the fitted parameters: the same sums in the same order as scikit-learn's
+    (`HistGradientBoostingClassifier` adds each tree's leaf to the baseline, iteration
+    by iteration), in ~40 µs where `predict_proba` takes ~600 µs (tests compare them)."""
+    return _compile_hgb(estimator) if kind == "hgb" else _compile_logreg(estimator)
+
+
+def _compile_hgb(pipeline: Any) -> Callable[[list[float]], list[float]]:
+    kept, boosting = (step for _, step in pipeline.steps)
+    columns = np.flatnonzero(kept.get_support())
+    n_classes = len(boosting._predictors[0])
+    trees = []
+    for iteration in boosting._predictors:
+        for k, tree in enumerate(iteration):
+            nodes = tree.nodes
+            if nodes["is_categorical"].any():  # never: the window's columns are numeric
+                raise ValueError("categorical splits are not compiled")
+            trees.append(
+                (
+                    k,
+                    columns[nodes["feature_idx"]].tolist(),
+                    nodes["num_threshold"].tolist(),
+                    nodes["missing_go_to_left"].astype(bool).tolist(),
+                    nodes["left"].tolist(),
+                    nodes["right"].tolist(),
+                    nodes["is_leaf"].astype(bool).tolist(),
+                    nodes["value"].tolist(),
+                )
+            )
+    baseline = boosting._baseline_prediction.ravel().tolist()
+
+    def proba(row: list[float]) -> list[float]:
+        raw = list(baseline)
+        for k, feature, threshold, missing_left, left, right, leaf, value in trees:
+            n = 0
+            while not leaf[n]:
+                v = row[feature[n]]
+                if v != v:  # NaN: the side missing values went to in training
+                    n = left[n] if missing_left[n] else right[n]
+                else:
+                    n = left[n] if v <= threshold[n] else right[n]
+            raw[k] += value[n]
+        return _link(raw, n_classes)
+
+    return proba
+
+
+def _compile_logreg(pipeline: Any) -> Callable[[list[float]], list[float]]:
+    imputer, scaler, glm = (step for _, step in pipeline.steps)
+    fill = imputer.statistics_.tolist()
+    mean, scale = scaler.mean_.tolist(), scaler.scale_.tolist()
+    coef, intercept = glm.coef_.tolist(), glm.intercept_.tolist()
+    n_classes = len(coef) if len(coef) > 1 else 1
+
+    def proba(row: list[float]) -> list[float]:
+        z = [
+            ((f if v != v else v) - m) / s
+            for v, f, m, s in zip(row, fill, mean, scale, strict=True)
+        ]
+        raw = [
+            b + sum(w * zi for w, zi in zip(ws, z, strict=True))
+            for ws, b in zip(coef, intercept, strict=True)
+        ]
+        return _link(raw, n_classes)
+
+    return proba
+
+
+def _link(raw: list[float], n_classes: int) -> list[float]:
+    """Probabilities from raw scores: the logistic (binary) or the softmax."""
+    if n_classes == 1:
+        p = _expit(raw[0])
+        return [1.0 - p, p]
+    top = max(raw)
+    e = [math.exp(r - top) for r in raw]
+    total = sum(e)
+    return [v / total for v in e]
+
+
+def _expit(r: float) -> float:
+    if r >= 0:
+        return 1.0 / (1.0 + math.exp(-r))
+    e = math.exp(r)
+    return e / (1.0 + e)
+
+
 # ---- the worker process
 
 _POOL: ProcessPoolExecutor | None = None
@@ -338,6 +428,7 @@ class BatchClassifier(base.Classifier):
         self._result: FitResult | None = None  # the pending fit's result, once back
         self._future: Future[FitResult] | None = None  # never pickled
         self._fitted: FitResult | None = None  # what predicts
+        self._predictor: Callable[[list[float]], list[float]] | None = None  # never pickled
         self._serving_from = 0  # the label count at which `_fitted` took over
 
     @property
@@ -363,9 +454,11 @@ class BatchClassifier(base.Classifier):
             return {}
         if fitted.estimator is None:
             return {fitted.labels[0]: 1.0}
-        row = np.array([[_value(x.get(c)) for c in fitted.columns]])
-        proba = fitted.estimator.predict_proba(row)[0]
-        return {label: float(p) for label, p in zip(fitted.labels, proba, strict=True)}
+        predictor = self._predictor
+        if predictor is None:
+            predictor = self._predictor = _compile(self.kind, fitted.estimator)
+        proba = predictor([_value(x.get(c)) for c in fitted.columns])
+        return dict(zip(fitted.labels, proba, strict=True))
 
     # ---- beyond River's verbs
 
@@ -494,7 +587,7 @@ class BatchClassifier(base.Classifier):
                 )
         if result is None:
             result = fit_window(job)
-        self._fitted, self._serving_from = result, self.n_labels
+        self._fitted, self._serving_from, self._predictor = result, self.n_labels, None
         self._pending, self._future, self._result = None, None, None
 
     # ---- pickling
@@ -503,7 +596,7 @@ class BatchClassifier(base.Classifier):
         """Everything but the future; the window trimmed to the rows it holds. Reads plain
         attributes only: a forked child pickles it (training's checkpoint)."""
         state = dict(self.__dict__)
-        state["_future"] = None
+        state["_future"] = state["_predictor"] = None
         n = min(self.n_labels, self._X.shape[0])
         if n < self._X.shape[0]:
             state["_X"], state["_y"] = self._X[:n], self._y[:n]
@@ -511,6 +604,7 @@ class BatchClassifier(base.Classifier):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._predictor = None
 
 
 class SKHistGradientBoosting(BatchClassifier):

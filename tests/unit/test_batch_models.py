@@ -10,10 +10,18 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 
 from services.training.learner import OnlineLearner
-from shared.batch_models import BatchClassifier, SKHistGradientBoosting, SKLogisticRegression
+from shared.batch_models import (
+    BatchClassifier,
+    FitJob,
+    SKHistGradientBoosting,
+    SKLogisticRegression,
+    _compile,
+    fit_window,
+)
 from shared.catalogue import CatalogueError, build_model
 from shared.explain import explain, influence
 from shared.messages import BatchFit
@@ -249,3 +257,23 @@ def test_in_the_learner_it_learns_everything_and_scores_once_fitted() -> None:
     assert score.accuracy > 0.9
     restored = pickle.loads(pickle.dumps(learner))
     assert restored.models["sk_logreg"].batch_info == models["sk_logreg"].batch_info
+
+
+@pytest.mark.parametrize("kind", ["hgb", "logreg"])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_one_row_predictions_equal_scikit_learns_own(kind: str, n_classes: int) -> None:
+    """The compiled one-row path (`_compile`) against `predict_proba`, missing values too."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1500, 5))
+    X[rng.random(size=X.shape) < 0.1] = np.nan
+    X[:, 4] = np.nan  # a column empty in the window: dropped (hgb) or imputed as 0
+    signal = np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1])
+    y = (np.digitize(signal, [-0.5, 0.5]) if n_classes == 3 else signal > 0).astype(np.int32)
+    columns = tuple(f"f{i}" for i in range(5))
+    job = FitJob(kind, X, y, columns, tuple(range(n_classes)), 1, 1500, 3, 4, 42)
+    fitted = fit_window(job)
+    expected = fitted.estimator.predict_proba(X[:400])
+    compiled = _compile(kind, fitted.estimator)
+    got = np.array([compiled(row.tolist()) for row in X[:400]])
+    assert np.abs(got - expected).max() < 1e-12
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
