@@ -277,3 +277,17 @@ def test_one_row_predictions_equal_scikit_learns_own(kind: str, n_classes: int) 
     got = np.array([compiled(row.tolist()) for row in X[:400]])
     assert np.abs(got - expected).max() < 1e-12
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_serving_loads_a_pickled_batch_model_predicts_and_explains_it() -> None:
+    from services.serving.models import LoadedModel
+
+    model = SKHistGradientBoosting(**FAST, background=False)
+    run(model, stream(400))
+    served = LoadedModel("sk_hgb", "3", pickle.loads(pickle.dumps(model)))
+    vector: dict[str, float | None] = {"a": 0.9, "b": None, "noise": 0.2}
+    scored = served.predict(vector)
+    assert scored.y_pred is True and scored.probabilities is not None
+    assert served.explain(vector)["method"] == "none"
+    unfitted = LoadedModel("sk_hgb", "1", SKHistGradientBoosting())
+    assert unfitted.predict(vector).y_pred is None
