@@ -62,7 +62,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -120,12 +120,24 @@ class FitJob:
 @dataclass(frozen=True)
 class FitResult:
     """A fitted estimator (None: the window held one class), the labels of its
-    `predict_proba` columns, the input columns it reads, what the search found."""
+    `predict_proba` columns, the input columns it reads, what the search found, and
+    which columns are indicators (every value present in the window was 1.0: a sparse
+    one-hot key, absent meaning 0, as River's linear models read it)."""
 
     estimator: Any
     labels: tuple[Any, ...]
     columns: tuple[str, ...]
     info: dict[str, Any]
+    indicators: tuple[bool, ...] = ()
+
+    def row(self, x: Mapping[Any, Any]) -> list[float]:
+        """`x` as the estimator reads it: in `columns` order, absent or None NaN, but 0.0
+        for an indicator column."""
+        row = [_value(x.get(c)) for c in self.columns]
+        for i, indicator in enumerate(self.indicators):
+            if indicator and row[i] != row[i]:
+                row[i] = 0.0
+        return row
 
 
 def _finite(value: Any) -> float | None:
@@ -175,10 +187,18 @@ def fit_window(job: FitJob) -> FitResult:
 
     started = time.perf_counter()
     window: dict[str, int] = {"rows": len(job.y), "first": job.first, "last": job.last}
+    X = job.X
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an empty column's nanmin
+        ones = (np.nanmin(X, axis=0) == 1.0) & (np.nanmax(X, axis=0) == 1.0)
+    indicators = tuple(bool(i) for i in ones)
+    if ones.any():
+        X = X.copy()
+        X[:, ones] = np.nan_to_num(X[:, ones], nan=0.0)
     codes = np.unique(job.y)
     if len(codes) < 2:  # one class: nothing to search, it is the answer
         alone = {"window": window, "note": "the window holds one class", "params": {}}
-        return FitResult(None, (job.classes[int(codes[0])],), job.columns, alone)
+        return FitResult(None, (job.classes[int(codes[0])],), job.columns, alone, indicators)
     estimator, prefix = _estimator(job.kind, job.seed)
     grid = {prefix + name: values for name, values in GRIDS[job.kind].items()}
     combinations = math.prod(len(values) for values in grid.values())
@@ -197,7 +217,7 @@ def fit_window(job: FitJob) -> FitResult:
     )
     with threadpool_limits(limits=1), warnings.catch_warnings():  # one core: the learner's
         warnings.simplefilter("ignore", RuntimeWarning)  # nanvar of an empty column
-        search.fit(job.X, job.y)
+        search.fit(X, job.y)
     best = search.best_index_
     results = search.cv_results_
     splits = [_finite(results[f"split{i}_test_score"][best]) for i in range(job.n_splits)]
@@ -220,7 +240,7 @@ def fit_window(job: FitJob) -> FitResult:
     }
     fitted = search.best_estimator_
     labels = tuple(job.classes[int(code)] for code in fitted.classes_)
-    return FitResult(fitted, labels, job.columns, info)
+    return FitResult(fitted, labels, job.columns, info, indicators)
 
 
 # ---- predicting one row fast: scikit-learn's per-call overhead is ~0.6 ms for 100 trees
@@ -374,6 +394,9 @@ class BatchClassifier(base.Classifier):
       search's first round (at most the grid's size); `seed` (42): its and the
       estimator's `random_state`.
     - `background` (True): fit in the worker process, else in the caller.
+    - `max_columns` (500): the most feature names kept (sorted, first come); values of
+      later ones are ignored (`ignored`) until a column no row of a full window has is
+      dropped at the start of a fit.
     """
 
     kind: ClassVar[str]
@@ -388,6 +411,7 @@ class BatchClassifier(base.Classifier):
         n_candidates: int = 8,
         seed: int = 42,
         background: bool = True,
+        max_columns: int = 500,
     ) -> None:
         for name, value, low in (
             ("window", window, 2),
@@ -397,6 +421,7 @@ class BatchClassifier(base.Classifier):
             ("n_splits", n_splits, 2),
             ("n_candidates", n_candidates, 1),
             ("seed", seed, 0),
+            ("max_columns", max_columns, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, not {value!r}")
@@ -414,9 +439,11 @@ class BatchClassifier(base.Classifier):
         self.n_candidates = n_candidates
         self.seed = seed
         self.background = background
+        self.max_columns = max_columns
         self.n_labels = 0  # labelled events learned, ever
         self._columns: list[str] = []  # the window's columns, first seen first
         self._column: dict[str, int] = {}
+        self.ignored = 0  # values of columns beyond max_columns, not kept
         self._X = np.empty((0, 0))  # ring of the window's rows (allocated on first use)
         self._y = np.empty(0, dtype=np.int32)
         self._classes: list[Any] = []  # label of each code, first seen first
@@ -457,14 +484,15 @@ class BatchClassifier(base.Classifier):
         predictor = self._predictor
         if predictor is None:
             predictor = self._predictor = _compile(self.kind, fitted.estimator)
-        proba = predictor([_value(x.get(c)) for c in fitted.columns])
+        proba = predictor(fitted.row(x))
         return dict(zip(fitted.labels, proba, strict=True))
 
     # ---- beyond River's verbs
 
     def retrain_now(self) -> None:
         """Start a fit at the next label (or right after the pending one takes over): on
-        a concept-drift alert. Deterministic if called at a fixed point of the stream."""
+        a concept-drift alert. Deterministic if called at a fixed point of the stream
+        (from the learner's own outputs, not on a message's arrival)."""
         self._retrain = True
 
     @property
@@ -491,7 +519,13 @@ class BatchClassifier(base.Classifier):
         if y not in self._code:
             self._code[y] = len(self._classes)
             self._classes.append(y)
-        new = [name for name in row if name not in self._column]
+        new = sorted(name for name in row if name not in self._column)
+        room = self.max_columns - len(self._columns)
+        if len(new) > room:
+            for name in new[max(room, 0) :]:
+                del row[name]
+            self.ignored += len(new) - max(room, 0)
+            new = new[: max(room, 0)]
         if self._X.shape[0] < self.window:  # first use, or just unpickled (trimmed)
             grown = np.full((self.window, len(self._columns)), np.nan)
             grown[: self._X.shape[0]] = self._X
@@ -529,6 +563,7 @@ class BatchClassifier(base.Classifier):
         )
 
     def _start(self) -> None:
+        self._drop_empty_columns()
         X, y = self._window()
         order = sorted(range(len(self._columns)), key=self._columns.__getitem__)
         self._pending = FitJob(
@@ -551,6 +586,18 @@ class BatchClassifier(base.Classifier):
             self._submit()
         if self.swap_after == 0:
             self._take_over()
+
+    def _drop_empty_columns(self) -> None:
+        """Forget the columns no row of the window has (a one-hot key not seen lately):
+        they hold no data, and their room goes to new ones."""
+        if self.n_labels < self.window or not self._columns:
+            return
+        keep = np.asarray(~np.isnan(self._X).all(axis=0))
+        if keep.all():
+            return
+        self._X = np.ascontiguousarray(self._X[:, keep])
+        self._columns = [c for c, k in zip(self._columns, keep.tolist(), strict=True) if k]
+        self._column = {c: i for i, c in enumerate(self._columns)}
 
     def _submit(self) -> None:
         assert self._pending is not None

@@ -98,7 +98,7 @@ def _batch(model: BatchClassifier, x: Mapping[str, float]) -> dict[str, Any]:
             " the version's influence gives what it relies on overall"
         )
     imputer, scaler, glm = (step for _, step in fitted.estimator.steps)
-    row = np.array([[np.nan if x.get(c) is None else float(x[c]) for c in fitted.columns]])
+    row = np.array([fitted.row(x)])
     z = scaler.transform(imputer.transform(row))[0]
     proba = fitted.estimator.predict_proba(row)[0]
     k = 0 if glm.coef_.shape[0] == 1 else int(np.argmax(proba))

@@ -291,3 +291,31 @@ def test_serving_loads_a_pickled_batch_model_predicts_and_explains_it() -> None:
     assert served.explain(vector)["method"] == "none"
     unfitted = LoadedModel("sk_hgb", "1", SKHistGradientBoosting())
     assert unfitted.predict(vector).y_pred is None
+
+
+def test_sparse_one_hot_keys_are_indicators_and_the_columns_stay_bounded() -> None:
+    """Features' one-hot keys come only when present (`colour=red: 1.0`): absent is 0,
+    not missing, or the imputer would fill every one with 1.0. A key of high
+    cardinality is bounded by `max_columns` and forgotten once out of the window."""
+    rng = random.Random(2)
+    rows: list[Row] = []
+    for i in range(900):
+        colour = rng.choice(["red", "green", "blue"])
+        x: dict[str, Any] = {"n": rng.random(), f"colour={colour}": 1.0}
+        if i < 450:
+            x[f"id={i}"] = 1.0
+        rows.append((x, colour == "red"))
+    model = SKLogisticRegression(
+        window=300, min_train=200, retrain_every=300, swap_after=20, n_candidates=3,
+        background=False, max_columns=50,
+    )  # fmt: skip
+    predictions = run(model, rows)
+    right = sum(p == y for p, (_, y) in zip(predictions[220:], rows[220:], strict=True))
+    assert right / len(rows[220:]) > 0.97
+    fitted = model.fitted
+    assert fitted is not None
+    indicators = dict(zip(fitted.columns, fitted.indicators, strict=True))
+    assert indicators == {"colour=blue": True, "colour=green": True, "colour=red": True, "n": False}
+    assert model.ignored > 0, "ids beyond 50 columns were not kept"
+    assert sorted(model._columns) == ["colour=blue", "colour=green", "colour=red", "n"]
+    assert model._X.shape == (300, 4)
