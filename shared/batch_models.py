@@ -452,7 +452,9 @@ class BatchClassifier(base.Classifier):
         self._retrain = False  # retrain_now() asked for one
         self._pending: FitJob | None = None  # a fit started, not taken over yet
         self._swap_at = 0
-        self._result: FitResult | None = None  # the pending fit's result, once back
+        # the pending fit's job and result, once back (the job: a late callback of an
+        # earlier fit cannot pass for this one's)
+        self._result: tuple[FitJob, FitResult] | None = None
         self._future: Future[FitResult] | None = None  # never pickled
         self._fitted: FitResult | None = None  # what predicts
         self._predictor: Callable[[list[float]], list[float]] | None = None  # never pickled
@@ -470,7 +472,7 @@ class BatchClassifier(base.Classifier):
         if self._pending is not None:
             if self.n_labels >= self._swap_at:
                 self._take_over()
-            elif self._future is None and self._result is None and self.background:
+            elif self._future is None and self._ready() is None and self.background:
                 self._submit()  # restored from a pickle mid-fit: the same fit again
         if self._pending is None and self._fit_due():
             self._start()
@@ -608,18 +610,24 @@ class BatchClassifier(base.Classifier):
             _drop_pool()
             future = _pool().submit(fit_window, self._pending)
         self._future = future
-        future.add_done_callback(self._done)
+        job = self._pending
+        future.add_done_callback(lambda done: self._done(job, done))
 
-    def _done(self, future: Future[FitResult]) -> None:
+    def _done(self, job: FitJob, future: Future[FitResult]) -> None:
         # in the pool's thread: only set an attribute (a pickle may read it any time)
-        if future is self._future and not future.cancelled() and future.exception() is None:
-            self._result = future.result()
+        if not future.cancelled() and future.exception() is None:
+            self._result = (job, future.result())
+
+    def _ready(self) -> FitResult | None:
+        """The pending fit's result if it came back."""
+        done = self._result
+        return done[1] if done is not None and done[0] is self._pending else None
 
     def _take_over(self) -> None:
         """The pending fit's model serves from now on (waits for it if it is not back)."""
         job = self._pending
         assert job is not None
-        result = self._result
+        result = self._ready()
         if result is None and self._future is not None:
             started = time.perf_counter()
             try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -319,3 +320,19 @@ def test_sparse_one_hot_keys_are_indicators_and_the_columns_stay_bounded() -> No
     assert model.ignored > 0, "ids beyond 50 columns were not kept"
     assert sorted(model._columns) == ["colour=blue", "colour=green", "colour=red", "n"]
     assert model._X.shape == (300, 4)
+
+
+def test_a_pickle_after_the_fit_came_back_keeps_its_result() -> None:
+    rows = stream(700)
+    model = SKLogisticRegression(**FAST)
+    run(model, rows[:610])  # a fit started at 600 in the worker, serves from 640
+    deadline = time.monotonic() + 60
+    while model._ready() is None:
+        assert time.monotonic() < deadline, "the worker never answered"
+        time.sleep(0.05)
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored._ready() is not None
+    run(restored, rows[610:615])
+    assert restored._future is None, "no fit again: its result came with the pickle"
+    assert run(restored, rows[615:]) == run(model, rows[610:])[5:]
+    assert restored.batch_info is not None and restored.batch_info == model.batch_info
