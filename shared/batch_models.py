@@ -353,6 +353,13 @@ def _pool() -> ProcessPoolExecutor:
     return _POOL
 
 
+def _warm() -> None:
+    """In the worker: import what a fit needs before the first one is due."""
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: F401
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.linear_model import LogisticRegression  # noqa: F401
+
+
 def _follow_parent(parent: int) -> None:
     """In the worker: exit as soon as `parent` is gone (an orphan is re-parented)."""
 
@@ -467,6 +474,8 @@ class BatchClassifier(base.Classifier):
     # ---- River's verbs
 
     def learn_one(self, x: dict[Hashable, Any], y: ClfTarget) -> None:
+        if _POOL is None and self.background:  # start the worker well before a fit
+            _pool().submit(_warm)
         self._append(x, y)
         self.n_labels += 1
         if self._pending is not None:
