@@ -3,7 +3,9 @@
 Each name means one River estimator with River's defaults (plus a fixed seed
 where the estimator is randomised); `params` from the pipeline file override
 those defaults. For `logreg` and `linreg` the params go to the linear model
-behind the `StandardScaler`.
+behind the `StandardScaler`. `sk_hgb` and `sk_logreg` are batch challengers:
+scikit-learn models refitted on a window of recent labels, behind River's verbs
+(`shared.batch_models`; their params are the window's and the search's).
 
 >>> model = build_model("hat", {"grace_period": 50}, task="binary")
 >>> model.grace_period, model.seed
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from river import base, compose, forest, linear_model, naive_bayes, preprocessing, tree
+
+from shared.batch_models import SKHistGradientBoosting, SKLogisticRegression
 
 __all__ = [
     "CATALOGUE",
@@ -103,6 +107,9 @@ _SPECS = [
     ModelSpec("hoeffding_tree_regressor", tree.HoeffdingTreeRegressor, REGRESSION),
     ModelSpec("hat_regressor", tree.HoeffdingAdaptiveTreeRegressor, REGRESSION, {"seed": 42}),
     ModelSpec("arf_regressor", forest.ARFRegressor, REGRESSION, {"seed": 42}),
+    # Batch challengers (`shared.batch_models`): scikit-learn refitted on a recent window.
+    ModelSpec("sk_hgb", SKHistGradientBoosting, CLASSIFICATION),
+    ModelSpec("sk_logreg", SKLogisticRegression, CLASSIFICATION),
 ]
 
 CATALOGUE: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}

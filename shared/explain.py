@@ -11,7 +11,11 @@
   (`amount > 120.5`); a feature the vector lacks follows its most common branch.
 - `forest` (`arf`, `arf_regressor`): per feature, in how many of the forest's trees
   the vector's path tests it (`trees`), most first.
-- `none` for any other model (`gnb`), with the reason in `note`.
+- `linear` for `sk_logreg` too (a batch challenger, `shared.batch_models`): weight
+  times the imputed, standardised value, for the predicted class (binary: the
+  positive class, the last label of `classes`).
+- `none` for any other model (`gnb`, `sk_hgb`, a batch model before its first fit),
+  with the reason in `note`.
 
 >>> from river import linear_model, preprocessing
 >>> model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
@@ -31,13 +35,18 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from river import compose, linear_model, preprocessing
+
+from shared.batch_models import BatchClassifier
 
 __all__ = ["explain", "influence"]
 
 
 def explain(model: Any, x: Mapping[str, float]) -> dict[str, Any]:
     """`{"method": ..., "features": [...], "intercept"?: float, "note"?: str}` for `x`."""
+    if isinstance(model, BatchClassifier):
+        return _batch(model, x)
     scaler, estimator = _split(model)
     if isinstance(estimator, linear_model.base.GLM):
         return _linear(scaler, estimator, x)
@@ -73,6 +82,59 @@ def _linear(
         for name, part in sorted(parts.items(), key=lambda item: -abs(item[1]))
     ]
     return {"method": "linear", "intercept": float(glm.intercept), "features": features}
+
+
+def _none(note: str) -> dict[str, Any]:
+    return {"method": "none", "features": [], "note": note}
+
+
+def _batch(model: BatchClassifier, x: Mapping[str, float]) -> dict[str, Any]:
+    fitted = model.fitted
+    if fitted is None or fitted.estimator is None:
+        return _none(f"{type(model).__name__} has no fitted model yet (or one class only)")
+    if model.kind != "logreg":
+        return _none(
+            f"no per-prediction explanation for {type(model).__name__} (gradient boosting);"
+            " the version's influence gives what it relies on overall"
+        )
+    imputer, scaler, glm = (step for _, step in fitted.estimator.steps)
+    row = np.array([fitted.row(x)])
+    z = scaler.transform(imputer.transform(row))[0]
+    proba = fitted.estimator.predict_proba(row)[0]
+    k = 0 if glm.coef_.shape[0] == 1 else int(np.argmax(proba))
+    parts = {c: float(glm.coef_[k][i] * z[i]) for i, c in enumerate(fitted.columns) if c in x}
+    features = [
+        {"feature": name, "value": x[name], "contribution": part}
+        for name, part in sorted(parts.items(), key=lambda item: -abs(item[1]))
+    ]
+    label = fitted.labels[-1] if glm.coef_.shape[0] == 1 else fitted.labels[k]
+    return {
+        "method": "linear",
+        "intercept": float(glm.intercept_[k]),
+        "features": features,
+        "note": f"log-odds of class {label!r}",
+    }
+
+
+def _batch_influence(model: BatchClassifier) -> dict[str, float]:
+    """Absolute weights on standardised inputs (`sk_logreg`, summed over classes), or the
+    samples the boosted trees' splits divide per feature (`sk_hgb`)."""
+    fitted = model.fitted
+    if fitted is None or fitted.estimator is None:
+        return {}
+    raw: dict[str, float] = {}
+    if model.kind == "logreg":
+        weights = np.abs(fitted.estimator.steps[-1][1].coef_).sum(axis=0)
+        return {c: float(w) for c, w in zip(fitted.columns, weights, strict=True)}
+    kept, boosting = (step for _, step in fitted.estimator.steps)
+    columns = [c for c, keep in zip(fitted.columns, kept.get_support(), strict=True) if keep]
+    for trees in boosting._predictors:
+        for tree in trees:
+            nodes = tree.nodes[tree.nodes["is_leaf"] == 0]
+            for feature, count in zip(nodes["feature_idx"], nodes["count"], strict=True):
+                name = columns[int(feature)]
+                raw[name] = raw.get(name, 0.0) + float(count)
+    return raw
 
 
 def _root(tree: Any) -> Any:
@@ -121,7 +183,8 @@ def _forest(forest: Any, x: Mapping[str, float]) -> dict[str, Any]:
 def influence(model: Any, top: int = 20) -> dict[str, float]:
     """What `model` relies on overall: each feature's share (all features' sum to 1) of, for a
     linear model, the absolute weights (on standardised inputs, so comparable); for a
-    tree or forest, the weight of the samples its splits on the feature divide; the
+    tree or forest (or `sk_hgb`'s boosted trees), the weight of the samples its splits on
+    the feature divide; the
     `top` largest, largest first. Empty for a model it cannot read (or one that has
     learned nothing yet).
 
@@ -134,7 +197,9 @@ def influence(model: Any, top: int = 20) -> dict[str, float]:
     """
     scaler, estimator = _split(model)
     raw: dict[str, float] = {}
-    if isinstance(estimator, linear_model.base.GLM):
+    if isinstance(model, BatchClassifier):
+        raw = _batch_influence(model)
+    elif isinstance(estimator, linear_model.base.GLM):
         raw = {f: abs(float(w)) for f, w in estimator.weights.items()}
     elif scaler is None:
         trees = [estimator] if _root(estimator) is not None else _trees(estimator)

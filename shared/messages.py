@@ -33,13 +33,16 @@ __all__ = [
     "RFC3339",
     "SCHEMA_FILES",
     "Alert",
+    "BatchFit",
     "ChampionChanged",
+    "CrossValidation",
     "DeadLetter",
     "DeadLetterSource",
     "ErrorDetail",
     "Event",
     "FeatureVector",
     "Label",
+    "LabelWindow",
     "Lineage",
     "Message",
     "ModelPublished",
@@ -196,6 +199,44 @@ class Lineage(Message):
     content_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
+class CrossValidation(Message):
+    """A batch fit's cross-validation of its chosen candidate: `scheme` (TimeSeriesSplit:
+    each split trains on the past, is scored on what follows), per split and overall."""
+
+    scheme: Annotated[str, StringConstraints(min_length=1)]
+    n_splits: Annotated[int, Field(ge=2)]
+    scoring: Annotated[str, StringConstraints(min_length=1)]
+    mean: float | None
+    std: float | None
+    splits: list[float | None]
+    n_resources: Annotated[int, Field(ge=0)]  # rows the candidate was scored with
+
+
+class LabelWindow(Message):
+    """A batch fit's training window: `rows` labelled events, the `first`-th to the
+    `last`-th the model learned (counted from 1)."""
+
+    rows: Annotated[int, Field(ge=0)]
+    first: Annotated[int, Field(ge=0)]
+    last: Annotated[int, Field(ge=0)]
+
+
+class BatchFit(Message):
+    """How a batch challenger's serving model was fitted (`shared.batch_models`): the
+    search, the parameters it chose, the cross-validation, the window, and the label
+    count from which it serves."""
+
+    search: str | None = None
+    params: dict[str, bool | int | float | str | None]
+    cv: CrossValidation | None = None
+    candidates: Annotated[int, Field(ge=0)] | None = None
+    iterations: Annotated[int, Field(ge=0)] | None = None
+    window: LabelWindow
+    serving_from: Annotated[int, Field(ge=0)]
+    fit_seconds: Annotated[float, Field(ge=0)] | None = None
+    note: str | None = None
+
+
 class ModelPublished(Message):
     """A model version was checkpointed to the registry."""
 
@@ -207,6 +248,8 @@ class ModelPublished(Message):
     published_at: Time
     # What the version relies on: each feature's share (`shared.explain.influence`)
     influence: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = None
+    # A batch challenger's fit (`shared.batch_models`); None for an online model
+    batch: BatchFit | None = None
 
 
 class Alert(Message):

@@ -2,7 +2,8 @@
 
 A version is three Redis keys under the registry's namespace: the artifact (the
 pickled River model, signed: a plain string key that serving reads with `GET` and
-`shared.signing.loads_signed`), its `ModelPublished` metadata as JSON next to it, and the model's
+`shared.signing.loads_signed`), its `ModelPublished` metadata as JSON next to it (for a batch
+challenger with its fit: `batch`, see `shared.batch_models`), and the model's
 sorted set of versions (score = version number). Versions are consecutive integers
 per model, written as strings ("1", "2", ...). `stage` queues one version's writes
 on a caller's MULTI/EXEC pipeline, so a service can make the versions and its own
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,9 +47,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from shared.batch_models import batch_info
 from shared.clock import utcnow
 from shared.explain import influence
-from shared.messages import Lineage, ModelPublished, PartitionOffset
+from shared.messages import BatchFit, Lineage, ModelPublished, PartitionOffset
 from shared.signing import SigningKey, dumps_signed, loads_signed, sign
 
 __all__ = ["LiveModel", "ModelRegistry", "RegistryError", "version_order"]
@@ -159,6 +162,7 @@ class ModelRegistry:
             artifact_key=self.artifact_key(name, version),
             published_at=published_at or utcnow(),
             influence=influence(model) or None,
+            batch=_batch(model),
         )
         pipe.set(published.artifact_key, sign(self.signing_key, pickled))
         pipe.set(self.meta_key(name, version), published.to_json())
@@ -250,6 +254,13 @@ class ModelRegistry:
         if not isinstance(data, bytes):
             raise RegistryError(f"artifact {key!r} was read as text (use decode_responses=False)")
         return await asyncio.to_thread(loads_signed, self.signing_key, data, "artifact")
+
+
+def _batch(model: Any) -> BatchFit | None:
+    """A batch challenger's fit, as the version's metadata says it (None: another model,
+    or one whose first fit has not taken over yet)."""
+    info = batch_info(model)
+    return None if info is None else BatchFit.model_validate_json(json.dumps(info))
 
 
 def _text(value: bytes | str) -> str:

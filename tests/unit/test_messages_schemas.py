@@ -24,6 +24,25 @@ from shared.validation import SCHEMA_DIR, load_schema, schema_validator
 
 T = "2024-05-01T12:00:00Z"
 ERR = {"code": "invalid_json", "message": "bad", "field": None}
+CV: dict[str, Any] = {
+    "scheme": "TimeSeriesSplit",
+    "n_splits": 3,
+    "scoring": "accuracy",
+    "mean": 0.81,
+    "std": 0.02,
+    "splits": [0.8, 0.79, None],
+    "n_resources": 4998,
+}
+BATCH: dict[str, Any] = {
+    "search": "HalvingRandomSearchCV",
+    "params": {"learning_rate": 0.1, "max_leaf_nodes": 15, "early": False, "x": None},
+    "cv": CV,
+    "candidates": 16,
+    "iterations": 3,
+    "window": {"rows": 5000, "first": 1001, "last": 6000},
+    "serving_from": 6500,
+    "fit_seconds": 2.5,
+}
 
 VALID: dict[type[Message], list[dict[str, Any]]] = {
     Event: [
@@ -109,6 +128,30 @@ VALID: dict[type[Message], list[dict[str, Any]]] = {
             "metrics": {"accuracy": 0.7},
             "artifact_key": "k",
             "published_at": T,
+        },
+        {
+            "name": "sk_hgb",
+            "version": "2",
+            "lineage": {"offsets": []},
+            "metrics": {},
+            "artifact_key": "k",
+            "published_at": T,
+            "influence": None,
+            "batch": BATCH,
+        },
+        {
+            "name": "sk_logreg",
+            "version": "1",
+            "lineage": {"offsets": []},
+            "metrics": {},
+            "artifact_key": "k",
+            "published_at": T,
+            "batch": {
+                "params": {},
+                "window": {"rows": 900, "first": 1, "last": 900},
+                "serving_from": 1000,
+                "note": "the window holds one class",
+            },
         },
     ],
     Alert: [
@@ -249,6 +292,33 @@ INVALID: dict[type[Message], list[dict[str, Any]]] = {
             "metrics": {"acc": "high"},
             "artifact_key": "k",
             "published_at": T,
+        },
+        {
+            "name": "m",
+            "version": "1",
+            "lineage": {"offsets": []},
+            "metrics": {},
+            "artifact_key": "k",
+            "published_at": T,
+            "batch": {**BATCH, "window": {"rows": 5000, "first": 1}},
+        },
+        {
+            "name": "m",
+            "version": "1",
+            "lineage": {"offsets": []},
+            "metrics": {},
+            "artifact_key": "k",
+            "published_at": T,
+            "batch": {**BATCH, "cv": {**CV, "n_splits": 1}},
+        },
+        {
+            "name": "m",
+            "version": "1",
+            "lineage": {"offsets": []},
+            "metrics": {},
+            "artifact_key": "k",
+            "published_at": T,
+            "batch": {**BATCH, "params": {"grid": [1, 2]}, "extra": 1},
         },
     ],
     Alert: [

@@ -139,3 +139,28 @@ async def test_retention_keeps_the_newest_and_the_pinned_versions(redis: Redis) 
 def test_retention_keeps_at_least_one_version() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ModelRegistry(Redis.from_url(REDIS_URL), keep=0, signing_key=SIGNING_KEY)
+
+
+async def test_a_batch_challengers_version_carries_its_fit(registry: ModelRegistry) -> None:
+    from shared.catalogue import build_model
+
+    model = build_model(
+        "sk_logreg",
+        {"window": 300, "min_train": 200, "swap_after": 20, "n_candidates": 3, "background": False},
+    )
+    before = await registry.save("sk_logreg", model, {}, OFFSETS)
+    assert before.batch is None, "no fit has taken over yet"
+    for i in range(230):
+        model.learn_one({"x": float(i % 5), "y": float(i % 3)}, i % 5 > 1)
+    published = await registry.save("sk_logreg", model, {}, OFFSETS, "abc", 230)
+    batch = published.batch
+    assert batch is not None and batch.cv is not None
+    assert (batch.cv.scheme, batch.cv.n_splits, len(batch.cv.splits)) == ("TimeSeriesSplit", 3, 3)
+    assert set(batch.params) == {"C"}
+    assert (batch.window.first, batch.window.last, batch.serving_from) == (1, 200, 220)
+    assert published.lineage.offsets == OFFSETS  # the input offsets of the checkpoint
+    assert await registry.get("sk_logreg", published.version) == published
+    loaded = await registry.load(published)
+    x = {"x": 4.0, "y": 1.0}
+    assert loaded.predict_proba_one(x) == model.predict_proba_one(x)
+    assert published.influence is not None and set(published.influence) == {"x", "y"}
