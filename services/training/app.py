@@ -12,7 +12,12 @@ from fastapi import FastAPI
 
 from services.training import metrics
 from services.training.api import router
-from services.training.checkpoint import CheckpointStore, checkpoint_key, restore_state
+from services.training.checkpoint import (
+    CheckpointStore,
+    checkpoint_key,
+    restore_state,
+    wire_champion,
+)
 from services.training.config import TrainingSettings
 from services.training.promotions import announce_champion
 from services.training.worker import TrainingWorker
@@ -55,6 +60,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         )
         worker_clock = asyncio.get_running_loop().time
         state = await restore_state(store, pipeline, settings, worker_clock())
+        wire_champion(state)
         await producer.start()
         await consumer.start()
         if state.champion is not None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Literal
@@ -109,6 +109,7 @@ class ChampionPolicy:
         self.models = list(models)
         self.champion = champion
         self.on_drift: Action = on_drift
+        self.pending: list[Promotion | Drift] = []
         self.changes = 0
         self.drifts = 0
         self.events = 0  # events counted (scored) since the policy began
@@ -120,7 +121,13 @@ class ChampionPolicy:
         self.configure(window=window, confidence=confidence, auto=auto, on_drift=on_drift)
         self._reset()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("retrain", None)  # wired again by whoever restores the policy
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("pending", [])
         self.__dict__.update(state)
         if "_adwin" not in state:  # pickled before drift detection
             self.on_drift, self.drifts, self.events = "promote_best", 0, 0
@@ -140,6 +147,26 @@ class ChampionPolicy:
         self.champion, self._champion_at = model, self.models.index(model)
         self._adwin = drift.ADWIN()
         self._reset()
+
+    # `retrain`, when set, is called when a drift's action is `retrain_batch`
+    retrain: Callable[[], None] | None = None
+
+    def observe_event(self, outputs: list[Learned]) -> None:
+        """`observe` one event's outputs as the learner learns it (`after_learn`): a
+        drift's refit starts before the next event, at a point the stream fixes. The
+        decisions wait in `pending` for `take`."""
+        decided = self.observe(outputs)
+        if decided:
+            self.pending += decided
+            if self.retrain is not None and any(
+                isinstance(d, Drift) and d.action == "retrain_batch" for d in decided
+            ):
+                self.retrain()
+
+    def take(self) -> list[Promotion | Drift]:
+        """The decisions `observe_event` made since the last call."""
+        taken, self.pending = self.pending, []
+        return taken
 
     def observe(self, outputs: Iterable[LearnerOutput]) -> list[Promotion | Drift]:
         """Take the learner's outputs (each event's `Learned`, one per model, in a row);

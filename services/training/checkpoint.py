@@ -59,6 +59,7 @@ __all__ = [
     "fresh_state",
     "model_metrics",
     "restore_state",
+    "wire_champion",
 ]
 
 log = logging.getLogger(__name__)
@@ -394,6 +395,23 @@ def _load_items(key: SigningKey, state: TrainingState, blobs: list[bytes]) -> No
     state.learner.load_items(loads_signed(key, blob, "checkpoint", pickle.loads) for blob in blobs)
     state.learner.take_changes()  # tracked from here: the next checkpoint adds to these
     state.items = 0
+
+
+def wire_champion(state: TrainingState) -> None:
+    """Have the champion policy watch each event as the learner learns it, and refit
+    the batch challengers when a drift's action says so (training only)."""
+    policy, learner = state.champion, state.learner
+    if policy is None:
+        return
+
+    def retrain() -> None:
+        for name, model in learner.models.items():
+            if hasattr(model, "retrain_now"):
+                model.retrain_now()
+                log.info("refitting the batch challenger %s after the champion's drift", name)
+
+    learner.after_learn = policy.observe_event
+    policy.retrain = retrain
 
 
 def fresh_state(pipeline: PipelineConfig, settings: CommonSettings) -> TrainingState:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -141,6 +141,10 @@ class OnlineLearner:
     """
 
     model_errors = 0  # a class default: checkpoints from before it still load
+    # Called with each event's `Learned` outputs right after its models learned it, before
+    # the next item: what runs here acts at a point the stream fixes (training's
+    # champion policy). Not pickled: whoever restores wires it again.
+    after_learn: Callable[[list[Learned]], None] | None = None
     abandoned = 0  # waiting predictions whose vector could not be re-read (`abandon`)
 
     def __init__(self, models: Mapping[str, Any], ttl: timedelta | None = None) -> None:
@@ -192,6 +196,7 @@ class OnlineLearner:
         of objects. With `_items_apart` (a checkpoint that saves them itself, see
         `pack_items`) without them."""
         state = {k: v for k, v in self.__dict__.items() if k not in _ITEMS}
+        state.pop("after_learn", None)
         state["_layout"] = LAYOUT
         state["_items"] = None if self._items_apart else self.pack_items(None)
         state["_items_apart"] = False
@@ -499,6 +504,7 @@ class OnlineLearner:
     def _learn(self, event_id: str, y: Any, time: int, out: list) -> None:
         prediction = self._predictions.pop(event_id)
         assert prediction.x is not None, "advance refuses to run with vectors not re-read"
+        start = len(out)
         for name, model in self.models.items():
             y_pred, score = prediction.y_pred[name], self.scores[name]
             correct: bool | None = None
@@ -515,6 +521,8 @@ class OnlineLearner:
             score.n_learned += 1
             out.append(Learned(event_id, name, correct))
         self._forget_later(time, event_id)
+        if self.after_learn is not None:
+            self.after_learn(out[start:])
 
     def _model_failed(self, name: str, doing: str, event_id: str) -> None:
         self.model_errors += 1

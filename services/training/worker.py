@@ -321,7 +321,7 @@ class TrainingWorker:
             predicted.add(output.event_id)
         self._unacked += await send_all(self.producer, self.topics.predictions, records)
         if self.state.champion is not None:
-            await self._champion(self.state.champion.observe(outputs))
+            await self._champion(self.state.champion.take())
         if len(self._unacked) > MAX_UNACKED_BATCHES:
             await self._await_acks()
         for model, count in counts.items():
@@ -330,7 +330,7 @@ class TrainingWorker:
             entities.pop(event_id, None)
 
     async def _champion(self, decided: list[Promotion | Drift]) -> None:
-        """Send the policy's promotions and drifts; run a drift's action on the models."""
+        """Send the policy's promotions and drifts (made as the learner learned)."""
         if not decided:
             return
         clock = self.state.learner.clock
@@ -339,11 +339,6 @@ class TrainingWorker:
         self._unacked += await send_all(self.producer, self.topics.champions, changes)
         alerts = [drift_record(d, clock) for d in drifts]
         self._unacked += await send_all(self.producer, self.topics.alerts, alerts)
-        if any(d.action == "retrain_batch" for d in drifts):
-            for name, model in self.state.learner.models.items():
-                if hasattr(model, "retrain_now"):
-                    model.retrain_now()
-                    log.info("refitting the batch challenger %s after the drift", name)
 
     async def _await_acks(self) -> None:
         """Wait for every prediction sent so far (raises if one failed)."""

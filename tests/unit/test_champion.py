@@ -114,3 +114,22 @@ def test_mcnemar_statistic_and_p_value() -> None:
     assert mcnemar(0, 0) == (0.0, 1.0)
     statistic, p = mcnemar(30, 10)
     assert statistic == (20 - 1) ** 2 / 40 and 0.002 < p < 0.003
+
+
+def test_fed_event_by_event_it_decides_the_same_and_refits_at_the_drift_itself() -> None:
+    rng = random.Random(6)
+    stream = paired(3_000, {"a": 0.9, "b": 0.7}, rng) + paired(
+        3_000, {"a": 0.5, "b": 0.9}, rng, start=3_000
+    )
+    whole = ChampionPolicy(["a", "b"], "a", window=500, on_drift="retrain_batch")
+    expected = whole.observe(stream)
+    live = ChampionPolicy(["a", "b"], "a", window=500, on_drift="retrain_batch")
+    live.epoch = whole.epoch
+    refits: list[int] = []
+    live.retrain = lambda: refits.append(live.events)
+    for i in range(0, len(stream), 2):  # as `OnlineLearner.after_learn` calls it
+        live.observe_event(stream[i : i + 2])
+    assert live.take() == expected and live.take() == []
+    drifts = [d for d in expected if isinstance(d, Drift)]
+    assert drifts and refits == [d.events for d in drifts], "refit at the event that drifted"
+    assert pickle.loads(pickle.dumps(live)).retrain is None  # wired again after a restore
