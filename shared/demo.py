@@ -34,12 +34,16 @@ SERVING = "http://127.0.0.1:8000"
 MONITORING = "http://127.0.0.1:8002"
 
 
-async def _read_topic(bootstrap: str, topic: str, keep: str) -> list[dict[str, Any]]:
-    """Every message of `topic` whose event_id starts with `keep`."""
-    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id="driftline-demo")
+async def _read_topic(
+    bootstrap: str, topic: str, keep: str, auth: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every message of `topic` whose event_id starts with `keep` (read as `auth`)."""
+    consumer = make_consumer(
+        bootstrap_servers=bootstrap, group_id=None, client_id="driftline-demo", **auth
+    )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, auth)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
@@ -114,7 +118,9 @@ async def _run(n: int, rate: float | None) -> None:
     pipeline = load_pipeline(settings.pipeline_config)
     topics = Topics(settings.topic_prefix)
     bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+    # `make up` made the topics; this only checks, as the operator who reads them all
+    reader = settings.kafka("operator")
+    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions, reader)
     run = f"demo-{uuid.uuid4().hex[:6]}"
     drift_at = n // 2
     print(
@@ -133,6 +139,7 @@ async def _run(n: int, rate: float | None) -> None:
         topics=topics,
         rate=rate,
         total=n,
+        auth=settings.kafka("producer"),
     )
     waited = _wait_for_learner(champion, before, n, timeout=300)
     answer = httpx.post(
@@ -143,8 +150,10 @@ async def _run(n: int, rate: float | None) -> None:
     )
     await asyncio.sleep(2)  # let the last stream predictions reach the topic
 
-    predictions = await _read_topic(bootstrap, topics.predictions, run)
-    labels = {m["event_id"]: m["label"] for m in await _read_topic(bootstrap, topics.labels, run)}
+    predictions = await _read_topic(bootstrap, topics.predictions, run, reader)
+    labels = {
+        m["event_id"]: m["label"] for m in await _read_topic(bootstrap, topics.labels, run, reader)
+    }
     alerts = httpx.get(f"{MONITORING}/api/alerts", timeout=10).json()["alerts"]
 
     print(f"\nAccuracy before / after the drift at event {drift_at} (learner = test-then-train,")

@@ -43,11 +43,16 @@ class ModelsFollower:
     """The newest `ModelPublished` of each model on `topic`."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer | None, topic: str, bootstrap_servers: str = ""
+        self,
+        consumer: AIOKafkaConsumer | None,
+        topic: str,
+        bootstrap_servers: str = "",
+        auth: dict[str, Any] | None = None,
     ) -> None:
         self.consumer = consumer
         self.topic = topic
         self.bootstrap_servers = bootstrap_servers
+        self.auth = auth
         self.latest: dict[str, ModelPublished] = {}
 
     def add(self, message: ModelPublished) -> None:
@@ -85,7 +90,7 @@ class ModelsFollower:
                 await asyncio.sleep(RETRY_S)
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        partitions = await partitions_of(self.bootstrap_servers, self.topic)
+        partitions = await partitions_of(self.bootstrap_servers, self.topic, self.auth)
         assigned = [TopicPartition(self.topic, p) for p in partitions]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)

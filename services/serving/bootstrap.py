@@ -38,13 +38,16 @@ async def watched_models(
         socket_connect_timeout=settings.artifact_timeout_s,
     )
     # no group: every process reads the whole `models` topic itself
-    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
+    auth = settings.kafka()
+    consumer = make_consumer(
+        bootstrap_servers=bootstrap, group_id=None, client_id=client_id, **auth
+    )
     await consumer.start()
     try:
         watcher = ModelWatcher(
             consumer,
             topic,
-            await partitions_of(bootstrap, topic),
+            await partitions_of(bootstrap, topic, auth),
             holder,
             RedisArtifactLoader(registry),
         )

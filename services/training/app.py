@@ -39,15 +39,19 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         bootstrap = settings.kafka_bootstrap_servers
         prefix = settings.topic_prefix
         exits = contextlib.AsyncExitStack()
-        await ensure_topics(bootstrap, prefix, settings.topic_partitions)
+        auth = settings.kafka()
+        await ensure_topics(bootstrap, prefix, settings.topic_partitions, auth)
         redis = settings.redis()
         registry = ModelRegistry(
             redis, namespace=f"driftline:{prefix}registry", keep=settings.registry_keep
         )
         store = CheckpointStore(redis, registry, key=checkpoint_key(prefix))
-        producer = make_producer(bootstrap, client_id="driftline-training")
+        producer = make_producer(bootstrap, client_id="driftline-training", **auth)
         consumer = make_consumer(
-            bootstrap_servers=bootstrap, group_id=settings.group_id, client_id="driftline-training"
+            bootstrap_servers=bootstrap,
+            group_id=settings.group_id,
+            client_id="driftline-training",
+            **auth,
         )
         worker_clock = asyncio.get_running_loop().time
         state = await restore_state(store, pipeline, settings, worker_clock())

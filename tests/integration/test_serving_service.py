@@ -34,6 +34,7 @@ from shared.messages import Event, FeatureVector, Label, Prediction
 from shared.pipeline import PipelineConfig
 from shared.topics import ensure_topics
 from tests.support import (
+    ADMIN_KAFKA,
     BOOTSTRAP,
     READER,
     REDIS_URL,
@@ -72,7 +73,7 @@ def pipeline_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def topics(prefix: str) -> str:
-    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3))
+    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3, ADMIN_KAFKA))
     return prefix
 
 
