@@ -35,6 +35,8 @@ secrets: ## .secrets/: redis_password, writer_key, reader_key, grafana_admin_pas
 	@# containers, where the services' unprivileged user must be able to read it
 	@cd $(SECRETS) && chmod 644 redis_password writer_key reader_key grafana_admin_password \
 		$(KAFKA_SECRETS)
+	@# the local CA and the broker's certificate for Kafka's SASL_SSL listener
+	@scripts/kafka/tls.sh $(SECRETS)
 
 system-deps:
 	@missing=""; \

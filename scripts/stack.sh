@@ -11,8 +11,9 @@
 #   scripts/stack.sh clean              down + delete local data
 #   scripts/stack.sh status             what is running
 #
-# Kafka listens for clients with SASL/SCRAM-SHA-512 on KAFKA_PORT (9092) and for its own
-# controller on KAFKA_CONTROLLER_PORT (9093); each principal's password is
+# Kafka listens for clients with SASL/SCRAM-SHA-512 on KAFKA_PORT (9092), the same over
+# TLS on KAFKA_TLS_PORT (9094), and for its own controller on KAFKA_CONTROLLER_PORT
+# (9093); each principal's password is
 # .secrets/kafka_<name> (`make secrets`), its ACLs are granted by `python -m shared.acls`.
 # A second broker beside the first: other ports, DATA_DIR and RUN_DIR.
 set -euo pipefail
@@ -23,6 +24,11 @@ RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 DATA_DIR="${DATA_DIR:-$ROOT/.data}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+# SASL_SSL for clients off the host: on loopback only until KAFKA_TLS_HOST names this
+# machine as they reach it (it is in the broker's certificate: see scripts/kafka/tls.sh)
+KAFKA_TLS_PORT="${KAFKA_TLS_PORT:-9094}"
+KAFKA_TLS_HOST="${KAFKA_TLS_HOST:-127.0.0.1}"
+case "$KAFKA_TLS_HOST" in localhost | 127.0.0.1) KAFKA_TLS_BIND=127.0.0.1 ;; *) KAFKA_TLS_BIND=0.0.0.0 ;; esac
 SECRETS="$ROOT/.secrets"
 # the SCRAM users made when the storage is formatted (shared/kafka_auth.py's PRINCIPALS)
 PRINCIPALS="admin operator producer ingestion features training serving monitoring"
@@ -90,10 +96,13 @@ start_kafka() {
   for name in $PRINCIPALS; do
     [[ -s "$SECRETS/kafka_$name" ]] || { log "no $SECRETS/kafka_$name: run make secrets"; return 1; }
   done
+  [[ -s "$SECRETS/kafka_broker.pem" ]] || { log "no $SECRETS/kafka_broker.pem: run make secrets"; return 1; }
   local kdir="$DATA_DIR/kafka" props="$DATA_DIR/kafka/server.properties"
   mkdir -p "$kdir/logs"
   (umask 077; sed -e "s#@DATA_DIR@#$kdir#" -e "s#@CLIENT_PORT@#$KAFKA_PORT#g" \
-    -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+    -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@TLS_PORT@#$KAFKA_TLS_PORT#g" \
+    -e "s#@TLS_HOST@#$KAFKA_TLS_HOST#g" -e "s#@TLS_BIND@#$KAFKA_TLS_BIND#g" \
+    -e "s#@SECRETS_DIR@#$SECRETS#g" \
     -e "s#@ADMIN_PASSWORD@#$(kafka_password admin)#g" \
     "$ROOT/scripts/kafka/server.properties.in" >"$props")
   local java=(java -cp "$LIB_DIR/*" -Dkafka.logs.dir="$kdir"
@@ -113,7 +122,8 @@ start_kafka() {
     log "make clean (deletes the local data), then make infra"
     return 1
   fi
-  log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (SASL/SCRAM-SHA-512)"
+  log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (SASL/SCRAM-SHA-512)," \
+    "$KAFKA_TLS_BIND:$KAFKA_TLS_PORT (SASL_SSL, as $KAFKA_TLS_HOST)"
   # shellcheck disable=SC2086
   nohup "${java[@]}" $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true kafka.Kafka "$props" >"$RUN_DIR/kafka.log" 2>&1 &

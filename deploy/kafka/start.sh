@@ -22,7 +22,7 @@ env | grep '^KAFKA_' | grep -v -E '^KAFKA_(HEAP_OPTS|OPTS|JVM_PERFORMANCE_OPTS|L
 admin=$(cat "$secrets/kafka_admin")
 scram="org.apache.kafka.common.security.scram.ScramLoginModule required"
 plain="org.apache.kafka.common.security.plain.PlainLoginModule required"
-for listener in internal host; do
+for listener in internal host external; do
   echo "listener.name.$listener.scram-sha-512.sasl.jaas.config=$scram username=\"admin\" password=\"$admin\";" >> "$config"
 done
 echo "listener.name.controller.plain.sasl.jaas.config=$plain username=\"admin\" password=\"$admin\" user_admin=\"$admin\";" >> "$config"

@@ -195,7 +195,8 @@ def test_published_ports_follow_design_on_loopback_only(
 ) -> None:
     design_port = {**SERVICE_PORTS, **INFRA_PORTS}[name]
     published = _published(services[name])
-    assert [host_port for _, host_port, _ in published] == [design_port]
+    tls = [9094] if name == "kafka" else []  # Kafka's SASL_SSL listener too
+    assert [host_port for _, host_port, _ in published] == [design_port, *tls]
     assert all(host_ip == "127.0.0.1" for host_ip, _, _ in published)
 
 
@@ -269,7 +270,10 @@ def test_kafka_takes_only_authenticated_clients_with_acls_as_the_local_broker(
         "CONTROLLER": "SASL_PLAINTEXT",
         "INTERNAL": "SASL_PLAINTEXT",
         "HOST": "SASL_PLAINTEXT",
+        "EXTERNAL": "SASL_SSL",
     }
+    assert env["KAFKA_LISTENER_NAME_EXTERNAL_SSL_KEYSTORE_TYPE"] == "PEM"
+    assert compose["secrets"]["kafka_broker_pem"] == {"file": ".secrets/kafka_broker.pem"}
     assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
     assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith(".StandardAuthorizer")
     assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
@@ -285,7 +289,7 @@ def test_kafka_takes_only_authenticated_clients_with_acls_as_the_local_broker(
     assert kafka["entrypoint"] == ["/bin/sh", "/opt/driftline/start.sh"]
     assert "./deploy/kafka/start.sh:/opt/driftline/start.sh:ro" in kafka["volumes"]
     principals = ("admin", "operator", "producer", *SERVICE_PORTS)
-    assert set(kafka["secrets"]) == {f"kafka_{p}" for p in principals}
+    assert set(kafka["secrets"]) == {f"kafka_{p}" for p in principals} | {"kafka_broker_pem"}
     for principal in principals:
         assert compose["secrets"][f"kafka_{principal}"] == {"file": f".secrets/kafka_{principal}"}
     assert "--command-config" in kafka["healthcheck"]["test"][-1]
