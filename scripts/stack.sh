@@ -133,9 +133,10 @@ start_kafka() {
   grant_acls
 }
 
-grant_acls() {  # each principal's ACLs (shared/acls.py), as admin; granting twice is harmless
+grant_acls() {  # each principal's ACLs (shared/acls.py) on TOPIC_PREFIX's topics, as admin; twice is harmless
   KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT" KAFKA_USERNAME=admin KAFKA_PASSWORD= \
-    KAFKA_PASSWORD_FILE= TOPIC_PREFIX= "$PYTHON" -m shared.acls >"$RUN_DIR/acls.log" 2>&1 || {
+    KAFKA_PASSWORD_FILE= TOPIC_PREFIX="${TOPIC_PREFIX:-}" \
+    "$PYTHON" -m shared.acls >"$RUN_DIR/acls.log" 2>&1 || {
     log "granting the ACLs failed; see $RUN_DIR/acls.log"; tail -n 5 "$RUN_DIR/acls.log" >&2
     return 1; }
 }
