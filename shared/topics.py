@@ -1,6 +1,7 @@
 """The topics of DESIGN.md, and the code that creates them with the admin client.
 
-`python -m shared.topics` creates every missing topic (partition counts from
+`python -m shared.topics` (as `admin`: `make topics` sets KAFKA_USERNAME; the services may
+not create topics) creates every missing topic (partition counts from
 `TOPIC_PARTITIONS`, names prefixed by `TOPIC_PREFIX`), each with its retention: 72 h
 for the streams, 30 days for dead letters and alerts, `models` compacted (the README
 gives the disk each needs per day). Existing topics are left as they are, so running
@@ -126,8 +127,8 @@ async def ensure_topics(
 ) -> list[str]:
     """Create every missing topic of `TOPICS`; return the names it created.
 
-    A principal may see and create only some (a service: none; `admin`: all): a topic
-    it may not create is left to `make topics`, with a warning if it is not there."""
+    A principal sees and may create only some (a service: none; `admin`: all): the
+    topics it may not create are left to `make topics` (as admin), and logged."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(auth or {}))
     await admin.start()
     try:
