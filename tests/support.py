@@ -7,6 +7,7 @@ prefix by `provision`.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -46,6 +47,7 @@ def kcat_config(principal: str) -> str:
         fd, path = tempfile.mkstemp(prefix=f"kcat-{principal}-", suffix=".conf")
         with open(fd, "w") as f:
             f.write(auth.kcat_config())
+        atexit.register(os.unlink, path)  # it holds a password: gone with the process
         _KCAT_CONFIGS[principal] = path
     return path
 
