@@ -12,8 +12,11 @@ export PIPELINE_CONFIG
 # Secrets `make setup` creates once (mode 600, git-ignored): Redis's password. Every
 # target that runs something gets REDIS_URL with it (unless REDIS_URL is set already),
 # and DRIFTLINE_SIGNING_KEY, the key every registry artifact and checkpoint is signed
-# with (services without it read .secrets/signing_key themselves).
+# with (services without it read .secrets/signing_key themselves). Kafka's: one
+# password per principal (shared/kafka_auth.py), .secrets/kafka_<name>.
 SECRETS := .secrets
+KAFKA_PRINCIPALS := admin operator producer ingestion features training serving monitoring
+KAFKA_SECRETS := $(addprefix kafka_,$(KAFKA_PRINCIPALS))
 export REDIS_URL ?= redis://default:$(shell cat $(SECRETS)/redis_password 2>/dev/null)@127.0.0.1:6379/0
 export DRIFTLINE_SIGNING_KEY ?= $(shell cat $(SECRETS)/signing_key 2>/dev/null)
 
@@ -25,15 +28,18 @@ SERVICES := ingestion:8001 features:6066 training:8003 serving:8000 monitoring:8
 
 setup: system-deps venv jars secrets ## everything a fresh machine needs
 
-secrets: ## .secrets/: redis_password, writer_key, reader_key, signing_key, api_key, grafana_admin_password, if missing
+secrets: ## .secrets/: redis_password, writer_key, reader_key, signing_key, api_key, grafana_admin_password, kafka_*, if missing
 	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
-	@for name in redis_password writer_key reader_key signing_key api_key grafana_admin_password; do \
+	@for name in redis_password writer_key reader_key signing_key api_key grafana_admin_password $(KAFKA_SECRETS); do \
 		test -s $(SECRETS)/$$name || { \
 		umask 077; head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 \
 		> $(SECRETS)/$$name; echo "created $(SECRETS)/$$name"; }; done
 	@# the 700 folder guards it here; compose bind-mounts the file itself into the
 	@# containers, where the services' unprivileged user must be able to read it
-	@cd $(SECRETS) && chmod 644 redis_password writer_key reader_key signing_key api_key grafana_admin_password
+	@cd $(SECRETS) && chmod 644 redis_password writer_key reader_key signing_key api_key \
+		grafana_admin_password $(KAFKA_SECRETS)
+	@# the local CA and the broker's certificate for Kafka's SASL_SSL listener
+	@scripts/kafka/tls.sh $(SECRETS)
 
 system-deps:
 	@missing=""; \
@@ -71,8 +77,8 @@ lock: ## re-resolve requirements.lock from pyproject.toml's ranges
 infra: setup
 	$(STACK) infra
 
-topics: infra
-	$(PY) -m shared.topics
+topics: infra  # as admin: the services may not create topics
+	KAFKA_USERNAME=admin $(PY) -m shared.topics
 
 services: topics
 	@for s in $(SERVICES); do $(STACK) service $${s%%:*} $${s##*:} || exit 1; done

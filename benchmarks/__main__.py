@@ -85,6 +85,7 @@ def bench_serving_under_stream(n: int, rate: int, duration_s: float) -> list[Row
         BenchStack.work / "pipeline-stream.yaml", ["logreg"], sorted(rows[0][0])
     )
     stack = BenchStack(pipeline)
+    stack.provision(3)
     topics = Topics(stack.prefix)
     events, labels = raw_messages(rows, start_now=True)
     with stack.running():

@@ -35,12 +35,12 @@ from benchmarks.learning import (
 )
 from benchmarks.relay import relay_rate
 from benchmarks.report import Row, print_table, progress
-from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack, Service
+from benchmarks.stack import ADMIN_KAFKA, BOOTSTRAP, REDIS_URL, BenchStack, Service
 from shared.catalogue import build_model
 from shared.kafka import make_consumer, make_producer
 from shared.registry import ModelRegistry
 from shared.signing import local_signing_key
-from shared.topics import Topics, ensure_topics
+from shared.topics import Topics
 
 __all__ = ["run_alone_bench", "run_scorer_bench"]
 
@@ -73,7 +73,9 @@ def wait_output(service: Service, topic: str, n: int, desc: str) -> float:
 
 
 async def _wait_output(service: Service, topic: str, n: int, desc: str) -> float:
-    consumer = make_consumer(bootstrap_servers=BOOTSTRAP, group_id=None, client_id="bench-count")
+    consumer = make_consumer(
+        bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA, group_id=None, client_id="bench-count"
+    )
     await consumer.start()
     partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     try:
@@ -111,7 +113,7 @@ def _alone(
     fill_first: bool = False,
 ) -> list[Row]:
     stack = BenchStack(pipeline)
-    asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, PARTITIONS))
+    stack.provision(PARTITIONS)
     topics = Topics(stack.prefix)
     if champion is not None:
         asyncio.run(_publish(stack.prefix, topics, champion))
@@ -147,7 +149,7 @@ async def _publish(prefix: str, topics: Topics, champion: tuple[str, Any]) -> No
         published = await registry.save(name, model, {}, [])
     finally:
         await redis.aclose()
-    producer = make_producer(BOOTSTRAP, client_id="bench-champion")
+    producer = make_producer(BOOTSTRAP, client_id="bench-champion", **ADMIN_KAFKA)
     await producer.start()
     try:
         await producer.send_and_wait(topics.models, published.to_json(), key=name.encode())

@@ -367,7 +367,9 @@ async def _seed(prefix: str, entity_ids: Sequence[str]) -> None:
     import yaml
     from redis.asyncio import Redis
 
+    from benchmarks.stack import ADMIN_KAFKA
     from services.serving.models import published
+    from shared.acls import Groups, provision
     from shared.catalogue import build_model
     from shared.clock import utcnow
     from shared.feature_store import EntityRow, RedisOnlineStore
@@ -375,7 +377,7 @@ async def _seed(prefix: str, entity_ids: Sequence[str]) -> None:
     from shared.kafka import make_producer
     from shared.messages import Event
     from shared.pipeline import PipelineConfig
-    from shared.topics import Topics, ensure_topics
+    from shared.topics import Topics
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     redis = Redis.from_url(REDIS_URL)
@@ -403,8 +405,8 @@ async def _seed(prefix: str, entity_ids: Sequence[str]) -> None:
     store = RedisOnlineStore(redis, namespace=f"driftline:{prefix}features", ttl_s=3600)
     await store.write_batch(rows)
     await redis.aclose()
-    await ensure_topics(bootstrap, prefix, 3)
-    producer = make_producer(bootstrap, client_id="http-bench")
+    await provision(bootstrap, ADMIN_KAFKA, prefix, Groups(serving=f"{prefix}serving"), 3)
+    producer = make_producer(bootstrap, client_id="http-bench", **ADMIN_KAFKA)
     await producer.start()
     try:
         message = published("logreg", "1", artifact)

@@ -24,12 +24,12 @@ import redis
 
 from benchmarks.relay import relay_rate
 from benchmarks.report import Row, progress
-from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack, Service
+from benchmarks.stack import ADMIN_KAFKA, BOOTSTRAP, REDIS_URL, BenchStack, Service
 from shared.catalogue import build_model
 from shared.kafka import make_producer, produce_all
 from shared.messages import FeatureVector, Label
 from shared.replay import rows_from_source
-from shared.topics import Topics, ensure_topics
+from shared.topics import Topics
 
 __all__ = [
     "fresh_stack",
@@ -122,7 +122,7 @@ def vector_messages(rows: Iterable[tuple[dict[str, Any], Any]]) -> tuple[list, l
 
 
 async def fill(topic_items: dict[str, list[tuple[bytes, bytes]]], chunk: int = 5000) -> None:
-    producer = make_producer(BOOTSTRAP, client_id="driftline-bench")
+    producer = make_producer(BOOTSTRAP, client_id="driftline-bench", **ADMIN_KAFKA)
     await producer.start()
     try:
         for topic, items in topic_items.items():
@@ -174,7 +174,7 @@ def settle(seconds: float = 4.0) -> None:
 def fresh_stack(pipeline: Path) -> tuple[BenchStack, Topics]:
     """A stack under a new topic prefix, its topics created."""
     stack = BenchStack(pipeline)
-    asyncio.run(ensure_topics(BOOTSTRAP, stack.prefix, 3))
+    stack.provision(3)
     return stack, Topics(stack.prefix)
 
 

@@ -39,9 +39,10 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks.stack import process_cpu_seconds
+from benchmarks.stack import ADMIN_KAFKA, process_cpu_seconds
+from shared.acls import Groups, provision
 from shared.kafka import make_producer, produce_all
-from shared.topics import Topics, ensure_topics, partitions_of
+from shared.topics import Topics, partitions_of
 
 __all__ = ["run_monitoring_bench"]
 
@@ -101,10 +102,10 @@ def workload(n_predictions: int) -> tuple[list[tuple[bytes, bytes]], list[tuple[
 
 
 async def _fill(prefix: str, n_predictions: int) -> tuple[int, int]:
-    await ensure_topics(BOOTSTRAP, prefix, 3)
+    await provision(BOOTSTRAP, ADMIN_KAFKA, prefix, Groups(monitoring=f"{prefix}monitoring"), 3)
     topics = Topics(prefix)
     predictions, labels = workload(n_predictions)
-    producer = make_producer(BOOTSTRAP, client_id="bench-monitoring")
+    producer = make_producer(BOOTSTRAP, client_id="bench-monitoring", **ADMIN_KAFKA)
     await producer.start()
     try:
         for start in range(0, len(predictions), 20_000):
@@ -120,14 +121,17 @@ async def _bare_consume(prefix: str, total: int) -> float:
     """Seconds a bare consumer takes to read and `json.loads` `total` messages."""
     topics = Topics(prefix)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=BOOTSTRAP,
+        **ADMIN_KAFKA,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
         assigned = [
             TopicPartition(t, p)
             for t in (topics.predictions, topics.labels)
-            for p in await partitions_of(BOOTSTRAP, t)
+            for p in await partitions_of(BOOTSTRAP, t, ADMIN_KAFKA)
         ]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
@@ -247,7 +251,7 @@ async def _produce_paced(
     """Publish `rate` events/s (each event's predictions and its label) in ticks of
     100 ms; return `time.time()` when the last tick was acknowledged."""
     topics = Topics(prefix)
-    producer = make_producer(BOOTSTRAP, client_id="bench-monitoring-live")
+    producer = make_producer(BOOTSTRAP, client_id="bench-monitoring-live", **ADMIN_KAFKA)
     await producer.start()
     try:
         per_tick = max(1, rate // 10)
@@ -272,13 +276,15 @@ async def _bare_follow(prefix: str, total: int) -> None:
     consumer that `json.loads` each value; print its CPU seconds and when it read the
     last message, as JSON."""
     topics = Topics(prefix)
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         assigned = [
             TopicPartition(t, p)
             for t in (topics.predictions, topics.labels)
-            for p in await partitions_of(BOOTSTRAP, t)
+            for p in await partitions_of(BOOTSTRAP, t, ADMIN_KAFKA)
         ]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
@@ -301,7 +307,9 @@ def _run_live(rate: int, seconds: float, timeout: float) -> dict[str, float]:
     """Monitoring and a bare consumer following the same stream at `rate` events/s:
     the share of a core each used, and how far behind each was when it ended."""
     prefix = f"benchlive{uuid.uuid4().hex[:8]}."
-    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3))
+    asyncio.run(
+        provision(BOOTSTRAP, ADMIN_KAFKA, prefix, Groups(monitoring=f"{prefix}monitoring"), 3)
+    )
     predictions, labels = workload(int(rate * seconds) * PER_EVENT)
     total = len(predictions) + len(labels)
     with _monitoring(prefix) as (process, log), httpx.Client(timeout=5) as client:

@@ -8,7 +8,7 @@ import uuid
 
 import orjson
 
-from benchmarks.stack import BOOTSTRAP
+from benchmarks.stack import ADMIN_KAFKA, BOOTSTRAP
 from shared.kafka import make_consumer, make_producer, produce_all
 
 __all__ = ["relay_rate"]
@@ -18,10 +18,11 @@ async def _relay(topic: str, n: int) -> float:
     consumer = make_consumer(
         topic,
         bootstrap_servers=BOOTSTRAP,
+        **ADMIN_KAFKA,
         group_id=f"relay-{uuid.uuid4().hex[:6]}",
         client_id="relay",
     )
-    producer = make_producer(BOOTSTRAP, client_id="relay")
+    producer = make_producer(BOOTSTRAP, client_id="relay", **ADMIN_KAFKA)
     await consumer.start()
     await producer.start()
     out = f"{topic}.relay"

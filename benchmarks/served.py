@@ -28,7 +28,7 @@ from aiokafka import TopicPartition
 
 from benchmarks.learning import fresh_stack, raw_messages, settle, write_pipeline
 from benchmarks.report import Row, print_table, progress
-from benchmarks.stack import BOOTSTRAP, BenchStack
+from benchmarks.stack import ADMIN_KAFKA, BOOTSTRAP, BenchStack
 from benchmarks.stream import flowing
 from shared.kafka import make_consumer
 from shared.replay import rows_from_source
@@ -96,7 +96,9 @@ async def _predictions(topic: str, wanted: set[str]) -> dict[str, dict[str, Any]
     """source -> event_id -> y_pred of `MODEL`, read until each source has every event
     or nothing new came for a while (at most `DRAIN_S`)."""
     out: dict[str, dict[str, Any]] = {"learner": {}, "stream": {}}
-    consumer = make_consumer(bootstrap_servers=BOOTSTRAP, group_id=None, client_id="bench-served")
+    consumer = make_consumer(
+        bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA, group_id=None, client_id="bench-served"
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]

@@ -26,13 +26,24 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
+from shared.acls import Groups, run_provision
+from shared.kafka_auth import KafkaAuth
 from shared.settings import local_redis_url
 
-__all__ = ["BenchStack", "Service", "clear_earlier_runs", "process_cpu_seconds", "read_metrics"]
+__all__ = [
+    "ADMIN_KAFKA",
+    "BenchStack",
+    "Service",
+    "clear_earlier_runs",
+    "process_cpu_seconds",
+    "read_metrics",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url()
+# The bench's own clients are Kafka's admin; each service it starts is its own principal.
+ADMIN_KAFKA = KafkaAuth.local("admin").aiokafka()
 PORTS = {
     "ingestion": 18101,
     "features": 18166,
@@ -54,7 +65,7 @@ def clear_earlier_runs() -> tuple[int, int]:
 
 
 async def _clear() -> tuple[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA)
     await admin.start()
     try:
         topics = [t for t in await admin.list_topics() if _RUN_PREFIX.match(t)]
@@ -168,6 +179,11 @@ class BenchStack:
         self.services: dict[str, Service] = {}
         self.logs = ROOT / ".bench" / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+
+    def provision(self, partitions: int = 3) -> None:
+        """The run's topics, and each service's ACLs on them and on its group."""
+        groups = Groups(*(f"{self.prefix}driftline-{name}" for name in Groups.__dataclass_fields__))
+        run_provision(BOOTSTRAP, ADMIN_KAFKA, self.prefix, groups, partitions)
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
         env = dict(os.environ)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from benchmarks.stack import BOOTSTRAP
+from benchmarks.stack import ADMIN_KAFKA, BOOTSTRAP
 from shared.kafka import make_producer, send_all
 from shared.topics import Topics
 
@@ -20,7 +20,7 @@ async def _paced(
     topics: Topics, events: list, labels: list, rate: int, stop: threading.Event
 ) -> int:
     """Publish events (and each one's label) at `rate` per second until `stop` or the end."""
-    producer = make_producer(BOOTSTRAP, client_id="driftline-bench-stream")
+    producer = make_producer(BOOTSTRAP, client_id="driftline-bench-stream", **ADMIN_KAFKA)
     await producer.start()
     sent = 0
     started = time.monotonic()

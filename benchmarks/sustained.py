@@ -57,7 +57,7 @@ from tqdm import tqdm
 from benchmarks.learning import fresh_stack, raw_messages, synthetic_rows, write_pipeline
 from benchmarks.relay import relay_rate
 from benchmarks.report import Row, print_table, progress, write_results
-from benchmarks.stack import BOOTSTRAP, REDIS_URL, BenchStack, process_cpu_seconds
+from benchmarks.stack import ADMIN_KAFKA, BOOTSTRAP, REDIS_URL, BenchStack, process_cpu_seconds
 from benchmarks.stream import flowing
 from shared.kafka import make_consumer, make_producer
 from shared.topics import Topics, partitions_of
@@ -175,9 +175,12 @@ class LagReader:
 
     def __init__(self, groups: list[Group]) -> None:
         self.groups = groups
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA)
         self.consumer = make_consumer(
-            bootstrap_servers=BOOTSTRAP, group_id=None, client_id="driftline-bench-lag"
+            bootstrap_servers=BOOTSTRAP,
+            **ADMIN_KAFKA,
+            group_id=None,
+            client_id="driftline-bench-lag",
         )
         self.partitions: list[TopicPartition] = []
 
@@ -186,7 +189,7 @@ class LagReader:
         await self.consumer.start()
         for topic in sorted({t for g in self.groups for t in g.topics}):
             self.partitions += [
-                TopicPartition(topic, p) for p in await partitions_of(BOOTSTRAP, topic)
+                TopicPartition(topic, p) for p in await partitions_of(BOOTSTRAP, topic, ADMIN_KAFKA)
             ]
 
     async def stop(self) -> None:
@@ -357,14 +360,14 @@ async def _climb(
 
 async def _hop_consumer(topic: str) -> AIOKafkaConsumer:
     """A plain consumer at the end of a new one-partition `topic`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     finally:
         await admin.close()
     consumer = make_consumer(
-        bootstrap_servers=BOOTSTRAP, group_id=None, client_id="driftline-bench-hop"
+        bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA, group_id=None, client_id="driftline-bench-hop"
     )
     await consumer.start()
     partition = TopicPartition(topic, 0)
@@ -430,7 +433,7 @@ async def _probe(
     served model's delays behind the learner meanwhile."""
     prefix = stack.prefix
     topics, hop = Topics(prefix), f"{prefix}bench.hop"
-    producer = make_producer(BOOTSTRAP, client_id="driftline-bench-probe")
+    producer = make_producer(BOOTSTRAP, client_id="driftline-bench-probe", **ADMIN_KAFKA)
     redis = Redis.from_url(REDIS_URL)
     consumer = await _hop_consumer(hop)
     await producer.start()
@@ -522,11 +525,13 @@ def _sustained_row(steps: list[Step], relay: float, hold_s: float, peaks: dict) 
 async def _size(topic: str) -> int:
     """Messages in `topic` (it started empty): the sum of its end offsets."""
     consumer = make_consumer(
-        bootstrap_servers=BOOTSTRAP, group_id=None, client_id="driftline-bench-size"
+        bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA, group_id=None, client_id="driftline-bench-size"
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(BOOTSTRAP, topic)]
+        partitions = [
+            TopicPartition(topic, p) for p in await partitions_of(BOOTSTRAP, topic, ADMIN_KAFKA)
+        ]
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
@@ -534,7 +539,7 @@ async def _size(topic: str) -> int:
 
 async def _forget(prefix: str) -> None:
     """Delete the run's topics and Redis keys (a full run leaves millions of dedup ids)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA)
     await admin.start()
     try:
         mine = [t for t in await admin.list_topics() if t.startswith(prefix)]

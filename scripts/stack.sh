@@ -10,12 +10,28 @@
 #   scripts/stack.sh down               stop everything we started (data kept)
 #   scripts/stack.sh clean              down + delete local data
 #   scripts/stack.sh status             what is running
+#
+# Kafka listens for clients with SASL/SCRAM-SHA-512 on KAFKA_PORT (9092), the same over
+# TLS on KAFKA_TLS_PORT (9094), and for its own controller on KAFKA_CONTROLLER_PORT
+# (9093); each principal's password is
+# .secrets/kafka_<name> (`make secrets`), its ACLs are granted by `python -m shared.acls`.
+# A second broker beside the first: other ports, DATA_DIR and RUN_DIR.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KAFKA_VERSION="${KAFKA_VERSION:-3.9.1}"
 RUN_DIR="${RUN_DIR:-$ROOT/.run}"
-DATA_DIR="$ROOT/.data"
+DATA_DIR="${DATA_DIR:-$ROOT/.data}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+# SASL_SSL for clients off the host: on loopback only until KAFKA_TLS_HOST names this
+# machine as they reach it (it is in the broker's certificate: see scripts/kafka/tls.sh)
+KAFKA_TLS_PORT="${KAFKA_TLS_PORT:-9094}"
+KAFKA_TLS_HOST="${KAFKA_TLS_HOST:-127.0.0.1}"
+case "$KAFKA_TLS_HOST" in localhost | 127.0.0.1) KAFKA_TLS_BIND=127.0.0.1 ;; *) KAFKA_TLS_BIND=0.0.0.0 ;; esac
+SECRETS="$ROOT/.secrets"
+# the SCRAM users made when the storage is formatted (shared/kafka_auth.py's PRINCIPALS)
+PRINCIPALS="admin operator producer ingestion features training serving monitoring"
 LIB_DIR="$ROOT/.cache/kafka-$KAFKA_VERSION/libs"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx1g}"
@@ -30,7 +46,15 @@ pid_alive() {  # pid_alive NAME -> 0 when .run/NAME.pid names a live process
   [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
-kafka_answers() { kcat -L -b 127.0.0.1:9092 -m 2 >/dev/null 2>&1; }
+kafka_password() { cat "$SECRETS/kafka_$1"; }
+# kcat's settings as `admin`, in a file of our own (mode 600), not on the command line
+kcat_admin() {
+  local conf="$RUN_DIR/kcat-admin.conf"
+  (umask 077; printf 'security.protocol=sasl_plaintext\nsasl.mechanisms=SCRAM-SHA-512\n%s\n%s\n' \
+    "sasl.username=admin" "sasl.password=$(kafka_password admin)" >"$conf")
+  echo "$conf"
+}
+kafka_answers() { kcat -F "$(kcat_admin)" -L -b "127.0.0.1:$KAFKA_PORT" -m 2 >/dev/null 2>&1; }
 # Redis's password, created by `make setup` (none: Redis runs without one)
 REDIS_SECRET="$ROOT/.secrets/redis_password"
 redis_password() { [[ -s "$REDIS_SECRET" ]] && cat "$REDIS_SECRET" || true; }
@@ -64,26 +88,57 @@ jars() {
 
 start_kafka() {
   if pid_alive kafka; then log "kafka already running (pid $(cat "$RUN_DIR/kafka.pid"))"; return 0; fi
-  if kafka_answers; then log "a broker already answers on 127.0.0.1:9092; reusing it"; return 0; fi
+  if kafka_answers; then
+    log "a broker already answers on 127.0.0.1:$KAFKA_PORT; reusing it"; grant_acls; return 0
+  fi
   jars
+  local name
+  for name in $PRINCIPALS; do
+    [[ -s "$SECRETS/kafka_$name" ]] || { log "no $SECRETS/kafka_$name: run make secrets"; return 1; }
+  done
+  [[ -s "$SECRETS/kafka_broker.pem" ]] || { log "no $SECRETS/kafka_broker.pem: run make secrets"; return 1; }
   local kdir="$DATA_DIR/kafka" props="$DATA_DIR/kafka/server.properties"
   mkdir -p "$kdir/logs"
-  sed "s#@DATA_DIR@#$kdir#" "$ROOT/scripts/kafka/server.properties.in" >"$props"
+  (umask 077; sed -e "s#@DATA_DIR@#$kdir#" -e "s#@CLIENT_PORT@#$KAFKA_PORT#g" \
+    -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@TLS_PORT@#$KAFKA_TLS_PORT#g" \
+    -e "s#@TLS_HOST@#$KAFKA_TLS_HOST#g" -e "s#@TLS_BIND@#$KAFKA_TLS_BIND#g" \
+    -e "s#@SECRETS_DIR@#$SECRETS#g" \
+    -e "s#@ADMIN_PASSWORD@#$(kafka_password admin)#g" \
+    "$ROOT/scripts/kafka/server.properties.in" >"$props")
   local java=(java -cp "$LIB_DIR/*" -Dkafka.logs.dir="$kdir"
     -Dlog4j.configuration="file:$ROOT/scripts/kafka/log4j.properties")
   if [[ ! -f "$kdir/logs/meta.properties" ]]; then
-    local cluster_id
+    local cluster_id scram=()
     cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid)"
+    # KRaft keeps SCRAM users in the metadata log: the first ones are written by format
+    for name in $PRINCIPALS; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$(kafka_password "$name")]")
+    done
     "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" \
-      --ignore-formatted >"$RUN_DIR/kafka-format.log" 2>&1
+      --ignore-formatted "${scram[@]}" >"$RUN_DIR/kafka-format.log" 2>&1
+    echo "$PRINCIPALS" >"$kdir/scram-users"
+  elif [[ ! -f "$kdir/scram-users" ]]; then
+    log "$kdir was formatted before Kafka had users (SCRAM users are made at format):"
+    log "make clean (deletes the local data), then make infra"
+    return 1
   fi
-  log "starting kafka $KAFKA_VERSION on 127.0.0.1:9092"
+  log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (SASL/SCRAM-SHA-512)," \
+    "$KAFKA_TLS_BIND:$KAFKA_TLS_PORT (SASL_SSL, as $KAFKA_TLS_HOST)"
   # shellcheck disable=SC2086
   nohup "${java[@]}" $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true kafka.Kafka "$props" >"$RUN_DIR/kafka.log" 2>&1 &
   echo $! >"$RUN_DIR/kafka.pid"
   wait_for kafka kafka_answers
   log "kafka is ready"
+  grant_acls
+}
+
+grant_acls() {  # each principal's ACLs (shared/acls.py) on TOPIC_PREFIX's topics, as admin; twice is harmless
+  KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT" KAFKA_USERNAME=admin KAFKA_PASSWORD= \
+    KAFKA_PASSWORD_FILE= TOPIC_PREFIX="${TOPIC_PREFIX:-}" \
+    "$PYTHON" -m shared.acls >"$RUN_DIR/acls.log" 2>&1 || {
+    log "granting the ACLs failed; see $RUN_DIR/acls.log"; tail -n 5 "$RUN_DIR/acls.log" >&2
+    return 1; }
 }
 
 start_redis() {

@@ -104,11 +104,8 @@ def _replay(args: argparse.Namespace, settings: CommonSettings) -> int:
     )
     rows = rows_from_source(args.source, label_column=args.label_column, n=args.n, seed=args.seed)
     topics = Topics(settings.topic_prefix)
-    asyncio.run(
-        ensure_topics(
-            settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_partitions
-        )
-    )
+    # as the outside producer, unless KAFKA_USERNAME names another principal
+    writer = None if "kafka_username" in settings.model_fields_set else "producer"
     stats = asyncio.run(
         replay(
             plan_messages(rows, plan),
@@ -117,6 +114,7 @@ def _replay(args: argparse.Namespace, settings: CommonSettings) -> int:
             rate=args.rate,
             total=args.n,
             progress=not args.quiet,
+            auth=settings.kafka(writer),
         )
     )
     print(
@@ -141,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "topics":
         created = asyncio.run(
             ensure_topics(
-                settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_partitions
+                settings.kafka_bootstrap_servers,
+                settings.topic_prefix,
+                settings.topic_partitions,
+                settings.kafka("admin"),
             )
         )
         print(f"created: {', '.join(created) or 'none (all exist)'}")

@@ -38,12 +38,17 @@ MONITORING = "http://127.0.0.1:8002"
 RECOVERY_BIN = 500  # events per row of the recovery table
 
 
-async def _read_topic(bootstrap: str, topic: str, keep: str | None) -> list[dict[str, Any]]:
-    """Every message of `topic` whose event_id starts with `keep` (None: every one)."""
-    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id="driftline-demo")
+async def _read_topic(
+    bootstrap: str, topic: str, keep: str | None, auth: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every message of `topic` whose event_id starts with `keep` (None: every one),
+    read as `auth`."""
+    consumer = make_consumer(
+        bootstrap_servers=bootstrap, group_id=None, client_id="driftline-demo", **auth
+    )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, auth)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
@@ -146,7 +151,9 @@ async def _run(n: int, rate: float | None) -> None:
     pipeline = load_pipeline(settings.pipeline_config)
     topics = Topics(settings.topic_prefix)
     bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+    # `make up` made the topics; this only checks, as the operator who reads them all
+    reader = settings.kafka("operator")
+    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions, reader)
     run = f"demo-{uuid.uuid4().hex[:6]}"
     drift_at = n // 2
     print(
@@ -165,6 +172,7 @@ async def _run(n: int, rate: float | None) -> None:
         topics=topics,
         rate=rate,
         total=n,
+        auth=settings.kafka("producer"),
     )
     waited = _wait_for_learner(champion, before, n, timeout=300)
     answer = httpx.post(
@@ -175,8 +183,10 @@ async def _run(n: int, rate: float | None) -> None:
     )
     await asyncio.sleep(2)  # let the last stream predictions reach the topic
 
-    predictions = await _read_topic(bootstrap, topics.predictions, run)
-    labels = {m["event_id"]: m["label"] for m in await _read_topic(bootstrap, topics.labels, run)}
+    predictions = await _read_topic(bootstrap, topics.predictions, run, reader)
+    labels = {
+        m["event_id"]: m["label"] for m in await _read_topic(bootstrap, topics.labels, run, reader)
+    }
     alerts = httpx.get(f"{MONITORING}/api/alerts", timeout=10).json()["alerts"]
 
     print(f"\nAccuracy before / after the drift at event {drift_at} (learner = test-then-train,")
@@ -197,7 +207,7 @@ async def _run(n: int, rate: float | None) -> None:
     started = datetime.now(UTC) - timedelta(seconds=stats.seconds + waited + 60)
     changes = [
         c
-        for c in await _read_topic(bootstrap, topics.champions, None)
+        for c in await _read_topic(bootstrap, topics.champions, None, reader)
         if datetime.fromisoformat(c["changed_at"]) >= started
     ]
     print(f"\nChampion changes during this run: {len(changes)}")
@@ -209,7 +219,7 @@ async def _run(n: int, rate: float | None) -> None:
         )
     drifts = [
         a
-        for a in await _read_topic(bootstrap, topics.alerts, None)
+        for a in await _read_topic(bootstrap, topics.alerts, None, reader)
         if a.get("detector", "").startswith("training")
         and datetime.fromisoformat(a["raised_at"]) >= started
     ]

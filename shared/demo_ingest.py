@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -34,9 +35,9 @@ def _event(event_id: str, entity: str, amount: float) -> dict[str, object]:
 
 
 async def _end_offsets(
-    consumer: AIOKafkaConsumer, bootstrap: str, topic: str
+    consumer: AIOKafkaConsumer, bootstrap: str, topic: str, auth: dict[str, Any]
 ) -> dict[TopicPartition, int]:
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, auth)]
     return dict(await consumer.end_offsets(partitions))
 
 
@@ -58,10 +59,14 @@ async def run_ingestion_demo(ingestion_url: str = "http://127.0.0.1:8001") -> No
     settings = CommonSettings()
     topics = Topics(settings.topic_prefix)
     run = uuid.uuid4().hex[:6]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    # read as the operator, write as the outside producer
+    reader = settings.kafka("operator")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **reader)
     await consumer.start()
     bootstrap = settings.kafka_bootstrap_servers
-    starts = {t: await _end_offsets(consumer, bootstrap, t) for t in (topics.events, topics.dlq)}
+    starts = {
+        t: await _end_offsets(consumer, bootstrap, t, reader) for t in (topics.events, topics.dlq)
+    }
 
     good = [_event(f"demo-{run}-{i}", f"customer-{i % 2}", 10.0 * i) for i in range(4)]
     print(f"POST /events with {len(good)} good events ...")
@@ -77,7 +82,9 @@ async def run_ingestion_demo(ingestion_url: str = "http://127.0.0.1:8001") -> No
     print(
         f"Producing {len(raw_bad)} bad messages straight to {topics.events_raw} (one is a duplicate) ..."
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, **settings.kafka("producer")
+    )
     await producer.start()
     for value in raw_bad:
         await producer.send_and_wait(topics.events_raw, value, key=b"demo")

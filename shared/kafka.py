@@ -25,10 +25,11 @@ __all__ = [
 ]
 
 
-def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
+def make_producer(bootstrap_servers: str, client_id: str, **auth: Any) -> AIOKafkaProducer:
     """An idempotent producer with no linger: every service sends a whole batch, then
     waits for its acks once, so a linger would only add its time to each batch's wait
-    (the records sent before that wait already share one request per partition)."""
+    (the records sent before that wait already share one request per partition).
+    `auth`: the principal's options (`CommonSettings.kafka()`)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
@@ -37,6 +38,7 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
         linger_ms=0,
         max_batch_size=256 * 1024,
         max_request_size=DLQ_MAX_BYTES + 64 * 1024,
+        **auth,
     )
 
 
@@ -44,7 +46,8 @@ def make_consumer(
     *topics: str, bootstrap_servers: str, group_id: str | None, client_id: str, **options: Any
 ) -> AIOKafkaConsumer:
     """A consumer of `topics` in `group_id` (None: no group, partitions assigned by hand);
-    `options` go to `AIOKafkaConsumer` as they are (fetch sizes and waits, say)."""
+    `options` go to `AIOKafkaConsumer` as they are (fetch sizes and waits, say, and the
+    principal's `CommonSettings.kafka()`)."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap_servers,

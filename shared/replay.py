@@ -20,7 +20,7 @@ import heapq
 import itertools
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,10 +203,16 @@ async def replay(
     rate: float | None = None,
     total: int | None = None,
     progress: bool = True,
+    auth: Mapping[str, Any] | None = None,
 ) -> ReplayStats:
-    """Publish planned messages; `rate` caps events per second."""
+    """Publish planned messages as the principal `auth` (the outside `producer`, who may
+    write `events.raw` and `labels.raw`); `rate` caps events per second."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=10
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=10,
+        **(auth or {}),
     )
     await producer.start()
     stats = ReplayStats()

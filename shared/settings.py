@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
-__all__ = ["SECRETS_DIR", "CommonSettings", "local_redis_url"]
+from shared.kafka_auth import SECRETS_DIR, KafkaAuth, password_of
 
-# `make setup` creates the local stack's secrets here (mode 600, git-ignored).
-SECRETS_DIR = Path(__file__).resolve().parent.parent / ".secrets"
+__all__ = ["SECRETS_DIR", "CommonSettings", "local_redis_url"]
 
 
 def local_redis_url(host: str = "127.0.0.1", port: int = 6379, db: int = 0) -> str:
@@ -33,6 +33,14 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Who this client is on Kafka (SASL/SCRAM-SHA-512): each service defaults to its
+    # own principal; the password is KAFKA_PASSWORD, else KAFKA_PASSWORD_FILE (compose's
+    # secret), else .secrets/kafka_<username>. KAFKA_CA_FILE (the local CA's
+    # certificate) switches to TLS, for the SASL_SSL listener.
+    kafka_username: str = "operator"
+    kafka_password: SecretStr | None = None
+    kafka_password_file: str | None = None
+    kafka_ca_file: str | None = None
     redis_url: str = Field(default_factory=local_redis_url)
     # A file holding Redis's password (compose's secret): put into `redis_url`.
     redis_password_file: str | None = None
@@ -79,6 +87,23 @@ class CommonSettings(BaseSettings):
         return Redis.from_url(
             self.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+
+    def kafka_auth(self) -> KafkaAuth:
+        """This client's Kafka principal, password and TLS."""
+        if self.kafka_password is not None and self.kafka_password.get_secret_value():
+            password: str | None = self.kafka_password.get_secret_value()
+        else:
+            password = password_of(self.kafka_username, self.kafka_password_file)
+        return KafkaAuth(self.kafka_username, password, self.kafka_ca_file or None)
+
+    def kafka(self, username: str | None = None) -> dict[str, Any]:
+        """aiokafka's keyword arguments for a client of this principal; or of `username`
+        (its password from .secrets/), for the repository's tools that act as several:
+        the demo replays as `producer` and reads as `operator`."""
+        auth = self.kafka_auth()
+        if username is not None and username != auth.username:
+            auth = KafkaAuth(username, password_of(username), auth.ca_file)
+        return auth.aiokafka()
 
     def max_jump(self) -> timedelta | None:
         return timedelta(seconds=self.max_jump_s) if self.max_jump_s else None

@@ -1,6 +1,7 @@
 """The topics of DESIGN.md, and the code that creates them with the admin client.
 
-`python -m shared.topics` creates every missing topic (partition counts from
+`python -m shared.topics` (as `admin`: `make topics` sets KAFKA_USERNAME; the services may
+not create topics) creates every missing topic (partition counts from
 `TOPIC_PARTITIONS`, names prefixed by `TOPIC_PREFIX`), each with its retention: 72 h
 for the streams, 30 days for dead letters and alerts, `models` compacted (the README
 gives the disk each needs per day). Existing topics are left as they are, so running
@@ -11,16 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from shared.settings import CommonSettings
 
 __all__ = ["TOPICS", "TopicSpec", "Topics", "ensure_topics", "partitions_of"]
 
 log = logging.getLogger(__name__)
+
+Auth = Mapping[str, Any]  # a principal's client options (`CommonSettings.kafka()`)
 
 DLQ_MAX_BYTES = 8 * 1024 * 1024  # a 4 MiB refused message, base64-encoded, fits
 HOUR_MS = 3600 * 1000
@@ -123,9 +128,14 @@ def _new_topic(spec: TopicSpec, prefix: str, partitions: int) -> NewTopic:
     )
 
 
-async def ensure_topics(bootstrap_servers: str, prefix: str = "", partitions: int = 3) -> list[str]:
-    """Create every missing topic of `TOPICS`; return the names it created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def ensure_topics(
+    bootstrap_servers: str, prefix: str = "", partitions: int = 3, auth: Auth | None = None
+) -> list[str]:
+    """Create every missing topic of `TOPICS`; return the names it created.
+
+    A principal sees and may create only some (a service: none; `admin`: all): the
+    topics it may not create are left to `make topics` (as admin), and logged."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(auth or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -134,21 +144,26 @@ async def ensure_topics(bootstrap_servers: str, prefix: str = "", partitions: in
             for spec in TOPICS
             if f"{prefix}{spec.name}" not in existing
         ]
-        created = []
+        created, denied = [], []
         for topic in wanted:  # one by one: a concurrent creator only costs a retry
             try:
                 await admin.create_topics([topic])
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass
+            except TopicAuthorizationFailedError:
+                denied.append(topic.name)
+        if denied:
+            # Metadata lists only the topics a principal may describe: these may exist.
+            log.info("topics not ours to create (make topics creates them): %s", denied)
         return created
     finally:
         await admin.close()
 
 
-async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+async def partitions_of(bootstrap_servers: str, topic: str, auth: Auth | None = None) -> list[int]:
     """The partition numbers of an existing topic."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(auth or {}))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -162,7 +177,10 @@ def main() -> None:
     logging.basicConfig(level="INFO", format="%(message)s")
     created = asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_partitions
+            settings.kafka_bootstrap_servers,
+            settings.topic_prefix,
+            settings.topic_partitions,
+            settings.kafka(),
         )
     )
     log.info("topics: created %s", ", ".join(created) if created else "none (all exist)")

@@ -37,6 +37,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -86,21 +87,25 @@ async def open_upstream(
     settings: CommonSettings, chains: Mapping[str, Sequence[Hop]], client_id: str
 ) -> AsyncIterator[Upstream]:
     """An `Upstream` of `chains`, with its admin client and offsets reader open."""
-    async with open_offset_clients(settings.kafka_bootstrap_servers, client_id) as clients:
+    async with open_offset_clients(
+        settings.kafka_bootstrap_servers, client_id, settings.kafka()
+    ) as clients:
         yield Upstream(*clients, chains)
 
 
 @contextlib.asynccontextmanager
 async def open_offset_clients(
-    bootstrap: str, client_id: str
+    bootstrap: str, client_id: str, auth: Mapping[str, Any]
 ) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
     """An admin client (groups' committed offsets) and an offsets reader, open while in use.
 
     The reader asks end offsets only: no group, nothing assigned, so it never fetches
     records (a subscribed consumer's metadata drops other topics: each ask would wait).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
-    offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id, **auth)
+    offsets = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, client_id=client_id, **auth
+    )
     await admin.start()
     try:
         await offsets.start()

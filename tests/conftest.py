@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import BOOTSTRAP, REDIS_URL, ROOT, ServiceProcess
+from tests.support import BOOTSTRAP, REDIS_URL, ROOT, ServiceProcess, kcat, provision
 
 
 def _kafka_answers() -> bool:
-    probe = subprocess.run(["kcat", "-L", "-b", BOOTSTRAP, "-m", "2"], capture_output=True)
+    probe = subprocess.run([*kcat(), "-L", "-m", "2"], capture_output=True)
     return probe.returncode == 0
 
 
@@ -69,8 +69,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def service_factory(
     prefix: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ServiceProcess]]:
-    """Starts services; on a failed test, the tail of each one's log joins the report
-    (CI keeps nothing else of them)."""
+    """Starts services, each as its own Kafka principal with its ACLs for this test's
+    topics (made first, as admin); on a failed test, the tail of each one's log joins
+    the report (CI keeps nothing else of them)."""
+    provision(prefix)
     started: list[ServiceProcess] = []
 
     def make(name: str, **env: str) -> ServiceProcess:

@@ -1,7 +1,13 @@
-"""Helpers for integration and end-to-end tests: service subprocesses, kcat."""
+"""Helpers for integration and end-to-end tests: service subprocesses, kcat.
+
+Tests are Kafka's `admin` (they publish to any topic, and create topics and ACLs);
+the services they start are each its own principal, granted its ACLs for the test's
+prefix by `provision`.
+"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pickle
@@ -12,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +27,9 @@ from typing import Any
 
 import httpx
 
+from shared.acls import Groups, run_provision
 from shared.http_keys import bearer
+from shared.kafka_auth import KafkaAuth
 from shared.settings import local_redis_url
 from shared.signing import SigningKey, local_signing_key
 
@@ -29,7 +38,7 @@ BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("REDIS_URL") or local_redis_url()
 WRITER = bearer("writer")  # headers for POST /events and /labels
 READER = bearer("reader")  # headers for POST /predict
-ADMIN = bearer("api")  # headers for serving's /admin endpoints
+API = bearer("api")  # headers for serving's /admin endpoints (the API key)
 
 
 def _signing_key() -> SigningKey:
@@ -61,6 +70,48 @@ class RunsCode:
 def crafted_pickle(marker: Path) -> bytes:
     """A pickle whose loading creates the file `marker` (see `RunsCode`)."""
     return pickle.dumps(RunsCode(marker))
+
+
+ADMIN = KafkaAuth.local("admin")
+ADMIN_KAFKA = ADMIN.aiokafka()  # aiokafka options of the tests' own clients
+
+
+def kcat_config(principal: str) -> str:
+    """A kcat `-F` file (mode 600, this process's) with `principal`'s credentials
+    ("anonymous": none)."""
+    auth = KafkaAuth(principal, None) if principal == "anonymous" else KafkaAuth.local(principal)
+    path = _KCAT_CONFIGS.get(principal)
+    if path is None:
+        fd, path = tempfile.mkstemp(prefix=f"kcat-{principal}-", suffix=".conf")
+        with open(fd, "w") as f:
+            f.write(auth.kcat_config())
+        atexit.register(os.unlink, path)  # it holds a password: gone with the process
+        _KCAT_CONFIGS[principal] = path
+    return path
+
+
+_KCAT_CONFIGS: dict[str, str] = {}
+
+
+def kcat(principal: str = "admin") -> list[str]:
+    """The start of a kcat command line, as `principal`, on the tests' broker."""
+    return ["kcat", "-F", kcat_config(principal), "-b", BOOTSTRAP]
+
+
+def service_groups(prefix: str) -> Groups:
+    """The consumer groups `service_factory` gives the services of a test."""
+    return Groups(
+        ingestion=f"{prefix}ingestion",
+        features=f"{prefix}features",
+        training=f"{prefix}training",
+        serving=f"{prefix}serving",
+        monitoring=f"{prefix}monitoring",
+    )
+
+
+def provision(prefix: str, groups: Groups | None = None, partitions: int = 3) -> None:
+    """As admin: the topics of `prefix`, and each service's ACLs on them and its group."""
+    run_provision(BOOTSTRAP, ADMIN_KAFKA, prefix, groups or service_groups(prefix), partitions)
 
 
 def free_port() -> int:
@@ -121,11 +172,14 @@ class ServiceProcess:
             self.process.wait()
 
 
-def kcat_produce(topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]) -> None:
-    """Publish (key, value) pairs with kcat; a None value is a null (tombstone)."""
+def kcat_produce(
+    topic: str, messages: Sequence[tuple[bytes | None, bytes | None]], principal: str = "admin"
+) -> None:
+    """Publish (key, value) pairs with kcat, as `principal`; a None value is a null
+    (tombstone)."""
     payload = b"".join((k or b"") + b"\t" + (v or b"") + b"\x1e" for k, v in messages)
     subprocess.run(
-        ["kcat", "-P", "-b", BOOTSTRAP, "-t", topic, "-K", "\t", "-D", "\\x1e", "-Z"],
+        [*kcat(principal), "-P", "-t", topic, "-K", "\t", "-D", "\\x1e", "-Z"],
         input=payload,
         check=True,
     )
@@ -134,7 +188,7 @@ def kcat_produce(topic: str, messages: Sequence[tuple[bytes | None, bytes | None
 def kcat_read(topic: str) -> list[dict[str, Any]]:
     """Every message on a topic so far, as kcat's JSON envelopes."""
     result = subprocess.run(
-        ["kcat", "-C", "-b", BOOTSTRAP, "-t", topic, "-e", "-q", "-J", "-Z"],
+        [*kcat(), "-C", "-t", topic, "-e", "-q", "-J", "-Z"],
         capture_output=True,
         check=True,
     )

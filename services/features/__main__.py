@@ -16,8 +16,9 @@ from shared.topics import Topics, ensure_topics, partitions_of
 async def _prepare(settings: FeaturesSettings) -> int:
     """Create missing topics before faust subscribes; return the partitions of `events`."""
     bootstrap = settings.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
-    return len(await partitions_of(bootstrap, Topics(settings.topic_prefix).events))
+    auth = settings.kafka()
+    await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions, auth)
+    return len(await partitions_of(bootstrap, Topics(settings.topic_prefix).events, auth))
 
 
 # Python's default (700, 10, 10) walks the young generation every 700 new containers,

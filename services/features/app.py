@@ -146,6 +146,7 @@ class FeaturesService:
         self.app = FeaturesApp(
             settings.app_id(),
             broker=[f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")],
+            broker_credentials=settings.kafka_auth().faust(),
             store="memory://",
             autodiscover=False,
             datadir=str(datadir),
@@ -289,6 +290,7 @@ class FeaturesService:
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=None,
             client_id="driftline-features-gaps",
+            **self.settings.kafka(),
         )
         await consumer.start()
         out: list[RawEvent] = []

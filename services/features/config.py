@@ -12,6 +12,7 @@ __all__ = ["FeaturesSettings"]
 class FeaturesSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 6066
+    kafka_username: str = "features"
     # The faust app id, hence the consumer group and the state changelog topic
     # (`{app_id}-entity_state-changelog`). Empty: f"{TOPIC_PREFIX}driftline-features".
     # Changing it starts from empty state.

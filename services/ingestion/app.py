@@ -31,15 +31,17 @@ def create_app(settings: IngestionSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.kafka_bootstrap_servers
-        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+        auth = settings.kafka()
+        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions, auth)
         redis = pack_with_hiredis(settings.redis())
-        producer = make_producer(bootstrap, client_id="driftline-ingestion")
+        producer = make_producer(bootstrap, client_id="driftline-ingestion", **auth)
         consumer = make_consumer(
             topics.events_raw,
             topics.labels_raw,
             bootstrap_servers=bootstrap,
             group_id=settings.group_id,
             client_id="driftline-ingestion",
+            **auth,
         )
         await producer.start()
         await consumer.start()

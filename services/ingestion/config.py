@@ -15,6 +15,7 @@ __all__ = ["IngestionSettings"]
 class IngestionSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8001
+    kafka_username: str = "ingestion"
     group_id: str = "driftline-ingestion"
     # A second message with an event_id seen within this many seconds is a duplicate
     # (ids are kept up to 1.25 times as long; Redis holds rate x 1.25 x window x ~56 B).

@@ -53,7 +53,8 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bootstrap = settings.kafka_bootstrap_servers
         exits = contextlib.AsyncExitStack()
-        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions)
+        auth = settings.kafka()
+        await ensure_topics(bootstrap, settings.topic_prefix, settings.topic_partitions, auth)
         redis = settings.redis()
         exits.push_async_callback(redis.aclose)
         snapshots = SnapshotStore(
@@ -82,17 +83,20 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         if snapshot is not None:
             log.info("monitoring reads on from its snapshot at %s", snapshot.offsets)
         alerts_reader = make_consumer(
-            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
+            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID, **auth
         )
         await alerts_reader.start()
         try:
-            monitor.restore_alerts(await read_alerts(alerts_reader, bootstrap, topics.alerts))
+            monitor.restore_alerts(await read_alerts(alerts_reader, bootstrap, topics.alerts, auth))
         finally:
             await alerts_reader.stop()
         metrics = MonitoringMetrics(monitor)
-        producer = make_producer(bootstrap, client_id=CLIENT_ID)
+        producer = make_producer(bootstrap, client_id=CLIENT_ID, **auth)
         consumer = make_consumer(
-            bootstrap_servers=bootstrap, group_id=settings.group_id, client_id=CLIENT_ID
+            bootstrap_servers=bootstrap,
+            group_id=settings.group_id,
+            client_id=CLIENT_ID,
+            **auth,
         )
         await producer.start()
         await consumer.start()
@@ -116,6 +120,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             topics,
             metrics,
             bootstrap_servers=bootstrap,
+            auth=auth,
             batch_size=settings.batch_size,
             idle_s=settings.idle_partition_s,
             max_jump=settings.max_jump(),
@@ -138,7 +143,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         lag = LagWatch(None, None, watched, settings.lag_every_s)
         if settings.lag_every_s > 0:  # not essential: the dashboard shows what it last got
             lag = await exits.enter_async_context(
-                open_lag_watch(bootstrap, watched, CLIENT_ID, settings.lag_every_s)
+                open_lag_watch(bootstrap, watched, CLIENT_ID, settings.lag_every_s, auth)
             )
             lag_task = tasks.start(lag.run(), name="monitoring-lag")
             exits.push_async_callback(tasks.cancel, lag_task)
@@ -150,7 +155,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
         app.state.worker_task = task
         app.state.lag = lag
         models_reader = make_consumer(
-            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID
+            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID, **auth
         )
         await models_reader.start()
         exits.push_async_callback(models_reader.stop)
@@ -158,6 +163,7 @@ def create_app(settings: MonitoringSettings | None = None) -> FastAPI:
             models_reader,
             topics.models,
             bootstrap,
+            auth,
             champions=topics.champions,
             alerts=topics.alerts,
             initial=pipeline.initial_champion(),

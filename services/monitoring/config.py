@@ -13,6 +13,7 @@ __all__ = ["MonitoringSettings"]
 class MonitoringSettings(SigningSettings):
     host: str = "127.0.0.1"
     port: int = 8002
+    kafka_username: str = "monitoring"
     group_id: str = "driftline-monitoring"
     # Size of the recent window the `window` metrics are computed over (scored predictions).
     window_size: int = Field(default=1000, ge=1)

@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Gauge
@@ -56,10 +57,13 @@ async def _assign_from_start(
     bootstrap: str,
     topics: list[str],
     offsets: Mapping[Partition, int] | None = None,
+    auth: Mapping[str, Any] | None = None,
 ) -> dict[TopicPartition, int]:
     """Assign every partition of `topics`, seek to `offsets` (the beginning where none
-    is given); return end offsets."""
-    assigned = [TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t)]
+    is given); return end offsets. `auth`: the principal's client options."""
+    assigned = [
+        TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t, auth)
+    ]
     consumer.assign(assigned)
     known = offsets or {}
     fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in known]
@@ -79,9 +83,11 @@ async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) 
     return True
 
 
-async def read_alerts(consumer: AIOKafkaConsumer, bootstrap: str, topic: str) -> list[Alert]:
+async def read_alerts(
+    consumer: AIOKafkaConsumer, bootstrap: str, topic: str, auth: Mapping[str, Any] | None = None
+) -> list[Alert]:
     """Every alert on `topic` up to its current end (undecodable ones skipped)."""
-    ends = await _assign_from_start(consumer, bootstrap, [topic])
+    ends = await _assign_from_start(consumer, bootstrap, [topic], auth=auth)
     alerts: list[Alert] = []
     while not await _reached(consumer, ends):
         batch = await consumer.getmany(timeout_ms=500)
@@ -109,6 +115,7 @@ class MonitoringWorker:
         metrics: MonitoringMetrics,
         *,
         bootstrap_servers: str,
+        auth: Mapping[str, Any] | None = None,
         batch_size: int = 2000,
         idle_s: float = 5.0,
         max_jump: timedelta | None = None,
@@ -125,6 +132,7 @@ class MonitoringWorker:
         self.topics = topics
         self.metrics = metrics
         self.bootstrap_servers = bootstrap_servers
+        self.auth = auth
         self.batch_size = batch_size
         if watermark is None:
             watermark = Watermark(idle_s, max_jump)
@@ -165,6 +173,7 @@ class MonitoringWorker:
             self.bootstrap_servers,
             [self.topics.predictions, self.topics.labels, self.topics.features],
             self.start_offsets,
+            self.auth,
         )
         # a predictions partition has one clock per timed source (`source_view`): the
         # learner's from the start (its predictions may come after the labels), the

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,8 +170,12 @@ class LagWatch:
 
 @contextlib.asynccontextmanager
 async def open_lag_watch(
-    bootstrap: str, watched: Sequence[Watched], client_id: str, every_s: float
+    bootstrap: str,
+    watched: Sequence[Watched],
+    client_id: str,
+    every_s: float,
+    auth: Mapping[str, Any],
 ) -> AsyncIterator[LagWatch]:
     """A `LagWatch` with its own admin client and offsets reader open while in use."""
-    async with open_offset_clients(bootstrap, client_id) as (admin, offsets):
+    async with open_offset_clients(bootstrap, client_id, auth) as (admin, offsets):
         yield LagWatch(admin, offsets, watched, every_s)

@@ -52,6 +52,7 @@ class ModelsFollower:
         consumer: AIOKafkaConsumer | None,
         topic: str,
         bootstrap_servers: str = "",
+        auth: dict[str, Any] | None = None,
         *,
         champions: str | None = None,
         alerts: str | None = None,
@@ -60,6 +61,7 @@ class ModelsFollower:
         self.consumer = consumer
         self.topic = topic
         self.bootstrap_servers = bootstrap_servers
+        self.auth = auth
         self.latest: dict[str, ModelPublished] = {}
         self.champions, self.alerts, self.initial = champions, alerts, initial
         self.view = ChampionView(initial)
@@ -118,7 +120,7 @@ class ModelsFollower:
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         assigned = []
         for topic in filter(None, (self.topic, self.champions, self.alerts)):
-            partitions = await partitions_of(self.bootstrap_servers, topic)
+            partitions = await partitions_of(self.bootstrap_servers, topic, self.auth)
             assigned += [TopicPartition(topic, p) for p in partitions]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)

@@ -67,7 +67,10 @@ def main() -> None:
     load_pipeline(settings.pipeline_config)  # fail fast on a bad config, before any child
     asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_partitions
+            settings.kafka_bootstrap_servers,
+            settings.topic_prefix,
+            settings.topic_partitions,
+            settings.kafka(),
         )
     )
     options = ServerOptions(host=settings.host, port=settings.port, workers=settings.workers)

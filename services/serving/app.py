@@ -81,7 +81,9 @@ def create_app(
             namespace=f"driftline:{settings.topic_prefix}features",
             timeout_s=settings.redis_timeout_s,
         )
-        producer = make_producer(settings.kafka_bootstrap_servers, client_id=CLIENT_ID)
+        producer = make_producer(
+            settings.kafka_bootstrap_servers, client_id=CLIENT_ID, **settings.kafka()
+        )
         await producer.start()
         await producer.partitions_for(topics.predictions)  # the first send then never waits
         publisher = PredictionPublisher(

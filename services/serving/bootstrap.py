@@ -39,16 +39,19 @@ async def watched_models(
         socket_connect_timeout=settings.artifact_timeout_s,
     )
     # no group: every process reads the whole `models` topic itself
-    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
+    auth = settings.kafka()
+    consumer = make_consumer(
+        bootstrap_servers=bootstrap, group_id=None, client_id=client_id, **auth
+    )
     await consumer.start()
     try:
         watcher = ModelWatcher(
             consumer,
             topic,
-            await partitions_of(bootstrap, topic),
+            await partitions_of(bootstrap, topic, auth),
             holder,
             RedisArtifactLoader(registry, settings.signing_key()),
-            champions=(topics.champions, await partitions_of(bootstrap, topics.champions)),
+            champions=(topics.champions, await partitions_of(bootstrap, topics.champions, auth)),
         )
         await watcher.catch_up(settings.models_catch_up_timeout_s)
         running = [tasks.start(watcher.run(), name="serving-models-watcher", essential=True)]

@@ -15,6 +15,7 @@ __all__ = ["ServingSettings"]
 class ServingSettings(SigningSettings):
     host: str = "127.0.0.1"
     port: int = 8000
+    kafka_username: str = "serving"
     # HTTP worker processes, each a uvicorn server with its own model watcher. On a
     # 2-core machine 2 answer about twice what 1 does while the stream scorer idles.
     workers: int = Field(default=2, ge=1)

@@ -93,6 +93,7 @@ async def _followed_model(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.group_id,
         client_id=CLIENT_ID,
+        **settings.kafka(),
     )
     async with watched_models(settings, holder, client_id=CLIENT_ID) as watcher:
         await consumer.start()
@@ -136,16 +137,19 @@ async def _replicated_learner(
         # at 1,000 events/s ten fetches a second instead of hundreds of tiny ones
         fetch_min_bytes=REPLICA_FETCH_MIN_BYTES,
         fetch_max_wait_ms=REPLICA_FETCH_WAIT_MS,
+        **settings.kafka(),
     )
     exits = contextlib.AsyncExitStack()
     try:
         clock = asyncio.get_running_loop().time
         upstream = await exits.enter_async_context(learner_upstream(settings, CLIENT_ID))
-        champions = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID)
+        champions = make_consumer(
+            bootstrap_servers=bootstrap, group_id=None, client_id=CLIENT_ID, **settings.kafka()
+        )
         await champions.start()
         exits.push_async_callback(champions.stop)
         view = ChampionView(pipeline.initial_champion())
-        numbers = await partitions_of(bootstrap, topics.champions)
+        numbers = await partitions_of(bootstrap, topics.champions, settings.kafka())
         for change in await read_changes(
             champions, [TopicPartition(topics.champions, p) for p in numbers]
         ):
@@ -175,7 +179,8 @@ async def _replicated_learner(
         )
         await consumer.start()
         partitions = {
-            t: await partitions_of(bootstrap, t) for t in (topics.features, topics.labels)
+            t: await partitions_of(bootstrap, t, settings.kafka())
+            for t in (topics.features, topics.labels)
         }
         await replica.start(partitions)
         gc.collect()
@@ -216,7 +221,9 @@ async def score_stream(settings: ServingSettings, status: StreamStatus) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    producer = make_producer(settings.kafka_bootstrap_servers, client_id=CLIENT_ID)
+    producer = make_producer(
+        settings.kafka_bootstrap_servers, client_id=CLIENT_ID, **settings.kafka()
+    )
     source = _replicated_learner if settings.stream_model == "replica" else _followed_model
     await producer.start()
     try:

@@ -45,7 +45,8 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         bootstrap = settings.kafka_bootstrap_servers
         prefix = settings.topic_prefix
         exits = contextlib.AsyncExitStack()
-        await ensure_topics(bootstrap, prefix, settings.topic_partitions)
+        auth = settings.kafka()
+        await ensure_topics(bootstrap, prefix, settings.topic_partitions, auth)
         redis = settings.redis()
         registry = ModelRegistry(
             redis,
@@ -54,9 +55,12 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
             signing_key=settings.signing_key(),
         )
         store = CheckpointStore(redis, registry, key=checkpoint_key(prefix), keep_refused=True)
-        producer = make_producer(bootstrap, client_id="driftline-training")
+        producer = make_producer(bootstrap, client_id="driftline-training", **auth)
         consumer = make_consumer(
-            bootstrap_servers=bootstrap, group_id=settings.group_id, client_id="driftline-training"
+            bootstrap_servers=bootstrap,
+            group_id=settings.group_id,
+            client_id="driftline-training",
+            **auth,
         )
         worker_clock = asyncio.get_running_loop().time
         state = await restore_state(store, pipeline, settings, worker_clock())
@@ -71,6 +75,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
                 state.champion,
                 pipeline.initial_champion(),
                 client_id="driftline-training",
+                auth=auth,
             )
         upstream = await exits.enter_async_context(
             learner_upstream(settings, client_id="driftline-training")

@@ -12,6 +12,7 @@ __all__ = ["TrainingSettings"]
 class TrainingSettings(SigningSettings):
     host: str = "127.0.0.1"
     port: int = 8003
+    kafka_username: str = "training"
     group_id: str = "driftline-training"
     # Checkpoint (new model versions + the learner with its input offsets) after this
     # many consumed records, or this many seconds, whichever comes first; and at shutdown.

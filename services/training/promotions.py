@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
@@ -87,12 +88,15 @@ async def announce_champion(
     policy: ChampionPolicy,
     initial: str,
     client_id: str,
+    auth: dict[str, Any],
 ) -> None:
     """Send the policy's champion on `topic` if the topic names another one."""
-    consumer = make_consumer(bootstrap_servers=bootstrap, group_id=None, client_id=client_id)
+    consumer = make_consumer(
+        bootstrap_servers=bootstrap, group_id=None, client_id=client_id, **auth
+    )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, auth)]
         view = ChampionView(initial)
         for change in await read_changes(consumer, partitions):
             view.apply(change)

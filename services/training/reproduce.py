@@ -129,6 +129,7 @@ async def _read(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=None,
         client_id="driftline-reproduce",
+        **settings.kafka(),  # the CLI's principal (operator: reads every topic)
     )
     await consumer.start()
     vectors: list[dict[str, Any]] = []

@@ -33,12 +33,14 @@ from river import evaluate, metrics
 
 from shared.catalogue import build_model
 from shared.replay import ReplayPlan, plan_messages, rows_from_source
-from tests.support import READER, ROOT
+from tests.support import READER, ROOT, kcat_config
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 PROJECT = "driftline"  # compose.yaml's `name`
 BOOTSTRAP = "127.0.0.1:9092"
+# kcat as the outside producer (compose's broker has the same principals as .secrets/)
+PRODUCER = ["kcat", "-F", kcat_config("producer"), "-P", "-b", BOOTSTRAP]
 TRAINING = "http://127.0.0.1:8003"
 SERVING = "http://127.0.0.1:8000"
 MONITORING = "http://127.0.0.1:8002"
@@ -100,7 +102,7 @@ def _publish(rows: list[tuple[dict[str, Any], Any]], run: str, start: datetime) 
             f"{key}\t{json.dumps(message)}\n" for k, key, message in messages if k == kind
         )
         subprocess.run(
-            ["kcat", "-P", "-b", BOOTSTRAP, "-t", topic, "-K", "\t", "-z", "none"],
+            [*PRODUCER, "-t", topic, "-K", "\t", "-z", "none"],
             input=lines.encode(),
             check=True,
             timeout=120,

@@ -43,10 +43,11 @@ class Loop:
         return self.services[name].url
 
     def publish(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Events to events.raw and labels to labels.raw, with kcat, in plan order."""
+        """Events to events.raw and labels to labels.raw, with kcat as the outside producer
+        (the one principal besides ingestion that may write them), in plan order."""
         for kind, topic in (("event", "events.raw"), ("label", "labels.raw")):
             batch = [(k.encode(), json.dumps(m).encode()) for kd, k, m in messages if kd == kind]
-            kcat_produce(f"{self.prefix}{topic}", batch)
+            kcat_produce(f"{self.prefix}{topic}", batch, principal="producer")
 
     def summary(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.url('monitoring')}/api/summary", timeout=10).json())

@@ -45,7 +45,7 @@ from tests.support import READER, ROOT, ServiceProcess, kcat_read
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(900)]
 
 Factory = Callable[..., ServiceProcess]
-RUN = ROOT / ".run"
+RUN = Path(os.environ.get("RUN_DIR") or ROOT / ".run")  # where `make infra` keeps its pids
 N_ROWS = 6000
 DELAY = 10  # each label comes ten rows after its event
 

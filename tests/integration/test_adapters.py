@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from services.ingestion.seen import RedisSeenStore, SeenRecord, pack_with_hiredis
 from shared.topics import TOPICS, ensure_topics
-from tests.support import BOOTSTRAP, REDIS_URL
+from tests.support import ADMIN_KAFKA, BOOTSTRAP, REDIS_URL
 
 pytestmark = pytest.mark.integration
 
@@ -19,11 +19,11 @@ pytestmark = pytest.mark.integration
 async def test_ensure_topics_creates_each_once_with_partitions_compaction_and_retention(
     prefix: str,
 ) -> None:
-    created = await ensure_topics(BOOTSTRAP, prefix, partitions=4)
+    created = await ensure_topics(BOOTSTRAP, prefix, partitions=4, auth=ADMIN_KAFKA)
     assert sorted(created) == sorted(prefix + spec.name for spec in TOPICS)
-    assert await ensure_topics(BOOTSTRAP, prefix, partitions=4) == []
+    assert await ensure_topics(BOOTSTRAP, prefix, partitions=4, auth=ADMIN_KAFKA) == []
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **ADMIN_KAFKA)
     await admin.start()
     try:
         described = await admin.describe_topics([f"{prefix}events", f"{prefix}models"])

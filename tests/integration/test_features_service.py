@@ -30,9 +30,11 @@ from shared.kafka import make_consumer
 from shared.messages import Event
 from shared.pipeline import load_pipeline
 from tests.support import (
+    ADMIN_KAFKA,
     BOOTSTRAP,
     REDIS_URL,
     ServiceProcess,
+    kcat,
     kcat_produce,
     kcat_read,
     metric_value,
@@ -334,13 +336,11 @@ def test_records_faust_never_delivers_at_the_end_of_a_stream_are_read(
 async def _commit_ends(topic: str, group: str) -> None:
     """Commit `group`'s offsets on every partition of `topic` at its end."""
     consumer = make_consumer(
-        bootstrap_servers=BOOTSTRAP, group_id=group, client_id="test-commit-ends"
+        bootstrap_servers=BOOTSTRAP, group_id=group, client_id="test-commit-ends", **ADMIN_KAFKA
     )
     await consumer.start()
     try:
-        listed = subprocess.run(
-            ["kcat", "-L", "-b", BOOTSTRAP, "-t", topic, "-J"], capture_output=True, check=True
-        )
+        listed = subprocess.run([*kcat(), "-L", "-t", topic, "-J"], capture_output=True, check=True)
         [meta] = json.loads(listed.stdout)["topics"]
         partitions = [TopicPartition(topic, p["partition"]) for p in meta["partitions"]]
         assert partitions, f"no partitions of {topic}"

@@ -31,7 +31,7 @@ from tests.integration.test_training_service import (
     weather,
     write_pipeline,
 )
-from tests.support import ADMIN, REDIS_URL, ServiceProcess, kcat_read, metric_value
+from tests.support import API, REDIS_URL, ServiceProcess, kcat_read, metric_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -128,7 +128,7 @@ def test_a_new_champion_is_learned_by_the_replica_and_scores_as_training(
         lambda: metric_value(serving, "driftline_serving_predictions_total", 0, **scored) > 300
     )
     pinned = httpx.post(
-        f"{serving.url}/admin/champion", json={"model": "hoeffding_tree"}, headers=ADMIN, timeout=30
+        f"{serving.url}/admin/champion", json={"model": "hoeffding_tree"}, headers=API, timeout=30
     )
     assert pinned.status_code in (200, 202), pinned.text
     assert wait_until(lambda: httpx.get(f"{serving.url}/healthz").json()["stream_restarts"] >= 1)

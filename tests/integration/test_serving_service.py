@@ -37,7 +37,8 @@ from shared.pipeline import PipelineConfig
 from shared.signing import dumps_signed
 from shared.topics import ensure_topics
 from tests.support import (
-    ADMIN,
+    ADMIN_KAFKA,
+    API,
     BOOTSTRAP,
     READER,
     REDIS_URL,
@@ -77,7 +78,7 @@ def pipeline_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def topics(prefix: str) -> str:
-    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3))
+    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3, ADMIN_KAFKA))
     return prefix
 
 
@@ -472,15 +473,13 @@ def test_operators_pin_unpin_and_roll_back_the_champion_with_the_api_key(
     assert wrong.status_code == 403 and "not the API key" in wrong.json()["detail"]
     assert httpx.delete(url).status_code == 401
     assert httpx.post(f"{url}/rollback", headers=READER).status_code == 403  # another key
-    unknown = httpx.post(url, json={"model": "arf"}, headers=ADMIN)
+    unknown = httpx.post(url, json={"model": "arf"}, headers=API)
     assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "model"]
-    missing = httpx.post(url, json={"model": "hat", "version": "9"}, headers=ADMIN)
+    missing = httpx.post(url, json={"model": "hat", "version": "9"}, headers=API)
     assert missing.status_code == 422 and "no version '9'" in missing.json()["detail"][0]["msg"]
     assert httpx.get(f"{service.url}/models").json()["champion"]["name"] == "logreg"
 
-    pinned = httpx.post(
-        url, json={"model": "hat", "version": "2", "reason": "a test"}, headers=ADMIN
-    )
+    pinned = httpx.post(url, json={"model": "hat", "version": "2", "reason": "a test"}, headers=API)
     assert pinned.status_code == 200, pinned.text
     champion = pinned.json()["champion"]
     assert (champion["name"], champion["version"], champion["pinned"]) == ("hat", "2", "2")

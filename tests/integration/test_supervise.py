@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import BOOTSTRAP, REDIS_URL, ROOT, free_port
+from tests.support import BOOTSTRAP, REDIS_URL, ROOT, free_port, provision
 
 
 def _alive(pid: int) -> bool:
@@ -33,6 +33,7 @@ def test_a_killed_service_is_restarted_and_down_stops_everything(
     prefix: str, tmp_path: Path
 ) -> None:
     port, run = free_port(), tmp_path / "run"
+    provision(prefix)  # ingestion's topics and ACLs: it runs as its own principal
     env = {
         **os.environ,
         "RUN_DIR": str(run),

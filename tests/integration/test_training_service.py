@@ -33,6 +33,7 @@ from river import evaluate, linear_model, metrics, preprocessing, tree
 from services.training.learner import OnlineLearner
 from shared.topics import ensure_topics
 from tests.support import (
+    ADMIN_KAFKA,
     BOOTSTRAP,
     REDIS_URL,
     ServiceProcess,
@@ -128,7 +129,7 @@ def write_pipeline(tmp_path: Path) -> str:
 
 
 def create_topics(prefix: str) -> None:
-    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3))
+    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3, ADMIN_KAFKA))
 
 
 def models_of(service: ServiceProcess) -> dict[str, Any]:
@@ -262,7 +263,7 @@ def produce_chunk(prefix: str, rows: list[Row], start: int, stop: int, delay: in
         order += [("labels", labels[j]) for j in range(N_ROWS - delay, N_ROWS)]
 
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", **ADMIN_KAFKA)
         await producer.start()
         try:
             for topic, (key, value) in order:

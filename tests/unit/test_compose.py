@@ -127,7 +127,11 @@ def test_the_topics_initialiser_runs_once_before_the_services(
     services: dict[str, dict[str, Any]],
 ) -> None:
     topics = services["topics"]
-    assert _command(topics) == ["python", "-m", "shared.topics"]
+    assert _command(topics) == [
+        "sh",
+        "-c",
+        "python -m shared.topics && python -m shared.acls",
+    ]
     assert (ROOT / "shared" / "topics.py").is_file()
     assert topics.get("restart") == "no"  # quoted in YAML: a bare `no` would be False
     assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
@@ -191,7 +195,8 @@ def test_published_ports_follow_design_on_loopback_only(
 ) -> None:
     design_port = {**SERVICE_PORTS, **INFRA_PORTS}[name]
     published = _published(services[name])
-    assert [host_port for _, host_port, _ in published] == [design_port]
+    tls = [9094] if name == "kafka" else []  # Kafka's SASL_SSL listener too
+    assert [host_port for _, host_port, _ in published] == [design_port, *tls]
     assert all(host_ip == "127.0.0.1" for host_ip, _, _ in published)
 
 
@@ -247,12 +252,59 @@ def test_every_long_running_container_has_a_healthcheck(
 def test_kafka_is_a_single_node_kraft_broker(services: dict[str, dict[str, Any]]) -> None:
     env = {k: str(v) for k, v in services["kafka"]["environment"].items()}
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert "INTERNAL://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert "CONTROLLER" in env["KAFKA_LISTENERS"]
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
     assert any(str(v).endswith(":/var/lib/kafka/data") for v in services["kafka"]["volumes"])
+
+
+def test_kafka_takes_only_authenticated_clients_with_acls_as_the_local_broker(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    kafka = services["kafka"]
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert protocols == {
+        "CONTROLLER": "SASL_PLAINTEXT",
+        "INTERNAL": "SASL_PLAINTEXT",
+        "HOST": "SASL_PLAINTEXT",
+        "EXTERNAL": "SASL_SSL",
+    }
+    assert env["KAFKA_LISTENER_NAME_EXTERNAL_SSL_KEYSTORE_TYPE"] == "PEM"
+    assert compose["secrets"]["kafka_broker_pem"] == {"file": ".secrets/kafka_broker.pem"}
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith(".StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:admin"
+    local = (ROOT / "scripts" / "kafka" / "server.properties.in").read_text()
+    for line in (
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        "super.users=User:admin",
+    ):
+        assert line in local.splitlines()
+    # the start script makes every principal's SCRAM user from its secret
+    assert kafka["entrypoint"] == ["/bin/sh", "/opt/driftline/start.sh"]
+    assert "./deploy/kafka/start.sh:/opt/driftline/start.sh:ro" in kafka["volumes"]
+    principals = ("admin", "operator", "producer", *SERVICE_PORTS)
+    assert set(kafka["secrets"]) == {f"kafka_{p}" for p in principals} | {"kafka_broker_pem"}
+    for principal in principals:
+        assert compose["secrets"][f"kafka_{principal}"] == {"file": f".secrets/kafka_{principal}"}
+    assert "--command-config" in kafka["healthcheck"]["test"][-1]
+
+
+def test_each_service_is_its_own_kafka_principal(services: dict[str, dict[str, Any]]) -> None:
+    for name in SERVICE_PORTS:
+        service = services[name]
+        assert f"kafka_{name}" in service["secrets"], name
+        assert service["environment"]["KAFKA_PASSWORD_FILE"] == f"/run/secrets/kafka_{name}"
+        assert "KAFKA_USERNAME" not in service["environment"], f"{name}: its own by default"
+    topics = services["topics"]
+    assert topics["environment"]["KAFKA_USERNAME"] == "admin"
+    assert "kafka_admin" in topics["secrets"]
+    assert "shared.acls" in " ".join(_command(topics))
 
 
 def test_data_lives_in_named_volumes(compose: dict[str, Any]) -> None:
