@@ -43,6 +43,7 @@ from services.serving.errors import (
 from services.serving.handlers import encode_prediction, predict_request
 from services.serving.models import ModelHolder
 from shared.features import to_float
+from shared.messages import ModelPublished
 
 __all__ = [
     "ChampionInfo",
@@ -138,6 +139,9 @@ class VersionInfo(BaseModel):
     published_at: datetime
     artifact_key: str
     metrics: dict[str, float]
+    n_learned: int | None = None
+    # a batch challenger's fit: search, chosen params, cross-validation, window
+    batch: dict[str, Any] | None = None
 
 
 class ChampionInfo(BaseModel):
@@ -156,6 +160,10 @@ class ChampionInfo(BaseModel):
     by: str | None = None
     reason: str | None = None
     evidence: dict[str, Any] | None = None
+
+
+def _batch(published: ModelPublished) -> dict[str, Any] | None:
+    return None if published.batch is None else published.batch.model_dump(mode="json")
 
 
 def champion_info(holder: ModelHolder) -> ChampionInfo:
@@ -260,6 +268,8 @@ async def models(context: Context) -> ModelsResponse:
                     version=v,
                     published_at=holder.seen[name][v].published_at,
                     artifact_key=holder.seen[name][v].artifact_key,
+                    n_learned=holder.seen[name][v].lineage.n_learned,
+                    batch=_batch(holder.seen[name][v]),
                     metrics=holder.seen[name][v].metrics,
                 )
                 for v in holder.versions(name)

@@ -22,7 +22,7 @@ from shared.clock import utcnow
 from shared.feature_store import EntityRow, InMemoryOnlineStore
 from shared.features import FeatureComputer
 from shared.http_keys import KeyCheck
-from shared.messages import Event, Prediction
+from shared.messages import BatchFit, Event, LabelWindow, Prediction
 from shared.pipeline import PipelineConfig
 
 PIPELINE = PipelineConfig.model_validate(
@@ -215,6 +215,21 @@ def test_models_lists_the_champion_and_every_version(
         "hat": ["1"],
         "logreg": ["1", "2"],
     }
+    assert body["models"]["hat"][0]["batch"] is None
+
+
+def test_models_shows_a_batch_challengers_fit(client: TestClient, context: ServingContext) -> None:
+    fit = BatchFit(
+        search="HalvingRandomSearchCV",
+        params={"max_depth": 3},
+        cv=None,
+        window=LabelWindow(rows=500, first=1, last=500),
+        serving_from=750,
+    )
+    context.holder.record(published("sk_hgb", "1", "k").model_copy(update={"batch": fit}))
+    body = client.get("/models").json()
+    batch = body["models"]["sk_hgb"][0]["batch"]
+    assert batch["params"] == {"max_depth": 3} and batch["serving_from"] == 750
 
 
 def test_metrics_count_requests_by_status(client: TestClient) -> None:
