@@ -186,8 +186,9 @@ class ChampionSettings(_Section):
     confidence: float = Field(default=0.9999, gt=0.5, lt=1)
     # on the champion's concept drift (ADWIN on its errors, in training): judge the
     # models at once on what comes after (`promote_best`), and also refit the batch
-    # challengers (`retrain_batch`), or only say so (`none`)
-    on_drift: Literal["promote_best", "retrain_batch", "none"] = "promote_best"
+    # challengers (`retrain_batch`) or start a fresh copy of the champion as a
+    # challenger (`reset`), or only say so (`none`)
+    on_drift: Literal["promote_best", "retrain_batch", "reset", "none"] = "promote_best"
 
 
 class PipelineConfig(_Section):

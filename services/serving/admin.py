@@ -101,10 +101,9 @@ async def pin(request: Request, body: PinRequest, context: Context) -> JSONRespo
     """Pin `model` (at `version`, or its newest) as the champion."""
     if (refused := _refused(context, request)) is not None:
         return refused
-    if body.model not in context.models:
-        return _problem(
-            "model", f"not a model of the pipeline (one of {', '.join(context.models)})"
-        )
+    known = [*context.models, *(m for m in context.holder.seen if m not in context.models)]
+    if body.model not in known:  # the pipeline's, and fresh copies that published a version
+        return _problem("model", f"not a model of the pipeline (one of {', '.join(known)})")
     seen = context.holder.versions(body.model)
     if body.version is not None and body.version not in seen:
         return _problem(

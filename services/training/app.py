@@ -64,7 +64,7 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
         )
         worker_clock = asyncio.get_running_loop().time
         state = await restore_state(store, pipeline, settings, worker_clock())
-        wire_champion(state)
+        wire_champion(state, pipeline)
         await producer.start()
         await consumer.start()
         if state.champion is not None:

@@ -22,7 +22,10 @@ McNemar's test on that window says it beats the champion:
   policy reports a `Drift` with the action the pipeline configured (`on_drift`):
   `promote_best` starts a short window (`window` / 4) at once, so the model best
   after the drift is promoted (by the same test) as soon as the evidence is there;
-  `retrain_batch` also asks the batch challengers to fit again; `none` only reports.
+  `retrain_batch` also asks the batch challengers to fit again; `reset` also starts
+  a fresh, untrained copy of the champion as a challenger (named `<model>.fresh`, or
+  back to `<model>` when the champion is the fresh one: at most two of each model,
+  never replacing the champion); `none` only reports.
 
 Events whose label is not a class (regression) carry no "right or wrong": the policy
 then keeps its champion. Decisions depend only on the learner's outputs, which follow
@@ -42,6 +45,7 @@ training's checkpointed state.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Callable, Iterable
@@ -56,7 +60,8 @@ from shared.pipeline import PipelineConfig
 
 __all__ = ["ChampionPolicy", "Drift", "Promotion", "mcnemar", "policy_for"]
 
-Action = Literal["promote_best", "retrain_batch", "none"]
+Action = Literal["promote_best", "retrain_batch", "reset", "none"]
+FRESH = ".fresh"  # the name of a fresh copy of a model (`reset`)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class Drift:
     error_before: float
     error_after: float
     events: int  # events the policy had counted for the champion when it was found
+    fresh: str | None = None  # `reset`: the name the fresh copy takes
 
 
 def mcnemar(b: int, c: int) -> tuple[float, float]:
@@ -124,6 +130,7 @@ class ChampionPolicy:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("retrain", None)  # wired again by whoever restores the policy
+        state.pop("reset", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -148,8 +155,10 @@ class ChampionPolicy:
         self._adwin = drift.ADWIN()
         self._reset()
 
-    # `retrain`, when set, is called when a drift's action is `retrain_batch`
+    # `retrain`, when set, is called when a drift's action is `retrain_batch`; `reset`
+    # with (the fresh copy's name, the model it copies) when it is `reset`
     retrain: Callable[[], None] | None = None
+    reset: Callable[[str, str], None] | None = None
 
     def observe_event(self, outputs: list[Learned]) -> None:
         """`observe` one event's outputs as the learner learns it (`after_learn`): a
@@ -158,10 +167,13 @@ class ChampionPolicy:
         decided = self.observe(outputs)
         if decided:
             self.pending += decided
-            if self.retrain is not None and any(
-                isinstance(d, Drift) and d.action == "retrain_batch" for d in decided
-            ):
-                self.retrain()
+            for found in decided:
+                if not isinstance(found, Drift):
+                    continue
+                if found.action == "retrain_batch" and self.retrain is not None:
+                    self.retrain()
+                if found.fresh is not None and self.reset is not None:
+                    self.reset(found.fresh, found.model.removesuffix(FRESH))
 
     def take(self) -> list[Promotion | Drift]:
         """The decisions `observe_event` made since the last call."""
@@ -221,6 +233,8 @@ class ChampionPolicy:
         self.events += 1
         found = self._watch(champion_right)
         if found is not None and self.on_drift != "none" and self.auto:
+            if self.on_drift == "reset":
+                found = self._fresh(found)
             self._reset(max(30, self.window // 4))  # judge the models on what came after
         right, b, c = self._right, self._b, self._c
         for i in range(len(right)):
@@ -238,6 +252,14 @@ class ChampionPolicy:
         self._reset()
         decided: list[Promotion | Drift] = [] if found is None else [found]
         return decided if promotion is None else [*decided, promotion]
+
+    def _fresh(self, found: Drift) -> Drift:
+        """The name a fresh copy of the champion takes (added to the models if new)."""
+        base = self.champion.removesuffix(FRESH)
+        name = base + FRESH if self.champion == base else base
+        if name not in self.models:
+            self.models.append(name)
+        return dataclasses.replace(found, fresh=name)
 
     def _watch(self, champion_right: int) -> Drift | None:
         """Feed the champion's error to ADWIN; a `Drift` if the error rate rose."""
@@ -293,7 +315,7 @@ def policy_for(pipeline: PipelineConfig, policy: ChampionPolicy | None) -> Champ
     names = [m.name for m in pipeline.models]
     settings = pipeline.champion
     auto = settings.policy == "auto"
-    if policy is None or policy.models != names:
+    if policy is None or not set(names) <= set(policy.models):  # extras: fresh copies
         return ChampionPolicy(
             names,
             pipeline.initial_champion(),

@@ -397,12 +397,19 @@ def _load_items(key: SigningKey, state: TrainingState, blobs: list[bytes]) -> No
     state.items = 0
 
 
-def wire_champion(state: TrainingState) -> None:
-    """Have the champion policy watch each event as the learner learns it, and refit
-    the batch challengers when a drift's action says so (training only)."""
+def wire_champion(state: TrainingState, pipeline: PipelineConfig) -> None:
+    """Have the champion policy watch each event as the learner learns it, refit the
+    batch challengers or start a fresh copy of the champion when a drift's action says
+    so (training only)."""
     policy, learner = state.champion, state.learner
     if policy is None:
         return
+    params = {m.name: m.params for m in pipeline.models}
+
+    def reset(name: str, model: str) -> None:
+        learner.replace_model(name, build_model(model, params.get(model), pipeline.task))
+        state.published_n.pop(name, None)  # its versions follow the fresh one's count
+        log.info("a fresh %s starts as the challenger %s after the champion's drift", model, name)
 
     def retrain() -> None:
         for name, model in learner.models.items():
@@ -411,7 +418,7 @@ def wire_champion(state: TrainingState) -> None:
                 log.info("refitting the batch challenger %s after the champion's drift", name)
 
     learner.after_learn = policy.observe_event
-    policy.retrain = retrain
+    policy.retrain, policy.reset = retrain, reset
 
 
 def fresh_state(pipeline: PipelineConfig, settings: CommonSettings) -> TrainingState:

@@ -306,6 +306,17 @@ class OnlineLearner:
         self._classifiers = {n: c for n, c in self._classifiers.items() if n in keep}
         self._by_max_proba = {n: b for n, b in self._by_max_proba.items() if n in keep}
 
+    def replace_model(self, name: str, model: Any) -> None:
+        """Put `model` (fresh) under `name`, added if new: its score starts at zero, and
+        the predictions the one it replaces made, still waiting, are not scored for it."""
+        self.models[name] = model
+        self.scores[name] = Score()
+        self._classifiers[name] = isinstance(model, base.Classifier)
+        self._by_max_proba[name] = predicts_by_max_proba(model)
+        for prediction in self._predictions.values():
+            prediction.y_pred[name] = None
+        self._changed = None  # every waiting record changed: the next save writes all
+
     # ---- saving the per-event records apart (training's checkpoint)
 
     def take_changes(self) -> Changes | None:
@@ -506,7 +517,7 @@ class OnlineLearner:
         assert prediction.x is not None, "advance refuses to run with vectors not re-read"
         start = len(out)
         for name, model in self.models.items():
-            y_pred, score = prediction.y_pred[name], self.scores[name]
+            y_pred, score = prediction.y_pred.get(name), self.scores[name]
             correct: bool | None = None
             if y_pred is not None:
                 score.n_scored += 1

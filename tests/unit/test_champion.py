@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from services.training.champion import ChampionPolicy, Drift, Promotion, mcnemar
 from services.training.learner import Learned, LearnerOutput
@@ -133,3 +135,67 @@ def test_fed_event_by_event_it_decides_the_same_and_refits_at_the_drift_itself()
     drifts = [d for d in expected if isinstance(d, Drift)]
     assert drifts and refits == [d.events for d in drifts], "refit at the event that drifted"
     assert pickle.loads(pickle.dumps(live)).retrain is None  # wired again after a restore
+
+
+def test_reset_names_a_fresh_copy_of_the_champion_and_never_replaces_the_champion() -> None:
+    rng = random.Random(8)
+    policy = ChampionPolicy(["a", "b"], "a", window=500, on_drift="reset")
+    resets: list[tuple[str, str]] = []
+    policy.reset = lambda name, model: resets.append((name, model))
+    stream = paired(3_000, {"a": 0.9, "b": 0.6}, rng) + paired(
+        3_000, {"a": 0.5, "b": 0.6}, rng, start=3_000
+    )
+    for i in range(0, len(stream), 2):
+        policy.observe_event(stream[i : i + 2])
+    drifts = [d for d in policy.take() if isinstance(d, Drift)]
+    assert drifts and all(d.action == "reset" for d in drifts)
+    assert drifts[0].fresh == "a.fresh" and resets[0] == ("a.fresh", "a")
+    assert policy.models == ["a", "b", "a.fresh"]
+    policy.champion, policy._champion_at = "a.fresh", 2  # as if the fresh one won
+    assert policy._fresh(drifts[0]).fresh == "a", "the fresh champion's copy takes the old name"
+
+
+def test_a_reset_starts_a_fresh_model_that_learns_from_the_drift_on_and_restores_alike() -> None:
+    from services.training.checkpoint import fresh_state, wire_champion
+    from shared.pipeline import PipelineConfig
+    from shared.settings import CommonSettings
+
+    pipeline = PipelineConfig.model_validate(
+        {
+            "name": "t",
+            "task": "binary",
+            "features": {"numeric": ["x"]},
+            "models": [{"name": "logreg"}, {"name": "gnb"}],
+            "champion": {"window": 200, "on_drift": "reset"},
+        }
+    )
+    rng = random.Random(9)
+    xs = [rng.uniform(-1, 1) for _ in range(4_000)]
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def run(state: Any, start: int, stop: int) -> list[Any]:
+        learner, out = state.learner, []
+        for i in range(start, stop):
+            y = xs[i] > 0 if i < 2_000 else xs[i] < 0  # the concept flips at 2,000
+            learner.add_features(f"e{i:05d}", t0 + timedelta(seconds=i), {"x": xs[i]})
+            learner.add_label(f"e{i:05d}", y)
+            out += learner.advance(t0 + timedelta(seconds=i))
+        return out
+
+    straight = fresh_state(pipeline, CommonSettings())
+    wire_champion(straight, pipeline)
+    expected = run(straight, 0, 4_000)
+    assert "logreg.fresh" in straight.learner.models
+    fresh = straight.learner.scores["logreg.fresh"]
+    assert 0 < fresh.n_learned < 2_000, "learned only what came after the drift"
+
+    resumed = fresh_state(pipeline, CommonSettings())
+    assert resumed.champion is not None and straight.champion is not None
+    resumed.champion.epoch = straight.champion.epoch
+    wire_champion(resumed, pipeline)
+    got = run(resumed, 0, 2_500)
+    resumed = pickle.loads(pickle.dumps(resumed))
+    wire_champion(resumed, pipeline)
+    got += run(resumed, 2_500, 4_000)
+    assert got == expected
+    assert vars(resumed.learner.scores["logreg.fresh"]) == vars(fresh)
