@@ -10,7 +10,6 @@ checkpoint, the refused one set aside.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +25,7 @@ from services.training.checkpoint import checkpoint_key
 from shared.clock import utcnow
 from shared.messages import FeatureVector, Label
 from shared.signing import SigningKey, dumps_signed, sign, verify
-from shared.topics import ensure_topics
 from tests.support import (
-    BOOTSTRAP,
     READER,
     REDIS_URL,
     SIGNING_KEY,
@@ -36,6 +33,7 @@ from tests.support import (
     crafted_pickle,
     kcat_produce,
     metric_value,
+    provision,
 )
 
 pytestmark = pytest.mark.integration
@@ -58,7 +56,7 @@ OTHER_KEY = SigningKey(b"a key that is not the services' key")
 def setup(prefix: str, tmp_path: Path) -> Iterator[tuple[str, Path, SyncRedis]]:
     """Topics under the test's prefix, its pipeline file, a Redis client; every key
     with the prefix is deleted at the end."""
-    asyncio.run(ensure_topics(BOOTSTRAP, prefix, 3))
+    provision(prefix)  # topics and ACLs, as admin
     path = tmp_path / "pipeline.yaml"
     path.write_text(PIPELINE)
     client = SyncRedis.from_url(REDIS_URL)
