@@ -30,6 +30,7 @@ from collections import deque
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
+from shared.kafka import reached
 from shared.messages import ChampionChanged
 
 __all__ = ["HISTORY", "ChampionView", "decode_change", "read_changes"]
@@ -121,7 +122,7 @@ async def read_changes(
     end = await consumer.end_offsets(partitions)
     records: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout_s
-    while not await _reached(consumer, end):
+    while not await reached(consumer, end):
         if time.monotonic() > deadline:
             log.warning("champions not read to their end in %.0f s; going on", timeout_s)
             break
@@ -129,10 +130,3 @@ async def read_changes(
         records += [r for rs in batch.values() for r in rs]
     records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
     return [c for c in map(decode_change, records) if c is not None]
-
-
-async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
-    for tp, offset in end.items():
-        if await consumer.position(tp) < offset:
-            return False
-    return True

@@ -7,10 +7,10 @@ service commits an offset only after the output it caused is acknowledged.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from shared.topics import DLQ_MAX_BYTES
@@ -20,6 +20,7 @@ __all__ = [
     "make_producer",
     "partition_for",
     "produce_all",
+    "reached",
     "send_all",
     "send_to_partitions",
 ]
@@ -130,3 +131,11 @@ async def produce_all(
 ) -> None:
     """`send_all`, then wait once for every ack. Raises if any send failed."""
     await asyncio.gather(*await send_all(producer, topic, items))
+
+
+async def reached(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Whether `consumer` has read every partition of `ends` up to its end offset."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True

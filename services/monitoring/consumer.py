@@ -38,7 +38,7 @@ from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore
 from services.monitoring.webhooks import Webhooks
-from shared.kafka import produce_all
+from shared.kafka import produce_all, reached
 from shared.messages import Alert, FeatureVector, Label, Prediction
 from shared.topics import Topics, partitions_of
 from shared.upstream import Upstream
@@ -76,20 +76,13 @@ async def _assign_from_start(
     return dict(ends)
 
 
-async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
-
-
 async def read_alerts(
     consumer: AIOKafkaConsumer, bootstrap: str, topic: str, auth: Mapping[str, Any] | None = None
 ) -> list[Alert]:
     """Every alert on `topic` up to its current end (undecodable ones skipped)."""
     ends = await _assign_from_start(consumer, bootstrap, [topic], auth=auth)
     alerts: list[Alert] = []
-    while not await _reached(consumer, ends):
+    while not await reached(consumer, ends):
         batch = await consumer.getmany(timeout_ms=500)
         for records in batch.values():
             for record in records:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from services.serving import metrics
 from services.serving.models import ArtifactLoader, ModelHolder
 from shared.champions import decode_change
+from shared.kafka import reached
 from shared.messages import ModelPublished
 
 __all__ = ["ModelWatcher", "decode_published"]
@@ -86,7 +87,7 @@ class ModelWatcher:
         end = await self.consumer.end_offsets(every)
         deadline = time.monotonic() + timeout_s
         changes = []
-        while not await self._reached(end):
+        while not await reached(self.consumer, end):
             if time.monotonic() > deadline:
                 log.warning("models topic not read to its end in %ss; going on", timeout_s)
                 break
@@ -104,12 +105,6 @@ class ModelWatcher:
         seen = {name: self.holder.versions(name) for name in self.holder.seen}
         log.info("models seen at start: %s; champion %s", seen, self.holder.view.model)
         await self.holder.follow_view(self.loader)
-
-    async def _reached(self, end: dict[TopicPartition, int]) -> bool:
-        for tp, offset in end.items():
-            if await self.consumer.position(tp) < offset:
-                return False
-        return True
 
     async def run(self) -> None:
         """Apply every new announcement: record it, hot-swap a newer champion version."""
