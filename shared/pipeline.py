@@ -173,9 +173,10 @@ class DataDriftSettings(_Section):
 class ChampionSettings(_Section):
     """How training picks the model serving answers with (`services.training.champion`).
 
-    `auto`: at the end of each `window` of events predicted and learned, a challenger
-    replaces the champion when it was right more often over that window and
-    McNemar's test on those paired predictions says so at `confidence`. `manual`:
+    `auto`: a challenger replaces the champion when it was right more often and a
+    test on their paired predictions says so at `confidence`: McNemar's on the last
+    `window` events, or a sequential test on every event since the champion was
+    chosen (each test at half of 1 - `confidence`). `manual`:
     the champion is `initial` until an operator pins another. `initial`: the first
     model listed if unset.
     """

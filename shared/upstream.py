@@ -16,11 +16,12 @@ Each hop keeps the key, and the topics share one partition count, so partition p
 a hop's input feeds partition p of the next topic; where the counts differ, lag on
 any partition of the input holds every partition after it. A topic that does not
 exist holds nothing back (nothing can come from it). A group that has committed
-nothing at all on a topic with records is taken as not running (not deployed, not
-started yet, or configured under another name: logged) and holds nothing back, so the
-reader falls back on its wall-time rules; a group that has committed, and lags, is
-waited for however long it is away (a restart, a broker outage), also while a broker
-back from a restart still reloads its offsets and shows none.
+nothing at all on a topic with records, and has no members, is taken as not running
+(not deployed, or configured under another name: logged) and holds nothing back, so
+the reader falls back on its wall-time rules. A group once seen with members or
+offsets is waited for however long it is away: stalled before its first commit (its
+store down), restarting, or a broker back from a restart that still reloads its
+offsets and shows none.
 
 >>> Upstream.owed({"events.raw": (3, {1}), "events": (3, set())}, ["events.raw", "events"])
 (3, {1})
@@ -199,12 +200,12 @@ class Upstream:
             tps = [TopicPartition(hop.source, p) for p in range(count)]
             ends = await self.offsets.end_offsets(tps)
             committed = await self._committed(hop.group, tps)
-            if not committed and hop not in self._known:  # not running (yet): no wait here
-                if any(ends.values()):
+            if not committed and hop not in self._known and not await self._members(hop.group):
+                if any(ends.values()):  # not running: no wait here
                     self._never_committed(hop)
                 continue
-            # (a group seen committing before that shows nothing now is being reloaded
-            # after a broker restart: all its partitions with records are owed)
+            # (a group with members that has committed nothing yet, or seen before and
+            # showing nothing now: all its partitions with records are owed)
             self._known.add(hop)
             behind = {tp.partition for tp in tps if ends.get(tp, 0) > committed.get(tp, 0)}
             _, before = lag.get(hop.source, (count, set()))
@@ -213,15 +214,34 @@ class Upstream:
 
     async def _committed(self, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The offsets `group` has committed on `tps` (those it has)."""
+        found = await self.admin.list_consumer_group_offsets(
+            group, await self._coordinator(group), tps
+        )
+        return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+
+    async def _members(self, group: str) -> int:
+        """How many consumers are in `group` now (joined, or joining)."""
+        responses = await self.admin.describe_consumer_groups(
+            [group], await self._coordinator(group)
+        )
+        for response in responses:
+            for error_code, name, _state, _ptype, _protocol, members, *_ in response.groups:
+                if name != group:
+                    continue
+                if error_code:
+                    raise KafkaError(f"describe group {group}: error {error_code}")
+                return len(members)
+        return 0
+
+    async def _coordinator(self, group: str) -> int:
         coordinator = self._coordinators.get(group)
         if coordinator is None:
             coordinator = self._coordinators[group] = await self.admin.find_coordinator(group)
-        found = await self.admin.list_consumer_group_offsets(group, coordinator, tps)
-        return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+        return coordinator
 
     def _never_committed(self, hop: Hop) -> None:
-        """Say so when a group has committed nothing on a topic with records: the
-        service has not started yet, or runs under another group than configured."""
+        """Say so when a group with no members has committed nothing on a topic with
+        records: the service is not deployed, or runs under another group than configured."""
         now = time.monotonic()
         if now - self._silent.get(hop, -SILENT_WARN_S) < SILENT_WARN_S:
             return

@@ -26,11 +26,14 @@ enough for the stream (`STREAM_SCORING=false` on the others saves their CPU).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
@@ -47,7 +50,15 @@ from shared.pipeline import PipelineConfig
 from shared.registry import ModelRegistry
 from shared.settings import CommonSettings
 
-__all__ = ["GC_THRESHOLDS", "VERSION_POLL_S", "LearnerReplica", "restore_replica", "stream_records"]
+__all__ = [
+    "GC_THRESHOLDS",
+    "VERSION_POLL_S",
+    "LearnerReplica",
+    "Published",
+    "published_ahead",
+    "restore_replica",
+    "stream_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,36 +76,90 @@ async def restore_replica(
     settings: CommonSettings,
     now: float,
     champion: str | None = None,
-) -> TrainingState:
-    """The replica's own checkpoint, else training's, else a fresh state.
+) -> tuple[TrainingState, Published | None]:
+    """The replica's own checkpoint, else training's, else a fresh state; and what
+    the replica had published ahead of that state (a new champion).
 
     Its own first (when it learned `champion`, the initial one if None): training's
     may be ahead of the predictions the replica published before it stopped, and the
     events in between would never be scored. A new champion comes from training's
-    (its own learned only the one before): the events since training's checkpoint are
-    scored again, by the new champion.
+    (its own learned only the one before). The `features` records training's
+    checkpoint is behind on, up to where the replica's own had read, were scored by
+    the previous champion (but for the vectors its learner still buffered): the new
+    one learns them and does not publish them again. (Those the previous champion
+    scored after its last checkpoint, `REPLICA_CHECKPOINT_SECONDS` at most, are.)
     """
     champion = champion or pipeline.initial_champion()
     mine = resume(await own.load(), own.key, pipeline, settings, now)
     if mine is not None and champion in mine.learner.models:
-        return mine
+        return mine, None
     state = resume(await training.load(), training.key, pipeline, settings, now)
     if state is None:
-        return fresh_state(pipeline, settings)
-    if mine is not None:  # a new champion: what the replica had read, training passed
-        skipped = {
-            f"{tp.topic}/{tp.partition}": (mine.offsets.get(tp, 0), offset)
-            for tp, offset in state.offsets.items()
-            if offset > mine.offsets.get(tp, 0) and tp.topic.endswith("features")
-        }
-        if skipped:
-            log.warning(
-                "the new champion %s starts from training's checkpoint, ahead of what the"
-                " replica had scored: vectors at offsets %s get no stream prediction",
-                champion,
-                skipped,
-            )
-    return state
+        return fresh_state(pipeline, settings), None
+    if mine is None:
+        return state, None
+    features = {tp for tp in {*state.offsets, *mine.offsets} if tp.topic.endswith("features")}
+    skipped = {
+        f"{tp.topic}/{tp.partition}": (mine.offsets.get(tp, 0), state.offsets[tp])
+        for tp in features
+        if state.offsets.get(tp, 0) > mine.offsets.get(tp, 0)
+    }
+    if skipped:
+        log.warning(
+            "the new champion %s starts from training's checkpoint, ahead of what the"
+            " replica had scored: vectors at offsets %s get no stream prediction",
+            champion,
+            skipped,
+        )
+    return state, published_ahead(state, mine, features)
+
+
+def published_ahead(
+    state: TrainingState, mine: TrainingState, features: set[TopicPartition]
+) -> Published | None:
+    """What the previous champion's replica (at `mine`) published that a replica
+    restored at `state` would predict again; None if nothing."""
+    spans = {
+        tp: (state.offsets.get(tp, 0), mine.offsets[tp])
+        for tp in features
+        if mine.offsets.get(tp, 0) > state.offsets.get(tp, 0)
+    }
+    if not spans:
+        return None
+    published = Published(spans, set(mine.learner.buffered_vectors()))
+    for event_id, ref in state.learner.buffered_vectors().items():  # read, not predicted
+        if ref is not None and ref[2] < mine.offsets.get(TopicPartition(ref[0], ref[1]), 0):
+            published.add(event_id)  # by training then; by the previous champion since
+    return published
+
+
+@dataclass
+class Published:
+    """What the previous champion's replica published: the vectors of `features` in
+    `spans` (per partition: from, until), but for those still `buffered` (read, not
+    predicted). `note` collects, as they are read again, the event ids in `scored`."""
+
+    spans: dict[TopicPartition, tuple[int, int]]
+    buffered: set[str]
+    scored: set[str] = field(default_factory=set)
+
+    def note(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """Add the event ids of `batch`'s vectors the previous champion scored."""
+        for tp, records in batch.items():
+            start, until = self.spans.get(tp, (0, 0))
+            for record in records:
+                if record.offset >= until:
+                    self.spans.pop(tp, None)
+                    break
+                if record.offset < start:  # re-read for a prediction made before
+                    continue
+                with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+                    self.add(str(orjson.loads(record.value)["event_id"]))
+
+    def add(self, event_id: str) -> None:
+        """`event_id` was read by the previous champion: scored unless still buffered."""
+        if event_id not in self.buffered:
+            self.scored.add(event_id)
 
 
 def stream_records(
@@ -102,8 +167,10 @@ def stream_records(
     champion: str,
     version: str,
     entities: dict[str, str | None],
+    scored: set[str] | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """The champion's predictions among `outputs` as `stream` prediction records (key, JSON).
+    """The champion's predictions among `outputs` as `stream` prediction records (key,
+    JSON), but for events in `scored` (published before: taken out of it).
 
     Forgets the entity of every event predicted (the learner predicts an event once).
     """
@@ -114,6 +181,9 @@ def stream_records(
             continue
         entity = entities.pop(output.event_id, None)
         if output.model != champion:
+            continue
+        if scored and output.event_id in scored:
+            scored.discard(output.event_id)
             continue
         value = prediction_json(output, version, entity, now, source="stream")
         records.append(((entity or GLOBAL_KEY).encode(), value))
@@ -137,6 +207,7 @@ class LearnerReplica:
         batch_size: int = 5000,
         poll_ms: int = 200,
         clock: Callable[[], float] = time.monotonic,
+        published: Published | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -156,6 +227,8 @@ class LearnerReplica:
         self._commit_warned = -60.0
         self._last_checkpoint = clock()
         self._saving: asyncio.Task[None] | None = None
+        # a champion change: what the previous one published is learned, not published
+        self.published = published or Published({}, set())
         feed.state.learner.keep_only([champion])
 
     def seconds_since_poll(self) -> float:
@@ -186,6 +259,8 @@ class LearnerReplica:
     async def step(self, batch: dict[TopicPartition, list]) -> None:
         """Add `batch`, advance, publish the champion's predictions and wait for their acks."""
         now = self.clock()
+        if self.published.spans:
+            self.published.note(batch)
         _, _, bad = self.feed.take(batch, now)
         for topic, partition, offset, code, message in bad:
             metrics.INVALID_MESSAGES.labels(topic).inc()
@@ -200,7 +275,10 @@ class LearnerReplica:
         await self.feed.refresh(self.consumer, metrics.STREAM_LAG, now, polled=bool(batch))
         outputs = self.feed.advance(now)
         if outputs:
-            records = stream_records(outputs, self.champion, self.version, self.feed.state.entities)
+            state = self.feed.state
+            records = stream_records(
+                outputs, self.champion, self.version, state.entities, self.published.scored
+            )
             await produce_all(self.producer, self.predictions_topic, records)
             if records:
                 metrics.PREDICTIONS.labels("stream", self.champion).inc(len(records))

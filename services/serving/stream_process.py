@@ -157,7 +157,9 @@ async def _replicated_learner(
         champion = view.model
         training = CheckpointStore(redis, registry, checkpoint_key(prefix))
         own = CheckpointStore(redis, registry, f"driftline:{prefix}serving:replica")
-        state = await restore_replica(own, training, pipeline, settings, clock(), champion)
+        state, published = await restore_replica(
+            own, training, pipeline, settings, clock(), champion
+        )
         feed = LearnerFeed(
             state,
             features=topics.features,
@@ -176,6 +178,7 @@ async def _replicated_learner(
             checkpoint_seconds=settings.replica_checkpoint_seconds,
             batch_size=settings.batch_size,
             clock=clock,
+            published=published,
         )
         await consumer.start()
         partitions = {

@@ -2,20 +2,29 @@
 
 Every model of the pipeline predicts on every event before it learns it
 (`services.training.learner`), so training holds paired predictions: for each event,
-which models were right. `ChampionPolicy.observe` counts them over windows of
-`window` events in a row and, at the end of each window, promotes a challenger when
-McNemar's test on that window says it beats the champion:
+which models were right. Against the champion, each challenger's events split into
+b (the champion right, the challenger wrong) and c (the reverse); under "both are as
+good" b and c are equally likely. `ChampionPolicy.observe` promotes the challenger
+with the largest gain (c - b) among those that pass either of two tests, each at half
+of 1 - `confidence` (so together at most 1 - `confidence`):
 
-- b: events the champion got right and the challenger wrong; c: the reverse. Under
-  "both are as good", b and c are equally likely; McNemar's statistic (with the
-  continuity correction) is (|b - c| - 1)^2 / (b + c), chi-squared with one degree of
-  freedom. A challenger with c > b whose p-value is below 1 - `confidence` qualifies;
-  of those, the one with the largest c - b (the largest gain in accuracy) is promoted.
-- One test per window, each on events no other test saw, so repeated looks do not
-  pile up: with two equal models and the default confidence 0.9999, one window in
-  20,000 promotes by chance (at window 1,000: once in 20 million events per
-  challenger), while a gap of 10 points of accuracy is found in the first window.
-- Hysteresis: the next window starts after the change, so the new champion is judged
+- **Recent window** (fast, for a change): McNemar's test on the window of `window`
+  events just ended. Its statistic, with the continuity correction, is
+  (|b - c| - 1)^2 / (b + c), chi-squared with one degree of freedom; one test per
+  window, each on events no other test saw. With two equal models and the default
+  confidence 0.9999, one window in 20,000 promotes by chance; a gap of 10 points of
+  accuracy is found in the first window.
+- **Since the champion was chosen** (patient, for a small steady gap): a sequential
+  test on the counts since the last change or drift, looked at after every event.
+  Its statistic is the likelihood ratio of the discordant pairs under a uniform prior
+  on P(challenger wins a pair) against 1/2: 2^(b+c) B(c+1, b+1). It is a
+  nonnegative martingale under "as good", so it ever reaches 1/alpha with
+  probability at most alpha (Ville's inequality), however long it runs and however
+  often it is looked at: an equal challenger is promoted by chance at most once in
+  2 / (1 - `confidence`) tenures. 1 / ratio is its (always valid) p-value. It finds
+  a large gap within a few dozen events (so the first model listed, chosen on no
+  evidence, is replaced quickly) and a 2-point gap within a few thousand.
+- Hysteresis: after a change both tests start again, so the new champion is judged
   only on events that came after it was chosen, and to go back the old one must in
   turn be significantly better. Two models of equal accuracy do not flap.
 - Concept drift: ADWIN watches the champion's errors. When it finds they rose, the
@@ -37,8 +46,9 @@ training's checkpointed state.
 >>> outputs = []
 >>> for i in range(30):  # "b" right every time, "a" one time in three
 ...     outputs += [Learned(f"e{i}", "a", i % 3 == 0), Learned(f"e{i}", "b", True)]
->>> [(p.model, p.previous, p.evidence["b"], p.evidence["c"]) for p in policy.observe(outputs)]
-[('b', 'a', 0, 20)]
+>>> [(p.model, p.evidence["test"], p.evidence["b"], p.evidence["c"])
+...  for p in policy.observe(outputs)]
+[('b', 'sequential', 0, 9)]
 >>> policy.champion
 'b'
 """
@@ -58,7 +68,7 @@ from river import drift
 from services.training.learner import Learned, LearnerOutput
 from shared.pipeline import PipelineConfig
 
-__all__ = ["ChampionPolicy", "Drift", "Promotion", "mcnemar", "policy_for"]
+__all__ = ["ChampionPolicy", "Drift", "Promotion", "log_mixture_ratio", "mcnemar", "policy_for"]
 
 Action = Literal["promote_best", "retrain_batch", "reset", "none"]
 FRESH = ".fresh"  # the name of a fresh copy of a model (`reset`)
@@ -99,6 +109,16 @@ def mcnemar(b: int, c: int) -> tuple[float, float]:
     return statistic, math.erfc(math.sqrt(statistic / 2))
 
 
+def log_mixture_ratio(b: int, c: int) -> float:
+    """The log of the sequential test's likelihood ratio: 2^(b+c) B(c+1, b+1).
+
+    >>> round(math.exp(log_mixture_ratio(0, 7)), 1), round(log_mixture_ratio(5, 5), 2)
+    (16.0, -1.0)
+    """
+    n = b + c
+    return math.lgamma(c + 1) + math.lgamma(b + 1) - math.lgamma(n + 2) + n * math.log(2)
+
+
 class ChampionPolicy:
     """Paired right/wrong counts of the current window, and the champion they chose."""
 
@@ -124,6 +144,7 @@ class ChampionPolicy:
         self.epoch = uuid.uuid4().hex[:12]  # with `changes`, names each change uniquely
         self.last: dict[str, Any] | None = None  # the last window's standing, when it closed
         self._champion_at = self.models.index(champion)
+        self._since = _Counts(len(self.models))  # since the champion was chosen, or a drift
         self.configure(window=window, confidence=confidence, auto=auto, on_drift=on_drift)
         self._reset()
 
@@ -139,6 +160,14 @@ class ChampionPolicy:
         if "_adwin" not in state:  # pickled before drift detection
             self.on_drift, self.drifts, self.events = "promote_best", 0, 0
             self._adwin, self._round = drift.ADWIN(), self.window
+        if "_since" not in state:  # pickled before the sequential test
+            self._since = _Counts(len(self.models))
+        if "_window" not in state:  # pickled with the window's counts as four fields
+            self._window = _Counts(len(self.models))
+            self._window.n, self._window.right = state.pop("_n"), state.pop("_right")
+            self._window.b, self._window.c = state.pop("_b"), state.pop("_c")
+            for old in ("_n", "_right", "_b", "_c"):
+                self.__dict__.pop(old, None)
 
     def configure(
         self, *, window: int, confidence: float, auto: bool, on_drift: Action = "promote_best"
@@ -146,13 +175,16 @@ class ChampionPolicy:
         """New settings (a restored policy takes the pipeline file's own)."""
         self.window, self.confidence, self.auto = window, confidence, auto
         self.on_drift = on_drift
-        # statistic > z^2 <=> p-value < 1 - confidence
-        self._z2 = NormalDist().inv_cdf(1 - (1 - confidence) / 2) ** 2
+        alpha = (1 - confidence) / 2  # each test's share
+        # McNemar: statistic > z^2 <=> p-value < alpha; sequential: ratio > 1 / alpha
+        self._z2 = NormalDist().inv_cdf(1 - alpha / 2) ** 2
+        self._log_bound = math.log(1 / alpha)
 
     def set_champion(self, model: str) -> None:
         """Make `model` the champion (an operator's pin); a new window starts."""
         self.champion, self._champion_at = model, self.models.index(model)
         self._adwin = drift.ADWIN()
+        self._since = _Counts(len(self.models))
         self._reset()
 
     # `retrain`, when set, is called when a drift's action is `retrain_batch`; `reset`
@@ -203,7 +235,7 @@ class ChampionPolicy:
 
     def standing(self) -> dict[str, Any]:
         """The current window: each model's accuracy and its b, c against the champion."""
-        n = self._n
+        counts, n = self._window, self._window.n
         return {
             "champion": self.champion,
             "policy": "auto" if self.auto else "manual",
@@ -211,22 +243,20 @@ class ChampionPolicy:
             "n": n,
             "models": {
                 name: {
-                    "accuracy": self._right[i] / n if n else None,
-                    "b": self._b[i],
-                    "c": self._c[i],
+                    "accuracy": counts.right[i] / n if n else None,
+                    "b": counts.b[i],
+                    "c": counts.c[i],
                 }
                 for i, name in enumerate(self.models)
             },
+            "since_chosen": {"n": self._since.n, "b": self._since.b, "c": self._since.c},
         }
 
     # ---- internals
 
     def _reset(self, length: int | None = None) -> None:
         self._round = self.window if length is None else length
-        self._n = 0
-        self._right = [0] * len(self.models)  # per model, right in this window
-        self._b = [0] * len(self.models)  # champion right, model wrong
-        self._c = [0] * len(self.models)  # champion wrong, model right
+        self._window = _Counts(len(self.models))
 
     def _event(self, bits: int) -> list[Promotion | Drift]:
         champion_right = bits >> self._champion_at & 1
@@ -236,21 +266,17 @@ class ChampionPolicy:
             if self.on_drift == "reset":
                 found = self._fresh(found)
             self._reset(max(30, self.window // 4))  # judge the models on what came after
-        right, b, c = self._right, self._b, self._c
-        for i in range(len(right)):
-            if bits >> i & 1:
-                right[i] += 1
-                if not champion_right:
-                    c[i] += 1
-            elif champion_right:
-                b[i] += 1
-        self._n += 1
-        if self._n < self._round:
-            return [] if found is None else [found]
-        promotion = self._challenge() if self.auto else None
-        self.last = self.standing()
-        self._reset()
+            self._since = _Counts(len(self.models))
+        self._window.add(bits, champion_right)
+        self._since.add(bits, champion_right)
         decided: list[Promotion | Drift] = [] if found is None else [found]
+        promotion = self._sequential() if self.auto and not champion_right else None
+        if promotion is None and self._window.n < self._round:
+            return decided
+        if promotion is None:
+            promotion = self._challenge() if self.auto else None
+            self.last = self.standing()
+        self._reset()
         return decided if promotion is None else [*decided, promotion]
 
     def _fresh(self, found: Drift) -> Drift:
@@ -278,35 +304,76 @@ class ChampionPolicy:
         )
 
     def _challenge(self) -> Promotion | None:
-        best, gain = None, 0
+        """McNemar's test on the window just ended."""
+        best, gain, counts = None, 0, self._window
         for i, name in enumerate(self.models):
-            b, c = self._b[i], self._c[i]
+            b, c = counts.b[i], counts.c[i]
             if name == self.champion or c <= b:
                 continue
             if (c - b - 1) ** 2 > self._z2 * (b + c) and c - b > gain:
                 best, gain = i, c - b
-        return None if best is None else self._promote(best)
+        if best is None:
+            return None
+        statistic, p_value = mcnemar(counts.b[best], counts.c[best])
+        return self._promote(best, counts, "mcnemar", statistic, p_value)
 
-    def _promote(self, i: int) -> Promotion:
-        n, old = self._n, self._champion_at
-        b, c = self._b[i], self._c[i]
-        statistic, p_value = mcnemar(b, c)
+    def _sequential(self) -> Promotion | None:
+        """The sequential test on the counts since the champion was chosen (its ratio
+        only grows on an event the champion got wrong: asked then)."""
+        best, gain, counts = None, 0, self._since
+        for i, name in enumerate(self.models):
+            b, c = counts.b[i], counts.c[i]
+            if name == self.champion or c - b <= gain:
+                continue
+            if log_mixture_ratio(b, c) > self._log_bound:
+                best, gain = i, c - b
+        if best is None:
+            return None
+        ratio = log_mixture_ratio(counts.b[best], counts.c[best])
+        return self._promote(best, counts, "sequential", ratio, math.exp(-ratio))
+
+    def _promote(
+        self, i: int, counts: _Counts, test: str, statistic: float, p_value: float
+    ) -> Promotion:
+        n, old = counts.n, self._champion_at
         evidence = {
-            "test": "mcnemar",
+            "test": test,  # "mcnemar" (the last window) or "sequential" (since chosen)
             "window": n,
-            "champion": {"model": self.champion, "accuracy": self._right[old] / n},
-            "challenger": {"model": self.models[i], "accuracy": self._right[i] / n},
-            "b": b,
-            "c": c,
-            "statistic": statistic,
+            "champion": {"model": self.champion, "accuracy": counts.right[old] / n},
+            "challenger": {"model": self.models[i], "accuracy": counts.right[i] / n},
+            "b": counts.b[i],
+            "c": counts.c[i],
+            "statistic": statistic,  # McNemar's chi-squared, or the log likelihood ratio
             "p_value": p_value,
             "confidence": self.confidence,
         }
         previous = self.champion
         self.champion, self._champion_at = self.models[i], i
         self._adwin = drift.ADWIN()  # the new champion's errors, from now on
+        self._since = _Counts(len(self.models))
         self.changes += 1
         return Promotion(f"{self.epoch}:{self.changes}", self.champion, previous, evidence)
+
+
+class _Counts:
+    """Paired counts over a stretch of events: per model, right; b, c against the champion."""
+
+    def __init__(self, models: int) -> None:
+        self.n = 0
+        self.right = [0] * models
+        self.b = [0] * models  # champion right, model wrong
+        self.c = [0] * models  # champion wrong, model right
+
+    def add(self, bits: int, champion_right: int) -> None:
+        self.n += 1
+        right, b, c = self.right, self.b, self.c
+        for i in range(len(right)):
+            if bits >> i & 1:
+                right[i] += 1
+                if not champion_right:
+                    c[i] += 1
+            elif champion_right:
+                b[i] += 1
 
 
 def policy_for(pipeline: PipelineConfig, policy: ChampionPolicy | None) -> ChampionPolicy:

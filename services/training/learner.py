@@ -459,6 +459,14 @@ class OnlineLearner:
             self._unscheduled.clear()
         return out
 
+    def buffered_vectors(self) -> dict[str, Any]:
+        """The vectors added but not predicted yet (beyond the watermark): event id -> ref."""
+        return {
+            item[2]: item[4][2] if len(item[4]) > 2 else None
+            for item in self._queue
+            if item[1] == _FEATURES
+        }
+
     def next_time(self) -> datetime | None:
         """The time of the next buffered item (None: nothing buffered)."""
         if not self._queue:

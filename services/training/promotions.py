@@ -61,10 +61,12 @@ def drift_record(found: Drift, event_time: datetime | None) -> tuple[bytes, byte
 def promotion_record(promotion: Promotion, event_time: datetime | None) -> tuple[bytes, bytes]:
     """The (key, value) of a promotion's `ChampionChanged`."""
     evidence = promotion.evidence
+    test = "McNemar" if evidence["test"] == "mcnemar" else "sequential test"
+    span = "the last" if evidence["test"] == "mcnemar" else "the"
     reason = (
-        f"{promotion.model} beat {promotion.previous} over {evidence['window']} events"
+        f"{promotion.model} beat {promotion.previous} over {span} {evidence['window']} events"
         f" (accuracy {evidence['challenger']['accuracy']:.3f} against"
-        f" {evidence['champion']['accuracy']:.3f}; McNemar p={evidence['p_value']:.2g})"
+        f" {evidence['champion']['accuracy']:.3f}; {test} p={evidence['p_value']:.2g})"
     )
     message = ChampionChanged(
         change_id=promotion.change_id,

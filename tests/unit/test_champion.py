@@ -77,6 +77,28 @@ def test_it_does_not_flap_between_two_close_models() -> None:
     assert len([d for d in decided if isinstance(d, Promotion)]) <= 1
 
 
+def test_a_small_steady_gap_is_found_by_the_sequential_test_and_kept() -> None:
+    """Two points of accuracy: no single window of 1,000 shows it at 0.9999, the
+    counts since the champion was chosen do (independent errors: ~20,000 events)."""
+    for seed in range(3):
+        rng = random.Random(seed)
+        policy = ChampionPolicy(["a", "b"], "a", window=1000)
+        decided = policy.observe(paired(40_000, {"a": 0.76, "b": 0.78}, rng))
+        promotions = [d for d in decided if isinstance(d, Promotion)]
+        assert [(p.model, p.evidence["test"]) for p in promotions] == [("b", "sequential")]
+        evidence = promotions[0].evidence
+        assert evidence["window"] < 35_000 and evidence["p_value"] < 0.00005
+        assert evidence["c"] > evidence["b"]
+
+
+def test_the_first_listed_model_chosen_on_no_evidence_is_replaced_within_a_few_dozen() -> None:
+    rng = random.Random(3)
+    policy = ChampionPolicy(["worst", "best"], "worst", window=1000)
+    decided = policy.observe(paired(1000, {"worst": 0.6, "best": 0.95}, rng))
+    (promotion,) = [d for d in decided if isinstance(d, Promotion)]
+    assert promotion.model == "best" and promotion.evidence["window"] < 100
+
+
 def test_manual_policy_counts_but_never_promotes_and_a_pin_moves_the_champion() -> None:
     rng = random.Random(3)
     policy = ChampionPolicy(["a", "b"], "a", window=200, auto=False)

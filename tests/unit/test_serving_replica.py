@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
-from services.serving.replica import stream_records
+from services.serving.replica import published_ahead, stream_records
 from services.training.checkpoint import TrainingState
 from services.training.feed import LearnerFeed
 from services.training.learner import Learned, LearnerOutput, OnlineLearner, PredictionMade
@@ -125,3 +125,45 @@ def test_stream_records_are_the_champions_stream_predictions_and_forget_entities
     assert first.probabilities == {"False": 0.25, "True": 0.75}
     assert orjson.loads(records[1][1])["entity_id"] is None
     assert entities == {"e3": "k3"}, "every predicted event's entity is forgotten"
+
+
+def test_a_new_champion_does_not_publish_again_what_the_previous_one_scored() -> None:
+    """The champion changes: the replica of the new one starts from training's older
+    checkpoint; the events the previous one had published get no second prediction,
+    and every event still gets one."""
+    batches = stream(600)
+    training = LearnerFeed(fresh(), features="features", labels="labels", task="binary")
+    run(training, batches[:4])
+    checkpoint = pickle.dumps(training.state)  # training's, behind the replica's
+    made = run(training, batches[4:])  # what is predicted after it
+    predicted = {o.event_id for o in made if isinstance(o, PredictionMade) and o.model == "gnb"}
+
+    old_state = pickle.loads(checkpoint)
+    old_state.learner.keep_only(["logreg"])
+    old = LearnerFeed(old_state, features="features", labels="labels", task="binary")
+    entities: dict[str, str | None] = {}
+    published_ids = []
+    for batch in from_seek(old_state, batches)[:8]:  # the previous champion's replica
+        old.take({tp: r for tp, r in batch.items() if r}, now=0.0)
+        outputs = old.advance(now=0.0) or []
+        published_ids += [
+            orjson.loads(v)["event_id"] for _, v in stream_records(outputs, "logreg", "1", entities)
+        ]
+    mine = old.state  # its own checkpoint when the champion changed
+
+    state = pickle.loads(checkpoint)  # what `restore_replica` takes for the new champion
+    state.learner.keep_only(["gnb"])
+    published = published_ahead(state, mine, {tp for tp in PARTS if tp.topic == "features"})
+    assert published is not None and published.buffered, "some read, not yet predicted"
+    new = LearnerFeed(state, features="features", labels="labels", task="binary")
+    republished = []
+    for batch in from_seek(state, batches):
+        published.note(batch)
+        new.take({tp: r for tp, r in batch.items() if r}, now=0.0)
+        outputs = new.advance(now=0.0) or []
+        records = stream_records(outputs, "gnb", "1", state.entities, published.scored)
+        republished += [orjson.loads(v)["event_id"] for _, v in records]
+    assert not set(published_ids) & set(republished)
+    assert len(published_ids) > 100 and len(republished) > 100
+    assert set(published_ids) | set(republished) == predicted
+    assert not published.spans and not published.scored

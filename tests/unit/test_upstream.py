@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -22,6 +23,7 @@ class FakeAdmin:
     def __init__(self, counts: dict[str, int]) -> None:
         self.counts = counts
         self.committed: dict[tuple[str, TopicPartition], int] = {}
+        self.members: dict[str, int] = {}  # group -> consumers joined
         self.down = False
 
     async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
@@ -43,6 +45,14 @@ class FakeAdmin:
         return {  # as the broker answers: -1 where the group has no offset
             tp: OffsetAndMetadata(self.committed.get((group, tp), -1), "") for tp in partitions
         }
+
+    async def describe_consumer_groups(self, groups: list[str], coordinator: int) -> list[Any]:
+        described = [
+            (0, g, "Stable" if self.members.get(g) else "Empty", "consumer", "", [()] * n)
+            for g in groups
+            for n in [self.members.get(g, 0)]
+        ]
+        return [SimpleNamespace(groups=described)]
 
 
 class FakeOffsets:
@@ -133,3 +143,19 @@ async def test_a_group_seen_committing_that_shows_nothing_is_still_owed() -> Non
     admin.committed = {}
     found = await upstream.drained(MINE)
     assert [f"{t.topic}/{t.partition}" for t, done in found.items() if not done] == ["labels/0"]
+
+
+async def test_a_group_with_members_that_committed_nothing_yet_is_waited_for() -> None:
+    """Features joined but stalled before its first commit (its Redis down): the labels'
+    clock must not run ahead of it, then or after it leaves (killed, restarting)."""
+    admin = FakeAdmin(three("events.raw", "events", "labels.raw"))
+    admin.counts |= {"features": 3, "labels": 3}
+    admin.committed = {("ingestion", tp("events.raw", p)): 4 for p in range(3)}
+    admin.members = {"features": 1}
+    ends = {tp("events.raw", p): 4 for p in range(3)} | {tp("events", 2): 4}
+    upstream = Upstream(admin, FakeOffsets(ends), CHAINS)
+    found = await upstream.drained(MINE)
+    assert [f"{t.topic}/{t.partition}" for t, done in found.items() if not done] == ["features/2"]
+    admin.members = {}
+    found = await upstream.drained(MINE)
+    assert [f"{t.topic}/{t.partition}" for t, done in found.items() if not done] == ["features/2"]
