@@ -295,7 +295,7 @@ def test_the_dashboard_draws_the_live_stream_in_chromium(
         page.text_content("#champion") or ""
     )
     assert texts(page, '#changes tr.change[data-action="promote"] td:nth-child(6)') == [
-        "12 / 70, p=1.0e-10"
+        "mcnemar: 12 / 70, p=1.0e-10"
     ]
     assert texts(page, "#actions tr.action td:nth-child(4)") == ["promote_best"]
     page.wait_for_function(

@@ -139,12 +139,16 @@ def models_of(service: ServiceProcess) -> dict[str, Any]:
     return body
 
 
-def wait_learned(service: ServiceProcess, n: int, timeout: float = 120) -> dict[str, Any]:
-    """/api/models once every model has learned `n` events and nothing is buffered."""
+def wait_learned(
+    service: ServiceProcess, n: int, timeout: float = 120, models: set[str] | None = None
+) -> dict[str, Any]:
+    """/api/models once every model (of `models`) has learned `n` events and nothing
+    is buffered."""
     deadline = time.monotonic() + timeout
     while True:
         body = models_of(service)
-        done = all(m["n_learned"] >= n for m in body["models"]) and body["buffered"] == 0
+        counted = [m for m in body["models"] if models is None or m["name"] in models]
+        done = all(m["n_learned"] >= n for m in counted) and body["buffered"] == 0
         if done or time.monotonic() > deadline:
             return body
         time.sleep(0.5)
@@ -434,13 +438,9 @@ def test_the_better_model_is_promoted_on_champions_with_its_evidence(
     service_factory: Factory, prefix: str, tmp_path: Path
 ) -> None:
     """Inside a circle or not: the logistic regression listed first cannot draw it
-    (67% right), the tree can (83%). Training promotes the tree once, with McNemar's
+    (67% right), the tree can (83%). Training promotes the tree once, with its
     evidence, and says so on `champions`."""
-    rng = random.Random(4)
-    rows: list[Row] = []
-    for _ in range(N_ROWS):
-        a, b = rng.random(), rng.random()
-        rows.append(({"feat_1": a, "feat_2": b}, int((a - 0.5) ** 2 + (b - 0.5) ** 2 < 0.1)))
+    rows = circle(N_ROWS)
     create_topics(prefix)
     pipeline = tmp_path / "xor.yaml"
     pipeline.write_text(PIPELINE + "champion:\n  window: 300\n")
@@ -460,10 +460,50 @@ def test_the_better_model_is_promoted_on_champions_with_its_evidence(
         "promote",
     )
     evidence = change["evidence"]
-    assert evidence["test"] == "mcnemar" and evidence["window"] == 300
+    assert evidence["test"] in {"mcnemar", "sequential"} and evidence["window"] < N_ROWS
     assert evidence["c"] > evidence["b"] and evidence["p_value"] < 1e-4
     assert evidence["challenger"]["accuracy"] > evidence["champion"]["accuracy"] + 0.1
     assert change["by"] == "training (policy auto)" and change["event_time"] is not None
+
+
+def circle(n: int, flip_at: int | None = None) -> list[Row]:
+    """Inside a circle or not (the label inverted from row `flip_at` on)."""
+    rng = random.Random(4)
+    rows: list[Row] = []
+    for i in range(n):
+        a, b = rng.random(), rng.random()
+        inside = (a - 0.5) ** 2 + (b - 0.5) ** 2 < 0.1
+        rows.append(
+            ({"feat_1": a, "feat_2": b}, int(inside != (flip_at is not None and i >= flip_at)))
+        )
+    return rows
+
+
+def test_on_the_champions_drift_reset_starts_a_fresh_copy_that_learns_after_it(
+    service_factory: Factory, prefix: str, tmp_path: Path
+) -> None:
+    """`on_drift: reset`: the circle's label flips half way; the tree, champion by then,
+    errs; training raises the drift with its action and a fresh tree starts learning
+    from there as a challenger, beside the models it does not replace."""
+    flip = N_ROWS // 2
+    rows = circle(N_ROWS, flip_at=flip)
+    create_topics(prefix)
+    pipeline = tmp_path / "reset.yaml"
+    pipeline.write_text(PIPELINE + "champion:\n  window: 300\n  on_drift: reset\n")
+    service = service_factory("training", PIPELINE_CONFIG=str(pipeline), IDLE_MS="1000")
+    produce_chunk(prefix, rows, 0, N_ROWS, 5)
+    service.start()
+    body = wait_learned(service, N_ROWS, models={"logreg", "hoeffding_tree"})
+    learned = {m["name"]: m["n_learned"] for m in body["models"]}
+    assert learned["logreg"] == learned["hoeffding_tree"] == N_ROWS
+    fresh = learned["hoeffding_tree.fresh"]
+    assert 0 < fresh < N_ROWS - flip, learned  # from the drift on, found after the flip
+    alerts = [json.loads(m["payload"]) for m in kcat_read(f"{prefix}alerts")]
+    drifts = [a for a in alerts if a["kind"] == "concept_drift"]
+    assert drifts and drifts[0]["subject"] == "hoeffding_tree", alerts
+    assert drifts[0]["details"]["action"] == "reset"
+    assert drifts[0]["details"]["events"] >= flip - 5  # ADWIN needs errors after the flip
+    assert body["champion"]["champion"] != "logreg"  # the tree, or its fresh copy
 
 
 def test_a_version_is_rebuilt_from_the_topics_identical(

@@ -56,6 +56,7 @@ async def test_a_joined_group_that_never_committed_holds_until_it_commits(prefix
         )
         await done.start()
         try:
+            done.assign([TopicPartition(events, 1)])
             await done.commit({TopicPartition(events, 1): 1})
         finally:
             await done.stop()

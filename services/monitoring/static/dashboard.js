@@ -275,7 +275,7 @@ function drawChampion(models) {
     (c.pinned && c.policy_model !== c.model ? `; the policy would serve ${c.policy_model}` : "");
   const changes = models.changes.slice(0, 20).map((x) => {
     const e = x.evidence || {};
-    const evidence = e.test ? `${e.b} / ${e.c}, p=${Number(e.p_value).toExponential(1)}` : "";
+    const evidence = e.test ? `${e.test}: ${e.b} / ${e.c}, p=${Number(e.p_value).toExponential(1)}` : "";
     return row(
       [[x.changed_at, "l"], [x.action, "l"], [x.model + (x.version ? ` v${x.version}` : ""), "l"], [x.by, "l"], [x.reason, "l"], evidence],
       { class: "change", "data-action": x.action, "data-model": x.model },
