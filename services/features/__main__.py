@@ -9,6 +9,7 @@ import faust
 
 from services.features.app import FeaturesService
 from services.features.config import FeaturesSettings
+from shared import tasks
 from shared.logs import configure_logging
 from shared.topics import Topics, ensure_topics, partitions_of
 
@@ -37,7 +38,10 @@ def main() -> None:
     partitions = loop.run_until_complete(_prepare(settings))
     service = FeaturesService(settings, partitions=partitions)
     worker = faust.Worker(service.app, loglevel=settings.log_level, loop=loop)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as done:  # faust exits 0 on SIGTERM, also one an essential task sent
+        raise SystemExit(tasks.exit_status() or done.code) from None
 
 
 if __name__ == "__main__":

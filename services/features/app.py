@@ -187,6 +187,7 @@ class FeaturesService:
         self.app.page("/healthz")(self._healthz_view())
         self.app.page("/metrics")(_metrics_view)
         self.app.task(self._settle_logging)
+        self.app.task(self._start_recovery_watch)
         self.app.timer(TAIL_CHECK_S)(self._read_tail)
         self._handling = asyncio.Lock()  # one batch at a time: the agent's, or the tail's
         self._last_batch = time.monotonic()
@@ -195,6 +196,11 @@ class FeaturesService:
     def _recovered(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """Faust signals each table recovery (a start, a rebalance) before the agent resumes."""
         self._track_all = True
+
+    async def _start_recovery_watch(self) -> None:
+        recovery = cast(TableManager, self.app.tables).recovery
+        watch = recovery_watch(recovery, self.settings.recovery_stall_s)
+        tasks.start(watch, name="features-recovery-watch", essential=True)
 
     async def _settle_logging(self) -> None:
         """Faust's worker leaves the root logger at DEBUG as it starts, and faust logs a
@@ -394,6 +400,26 @@ class FeaturesService:
             return web.json(body, status=200 if healthy else 503)
 
         return healthz
+
+
+async def recovery_watch(recovery: Any, stall_s: float, every_s: float = 5.0) -> None:
+    """Raise once a table recovery has read nothing for `stall_s` (its changelog
+    reader stuck: seen after a broker's kill -9, the records there and readable). The
+    task is essential: the worker stops and its supervisor starts it again, and a
+    new recovery reads the changelogs afresh. (Faust's own fields: it logs the same
+    condition as a warning, and waits forever.)"""
+    while True:
+        await asyncio.sleep(every_s)
+        started = getattr(recovery, "_recovery_started_at", None)
+        if not recovery.in_recovery or started is None:
+            continue
+        last = getattr(recovery, "_last_active_event_processed_at", None) or started
+        idle = time.monotonic() - last
+        if idle > stall_s:
+            raise RuntimeError(
+                f"the table recovery has read nothing for {idle:.0f} s (RECOVERY_STALL_S"
+                f" {stall_s:g}): restarting the worker to read the changelogs afresh"
+            )
 
 
 async def _acked(sent: Sequence[Awaitable[Any]]) -> None:

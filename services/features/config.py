@@ -28,6 +28,9 @@ class FeaturesSettings(CommonSettings):
     batch_within_s: float = Field(default=0.002, gt=0)
     # A worker silent this long leaves the consumer group (its partitions move on).
     session_timeout_s: float = Field(default=10, gt=0)
+    # A table recovery that reads nothing for this long (faust's changelog reader can
+    # stall after a broker restart) stops the worker, and its supervisor restarts it.
+    recovery_stall_s: float = Field(default=60, gt=0)
     # Faust's working directory (its tables live in memory and in Kafka).
     data_dir: str = ".data/features"
 
