@@ -84,18 +84,18 @@ async def restore_replica(
     may be ahead of the predictions the replica published before it stopped, and the
     events in between would never be scored. A new champion comes from training's
     (its own learned only the one before). The `features` records training's
-    checkpoint is behind on, up to where the replica's own had read, were scored by
-    the previous champion (but for the vectors its learner still buffered): the new
-    one learns them and does not publish them again. (Those the previous champion
-    scored after its last checkpoint, `REPLICA_CHECKPOINT_SECONDS` at most, are.)
+    checkpoint is behind on, up to where the replica's own had read (it saves as it
+    stops for the change: `save_and_stop`), were scored by the previous champion (but
+    for the vectors its learner still buffered): the new one learns them and does not
+    publish them again.
     """
     champion = champion or pipeline.initial_champion()
     mine = resume(await own.load(), own.key, pipeline, settings, now)
     if mine is not None and champion in mine.learner.models:
         return mine, None
     state = resume(await training.load(), training.key, pipeline, settings, now)
-    if state is None:
-        return fresh_state(pipeline, settings), None
+    if state is None:  # none yet: from the beginning
+        state = fresh_state(pipeline, settings)
     if mine is None:
         return state, None
     features = {tp for tp in {*state.offsets, *mine.offsets} if tp.topic.endswith("features")}
@@ -227,6 +227,7 @@ class LearnerReplica:
         self._commit_warned = -60.0
         self._last_checkpoint = clock()
         self._saving: asyncio.Task[None] | None = None
+        self._stepping = asyncio.Lock()
         # a champion change: what the previous one published is learned, not published
         self.published = published or Published({}, set())
         feed.state.learner.keep_only([champion])
@@ -254,7 +255,16 @@ class LearnerReplica:
                 timeout_ms=self.poll_ms, max_records=self.batch_size
             )
             self.last_poll = self.clock()
-            await self.step(batch)
+            async with self._stepping:
+                await self.step(batch)
+
+    async def save_and_stop(self) -> None:
+        """Checkpoint between two batches and take no more (the champion changed): the
+        next champion's replica then knows exactly what this one published."""
+        await self._stepping.acquire()  # kept: `run` stops before its next batch
+        if self._saving is not None:
+            await self._saving
+        await self.store.write(self.feed.state)
 
     async def step(self, batch: dict[TopicPartition, list]) -> None:
         """Add `batch`, advance, publish the champion's predictions and wait for their acks."""

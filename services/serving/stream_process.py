@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.serving import metrics
 from services.serving.bootstrap import watched_models
@@ -192,7 +193,7 @@ async def _replicated_learner(
             tasks.start(replica.run(), name="serving-learner-replica"),
             tasks.start(replica.follow_versions(), name="serving-replica-versions"),
             # a new champion: this process ends and is started again to learn it
-            tasks.start(_until_changed(champions, view), name="serving-champion-changed"),
+            tasks.start(_until_changed(champions, view, replica), name="serving-champion-changed"),
         ]
         try:
             yield running, [replica]
@@ -204,8 +205,11 @@ async def _replicated_learner(
         await redis.aclose()
 
 
-async def _until_changed(consumer: AIOKafkaConsumer, view: ChampionView) -> None:
-    """Return once the `champions` topic names another champion than `view`'s."""
+async def _until_changed(
+    consumer: AIOKafkaConsumer, view: ChampionView, replica: LearnerReplica
+) -> None:
+    """Return once the `champions` topic names another champion than `view`'s, the
+    replica stopped and checkpointed (what it published, for the next champion)."""
     while True:
         batch = await consumer.getmany(timeout_ms=1000)
         for record in (r for records in batch.values() for r in records):
@@ -214,6 +218,10 @@ async def _until_changed(consumer: AIOKafkaConsumer, view: ChampionView) -> None
                 log.info(
                     "the champion is now %s: the stream scorer restarts to learn it", view.model
                 )
+                try:
+                    await replica.save_and_stop()
+                except (RedisError, OSError) as error:  # then from its last checkpoint
+                    log.warning("replica checkpoint not written at the change: %r", error)
                 return
 
 
