@@ -166,8 +166,11 @@ class _Numeric(_Feature):
 
     def _fit(self, sample: list[Value]) -> int:
         values = sorted(v for v in sample if v is not None and not isinstance(v, str))
+        if not values:  # missing throughout the reference: one bin, and missing
+            self.cuts = []
+            return 2
         quantiles = {values[len(values) * i // self.bins] for i in range(1, self.bins)}
-        self.cuts = sorted(quantiles) if values else []
+        self.cuts = sorted(quantiles)
         return len(self.cuts) + 2
 
     def code(self, value: Value) -> int:

@@ -98,6 +98,15 @@ def test_a_surge_of_missing_values_is_flagged() -> None:
     assert [d.feature for d in found] == ["age"]
 
 
+def test_a_feature_missing_throughout_the_reference_is_one_bin_and_flagged_when_it_comes() -> None:
+    """A feature the vectors never carried (another pipeline's topic): no crash; when
+    it starts to come, it drifts."""
+    absent = (v | {"age": None} for v in stationary(7, 2000))
+    detector = DataDrift(FEATURES, SETTINGS)
+    assert run(detector, absent) == []
+    assert [d.feature for d in run(detector, stationary(8, 2000))] == ["age"]
+
+
 @pytest.mark.parametrize("seed", [11, 12, 13, 14, 15])
 def test_a_stationary_stream_raises_nothing(seed: int) -> None:
     detector = DataDrift(FEATURES, SETTINGS)
