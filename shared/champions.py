@@ -24,13 +24,12 @@ know what to answer with; the CLI and training read it the same way.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from shared.kafka import reached
+from shared.kafka import read_from_start
 from shared.messages import ChampionChanged
 
 __all__ = ["HISTORY", "ChampionView", "decode_change", "read_changes"]
@@ -117,16 +116,6 @@ async def read_changes(
 ) -> list[ChampionChanged]:
     """Every change on `partitions` (of the `champions` topic) so far, in the order they
     were sent; the consumer is assigned them and stays at their end."""
-    consumer.assign(partitions)
-    await consumer.seek_to_beginning(*partitions)
-    end = await consumer.end_offsets(partitions)
-    records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + timeout_s
-    while not await reached(consumer, end):
-        if time.monotonic() > deadline:
-            log.warning("champions not read to their end in %.0f s; going on", timeout_s)
-            break
-        batch = await consumer.getmany(*partitions, timeout_ms=200)
-        records += [r for rs in batch.values() for r in rs]
+    records = await read_from_start(consumer, partitions, timeout_s)
     records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
     return [c for c in map(decode_change, records) if c is not None]

@@ -23,7 +23,7 @@ from aiokafka import TopicPartition
 from tqdm import tqdm
 
 from shared.http_keys import bearer
-from shared.kafka import make_consumer
+from shared.kafka import make_consumer, read_from_start
 from shared.pipeline import load_pipeline
 from shared.replay import ReplayPlan, plan_messages, replay, rows_from_source
 from shared.settings import CommonSettings
@@ -49,17 +49,11 @@ async def _read_topic(
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, auth)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
         found: list[dict[str, Any]] = []
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for messages in batch.values():
-                for m in messages:
-                    value = json.loads(m.value)
-                    if keep is None or str(value.get("event_id") or "").startswith(keep):
-                        found.append(value)
+        for m in await read_from_start(consumer, partitions):
+            value = json.loads(m.value)
+            if keep is None or str(value.get("event_id") or "").startswith(keep):
+                found.append(value)
         return found
     finally:
         await consumer.stop()

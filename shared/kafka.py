@@ -7,10 +7,12 @@ service commits an offset only after the output it caused is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from shared.topics import DLQ_MAX_BYTES
@@ -21,9 +23,12 @@ __all__ = [
     "partition_for",
     "produce_all",
     "reached",
+    "read_from_start",
     "send_all",
     "send_to_partitions",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def make_producer(bootstrap_servers: str, client_id: str, **auth: Any) -> AIOKafkaProducer:
@@ -131,6 +136,26 @@ async def produce_all(
 ) -> None:
     """`send_all`, then wait once for every ack. Raises if any send failed."""
     await asyncio.gather(*await send_all(producer, topic, items))
+
+
+async def read_from_start(
+    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition], timeout_s: float | None = None
+) -> list[ConsumerRecord[Any, Any]]:
+    """Every record on `partitions` up to their end offsets now (the consumer is
+    assigned them and stays at their end); with `timeout_s`, what came in that time
+    (logged)."""
+    consumer.assign(list(partitions))
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(list(partitions))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    records: list[ConsumerRecord[Any, Any]] = []
+    while not await reached(consumer, ends):
+        if deadline is not None and time.monotonic() > deadline:
+            log.warning("%s not read to their end in %.0f s; going on", partitions, timeout_s)
+            break
+        batch = await consumer.getmany(*partitions, timeout_ms=500, max_records=5000)
+        records += [r for rs in batch.values() for r in rs]
+    return records
 
 
 async def reached(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:

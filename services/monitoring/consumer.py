@@ -38,7 +38,7 @@ from services.monitoring.metrics import MonitoringMetrics
 from services.monitoring.monitor import Monitor
 from services.monitoring.snapshot import SnapshotStore
 from services.monitoring.webhooks import Webhooks
-from shared.kafka import produce_all, reached
+from shared.kafka import produce_all, read_from_start
 from shared.messages import Alert, FeatureVector, Label, Prediction
 from shared.topics import Topics, partitions_of
 from shared.upstream import Upstream
@@ -80,18 +80,15 @@ async def read_alerts(
     consumer: AIOKafkaConsumer, bootstrap: str, topic: str, auth: Mapping[str, Any] | None = None
 ) -> list[Alert]:
     """Every alert on `topic` up to its current end (undecodable ones skipped)."""
-    ends = await _assign_from_start(consumer, bootstrap, [topic], auth=auth)
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, auth)]
     alerts: list[Alert] = []
-    while not await reached(consumer, ends):
-        batch = await consumer.getmany(timeout_ms=500)
-        for records in batch.values():
-            for record in records:
-                if record.value is None:
-                    continue
-                try:
-                    alerts.append(Alert.model_validate_json(record.value))
-                except ValidationError:
-                    log.warning("skipping an undecodable alert at offset %s", record.offset)
+    for record in await read_from_start(consumer, partitions):
+        if record.value is None:
+            continue
+        try:
+            alerts.append(Alert.model_validate_json(record.value))
+        except ValidationError:
+            log.warning("skipping an undecodable alert at offset %s", record.offset)
     return alerts
 
 
