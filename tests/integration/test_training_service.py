@@ -440,13 +440,7 @@ def test_the_better_model_is_promoted_on_champions_with_its_evidence(
     """Inside a circle or not: the logistic regression listed first cannot draw it
     (67% right), the tree can (83%). Training promotes the tree once, with its
     evidence, and says so on `champions`."""
-    rows = circle(N_ROWS)
-    create_topics(prefix)
-    pipeline = tmp_path / "xor.yaml"
-    pipeline.write_text(PIPELINE + "champion:\n  window: 300\n")
-    service = service_factory("training", PIPELINE_CONFIG=str(pipeline), IDLE_MS="1000")
-    produce_chunk(prefix, rows, 0, N_ROWS, 5)
-    service.start()
+    service = train_on_circle(service_factory, prefix, tmp_path, circle(N_ROWS), "")
     body = wait_learned(service, N_ROWS)
     champion = body["champion"]
     assert champion["champion"] == "hoeffding_tree" and champion["policy"] == "auto"
@@ -479,6 +473,19 @@ def circle(n: int, flip_at: int | None = None) -> list[Row]:
     return rows
 
 
+def train_on_circle(
+    service_factory: Factory, prefix: str, tmp_path: Path, rows: list[Row], champion: str
+) -> ServiceProcess:
+    """Training started on `rows` (labels 5 rows late), its champion window 300 and
+    the `champion` settings' other lines."""
+    create_topics(prefix)
+    pipeline = tmp_path / "circle.yaml"
+    pipeline.write_text(PIPELINE + "champion:\n  window: 300\n" + champion)
+    service = service_factory("training", PIPELINE_CONFIG=str(pipeline), IDLE_MS="1000")
+    produce_chunk(prefix, rows, 0, N_ROWS, 5)
+    return service.start()
+
+
 def test_on_the_champions_drift_reset_starts_a_fresh_copy_that_learns_after_it(
     service_factory: Factory, prefix: str, tmp_path: Path
 ) -> None:
@@ -487,12 +494,7 @@ def test_on_the_champions_drift_reset_starts_a_fresh_copy_that_learns_after_it(
     from there as a challenger, beside the models it does not replace."""
     flip = N_ROWS // 2
     rows = circle(N_ROWS, flip_at=flip)
-    create_topics(prefix)
-    pipeline = tmp_path / "reset.yaml"
-    pipeline.write_text(PIPELINE + "champion:\n  window: 300\n  on_drift: reset\n")
-    service = service_factory("training", PIPELINE_CONFIG=str(pipeline), IDLE_MS="1000")
-    produce_chunk(prefix, rows, 0, N_ROWS, 5)
-    service.start()
+    service = train_on_circle(service_factory, prefix, tmp_path, rows, "  on_drift: reset\n")
     body = wait_learned(service, N_ROWS, models={"logreg", "hoeffding_tree"})
     learned = {m["name"]: m["n_learned"] for m in body["models"]}
     assert learned["logreg"] == learned["hoeffding_tree"] == N_ROWS
