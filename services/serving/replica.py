@@ -243,6 +243,7 @@ class LearnerReplica:
         await self.feed.seek(self.consumer, assigned)
         state.watermark.assign(assigned, self.clock())
         await self.store.write(state)  # a restart resumes here, not at training's newer one
+        self._uncommitted = True  # the group's offsets follow, also if nothing new comes
         log.info(
             "replica of the learner for %s resumes at %s (0: the beginning)",
             self.champion,
@@ -265,6 +266,7 @@ class LearnerReplica:
         if self._saving is not None:
             await self._saving
         await self.store.write(self.feed.state)
+        await self._commit(self.clock())
 
     async def step(self, batch: dict[TopicPartition, list]) -> None:
         """Add `batch`, advance, publish the champion's predictions and wait for their acks."""

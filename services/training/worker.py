@@ -234,6 +234,8 @@ class TrainingWorker:
     async def assigned(self, partitions: list[TopicPartition]) -> None:
         await self.feed.seek(self.consumer, partitions)
         self.state.watermark.assign(partitions, self.clock(), self._revoked_times)
+        self._uncommitted = True  # the group's offsets follow the restored position,
+        # also when nothing new comes (a kill -9 left them behind the checkpoint)
         for topic in (self.topics.features, self.topics.labels):
             known = self.consumer.partitions_for_topic(topic) or set()
             mine = {tp.partition for tp in partitions if tp.topic == topic}
