@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from services.serving import metrics
 from services.serving.models import ArtifactLoader, ModelHolder
 from shared.champions import decode_change
-from shared.kafka import reached
+from shared.kafka import read_from_start
 from shared.messages import ModelPublished
 
 __all__ = ["ModelWatcher", "decode_published"]
@@ -81,24 +81,16 @@ class ModelWatcher:
 
     async def catch_up(self, timeout_s: float = 30.0) -> None:
         """Read every announcement and change so far, then load the champion's version."""
-        every = self.partitions + self.champions
-        self.consumer.assign(every)
-        await self.consumer.seek_to_beginning(*every)
-        end = await self.consumer.end_offsets(every)
-        deadline = time.monotonic() + timeout_s
         changes = []
-        while not await reached(self.consumer, end):
-            if time.monotonic() > deadline:
-                log.warning("models topic not read to its end in %ss; going on", timeout_s)
-                break
-            batch = await self.consumer.getmany(timeout_ms=200)
-            for record in (r for records in batch.values() for r in records):
-                if record.topic != self.topic:
-                    changes.append(record)
-                    continue
-                message = decode_published(record)
-                if message is not None:
-                    self.holder.record(message)
+        for record in await read_from_start(
+            self.consumer, self.partitions + self.champions, timeout_s
+        ):
+            if record.topic != self.topic:
+                changes.append(record)
+                continue
+            message = decode_published(record)
+            if message is not None:
+                self.holder.record(message)
         changes.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         for change in filter(None, map(decode_change, changes)):
             self.holder.view.apply(change)
