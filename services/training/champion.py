@@ -320,16 +320,15 @@ class ChampionPolicy:
     def _sequential(self) -> Promotion | None:
         """The sequential test on the counts since the champion was chosen (its ratio
         only grows on an event the champion got wrong: asked then)."""
-        best, gain, counts = None, 0, self._since
+        best, gain, ratio, counts = None, 0, 0.0, self._since
         for i, name in enumerate(self.models):
             b, c = counts.b[i], counts.c[i]
             if name == self.champion or c - b <= gain:
                 continue
-            if log_mixture_ratio(b, c) > self._log_bound:
-                best, gain = i, c - b
+            if (log_ratio := log_mixture_ratio(b, c)) > self._log_bound:
+                best, gain, ratio = i, c - b, log_ratio
         if best is None:
             return None
-        ratio = log_mixture_ratio(counts.b[best], counts.c[best])
         return self._promote(best, counts, "sequential", ratio, math.exp(-ratio))
 
     def _promote(
